@@ -1,0 +1,91 @@
+"""Streaming and multi-device paths agree with the in-memory solve."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import widelimit as wl
+
+
+@pytest.fixture
+def data(rng):
+    return (rng.standard_t(4, size=(5003, 12)) + 0.5).astype(np.float32)
+
+
+def _agree(a, b, rtol=1e-5):
+    np.testing.assert_allclose(float(a.objective), float(b.objective), rtol=rtol)
+    np.testing.assert_allclose(np.asarray(a.bias), np.asarray(b.bias), atol=1e-3)
+    np.testing.assert_allclose(np.asarray(a.code_norms), np.asarray(b.code_norms), atol=2e-3)
+    assert float(a.gap) <= 1e-6
+
+
+def test_stream_npy_path_memmap_and_chunks(data, tmp_path):
+    ref = wl.solve_wide(data, 1.5)
+    path = tmp_path / "x.npy"
+    np.save(path, data)
+    _agree(wl.solve_wide(str(path), 1.5, chunk_rows=1000), ref)
+    mm = np.load(path, mmap_mode="r")
+    _agree(wl.solve_wide(mm, 1.5, chunk_rows=777), ref)
+    chunks = [data[i : i + 600] for i in range(0, len(data), 600)]
+    _agree(wl.solve_wide(chunks, 1.5), ref)
+    _agree(wl.solve_wide(lambda: iter(chunks), 1.5, chunk_rows=512), ref)
+
+
+def test_stream_weights_nonneg_and_no_bias(data, tmp_path):
+    w = np.random.default_rng(3).uniform(0, 2, len(data))
+    path = tmp_path / "x.npy"
+    np.save(path, data)
+    for kw in (dict(weights=w), dict(nonneg_atoms=True), dict(bias=False)):
+        _agree(wl.solve_wide(str(path), 1.5, chunk_rows=999, **kw), wl.solve_wide(data, 1.5, **kw))
+
+
+def test_stream_bad_inputs(data, tmp_path):
+    with pytest.raises(TypeError, match="one-shot"):
+        wl.solve_wide((c for c in [data]), 1.0)
+    with pytest.raises(ValueError, match="no such file"):
+        wl.solve_wide(str(tmp_path / "missing.npy"), 1.0)
+    bad = tmp_path / "bad.npy"
+    bad.write_bytes(b"not an npy file at all")
+    with pytest.raises(ValueError, match="not a valid .npy"):
+        wl.solve_wide(str(bad), 1.0)
+    nan = data.copy()
+    nan[4000, 3] = np.nan
+    np.save(tmp_path / "nan.npy", nan)
+    with pytest.raises(ValueError, match="NaN"):
+        wl.solve_wide(str(tmp_path / "nan.npy"), 1.0, chunk_rows=1000)
+    with pytest.raises(ValueError, match="weights"):
+        wl.solve_wide([data], 1.0, weights=np.ones(3))
+    with pytest.raises(ValueError, match="empty"):
+        wl.solve_wide([], 1.0)
+
+
+def test_sharded_agrees_with_single_device():
+    code = textwrap.dedent(
+        """
+        import jax, numpy as np
+        jax.config.update("jax_enable_x64", True)
+        import widelimit as wl
+        assert len(jax.devices()) == 8
+        X = np.random.default_rng(0).normal(size=(1001, 6)) + 1
+        w = np.random.default_rng(1).uniform(0, 2, 1001)
+        for kw in ({}, {"weights": w}, {"nonneg_atoms": True}):
+            one = wl.solve_wide(X, 0.8, **kw)
+            many = wl.solve_wide(X, 0.8, devices="all", **kw)
+            assert len(many.code_norms) == 1001
+            np.testing.assert_allclose(float(many.objective), float(one.objective), rtol=1e-9)
+            np.testing.assert_allclose(np.asarray(many.bias), np.asarray(one.bias), atol=1e-7)
+            np.testing.assert_allclose(np.asarray(many.code_norms), np.asarray(one.code_norms), atol=1e-7)
+        print("SHARDED-OK")
+        """
+    )
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert "SHARDED-OK" in out.stdout, out.stderr[-3000:]

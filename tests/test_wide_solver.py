@@ -1,0 +1,139 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import cvxpy_wide, huber_location_1d, weiszfeld, wide_problems
+
+import widelimit as wl
+
+PROBLEMS = wide_problems()
+
+
+@pytest.mark.parametrize("name,X,w,bias,nonneg,lam", PROBLEMS, ids=[p[0] for p in PROBLEMS])
+def test_matches_cvxpy(name, X, w, bias, nonneg, lam):
+    ref_val, ref_b, ref_M = cvxpy_wide(X, lam, w, bias, nonneg)
+    # b is ill-conditioned where most points are far (curvature λ/r): b to 1e-5 needs a 1e-13 gap
+    sol = wl.solve_wide(X, lam, weights=w, bias=bias, nonneg_atoms=nonneg, rtol=1e-13)
+    assert sol.bias.dtype == jnp.float64
+    np.testing.assert_allclose(float(sol.objective), ref_val, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(sol.bias), ref_b, atol=1e-5)
+    # the dual bound really is below the optimum, and the gap certifies it
+    assert float(sol.dual_objective) <= ref_val * (1 + 1e-9) + 1e-12
+    assert 0 <= float(sol.gap) <= 1e-13
+    # per-point atoms and codes reproduce the reference reconstruction
+    if w is None:
+        np.testing.assert_allclose(np.asarray(sol.reconstruction(X) - sol.bias), ref_M, atol=1e-4)
+
+
+def test_float32_reaches_default_tolerance():
+    X = np.random.default_rng(1).normal(size=(2000, 16)).astype(np.float32)
+    sol = wl.solve_wide(X, 2.0)
+    assert sol.bias.dtype == jnp.float32
+    assert float(sol.gap) <= 1e-6
+    ref = wl.solve_wide(X.astype(np.float64), 2.0)
+    np.testing.assert_allclose(float(sol.objective), float(ref.objective), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(sol.bias), np.asarray(ref.bias), atol=1e-4)
+
+
+def test_large_lambda_gives_mean(rng):
+    X = rng.normal(size=(100, 3)) * 2 + 1
+    w = rng.uniform(0.1, 2, size=100)
+    sol = wl.solve_wide(X, 1e6, weights=w)
+    np.testing.assert_allclose(np.asarray(sol.bias), (w[:, None] * X).sum(0) / w.sum(), atol=1e-10)
+    assert not np.any(np.asarray(sol.encoded))
+
+
+def test_small_lambda_gives_geometric_median(rng):
+    X = rng.normal(size=(60, 3)) ** 3
+    sol = wl.solve_wide(X, 1e-7, rtol=1e-9, max_steps=20000)
+    np.testing.assert_allclose(np.asarray(sol.bias), weiszfeld(X), atol=1e-6)
+
+
+def test_one_d_huber_location(rng):
+    x = rng.standard_t(2, size=200)
+    sol = wl.solve_wide(x[:, None], 0.3, rtol=1e-14)
+    np.testing.assert_allclose(float(sol.bias[0]), huber_location_1d(x, 0.3), atol=1e-6)
+
+
+def test_wide_certificate_at_optimum(rng):
+    X = rng.normal(size=(80, 5))
+    sol = wl.solve_wide(X, 0.7)
+    r = np.linalg.norm(np.asarray(sol.residuals(X)), axis=1)
+    assert r.max() <= 0.7 * (1 + 1e-8)
+    np.testing.assert_allclose(np.asarray(sol.residuals(X)).sum(0), 0, atol=1e-8)
+    atoms = np.asarray(sol.atoms(X))
+    enc = np.asarray(sol.encoded)
+    np.testing.assert_allclose(np.linalg.norm(atoms[enc], axis=1), 1, rtol=1e-12)
+    assert np.all(atoms[~enc] == 0)
+
+
+def test_degenerate_data():
+    # identical points, a single point, a point exactly at the bias
+    same = np.ones((10, 3))
+    s = wl.solve_wide(same, 0.1)
+    np.testing.assert_allclose(np.asarray(s.bias), 1.0)
+    assert float(s.objective) == 0 and float(s.gap) == 0
+    one = np.array([[1.0, 2.0]])
+    s = wl.solve_wide(one, 0.5)
+    np.testing.assert_allclose(np.asarray(s.bias), one[0])
+    sym = np.array([[0.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+    s = wl.solve_wide(sym, 0.5)
+    np.testing.assert_allclose(np.asarray(s.bias), 0, atol=1e-12)
+    assert np.isfinite(float(s.objective))
+    dup = np.concatenate([np.eye(3)] * 5)
+    s1, s2 = wl.solve_wide(dup, 0.4), wl.solve_wide(np.eye(3), 0.4)
+    np.testing.assert_allclose(float(s1.objective), float(s2.objective), rtol=1e-9)
+
+
+@pytest.mark.parametrize("scale", [1e-12, 1e12])
+def test_huge_and_tiny_scales(scale, rng):
+    X = rng.normal(size=(50, 4))
+    ref = wl.solve_wide(X, 0.5)
+    for dt in (np.float64, np.float32):
+        s = wl.solve_wide((X * scale).astype(dt), 0.5 * scale)
+        np.testing.assert_allclose(float(s.objective) / scale**2, float(ref.objective), rtol=1e-5)
+        np.testing.assert_allclose(np.asarray(s.bias) / scale, np.asarray(ref.bias), atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_jit_and_vmap(dtype, rng):
+    X = jnp.asarray(rng.normal(size=(64, 3)), dtype)
+    lams = jnp.asarray([0.3, 0.6, 1.2], dtype)
+    f = jax.jit(lambda X, lam: wl.solve_wide(X, lam).objective)
+    eager = [float(wl.solve_wide(X, float(lam)).objective) for lam in lams]
+    np.testing.assert_allclose([float(f(X, lam)) for lam in lams], eager, rtol=1e-5)
+    v = jax.vmap(lambda lam: wl.solve_wide(X, lam))(lams)
+    assert v.objective.dtype == dtype and v.bias.shape == (3, 3)
+    np.testing.assert_allclose(np.asarray(v.objective), eager, rtol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["scan", "vmap"])
+def test_path_matches_single_solves(method, rng):
+    X = rng.normal(size=(120, 4)) + 2
+    lams = np.array([0.2, 1.5, 0.05, 0.8])
+    path = wl.solve_wide_path(X, lams, method=method, rtol=1e-13)
+    for i, lam in enumerate(lams):
+        s = wl.solve_wide(X, lam, rtol=1e-13)
+        np.testing.assert_allclose(float(path.objective[i]), float(s.objective), rtol=1e-12)
+        np.testing.assert_allclose(np.asarray(path.bias[i]), np.asarray(s.bias), atol=1e-6)
+    # W(λ) is increasing in λ
+    vals = np.asarray(path.objective)[np.argsort(lams)]
+    assert np.all(np.diff(vals) > 0)
+
+
+def test_nonconvergence_raises_or_reports(rng):
+    X = rng.normal(size=(200, 4)) ** 3
+    with pytest.raises(RuntimeError, match="max_steps"):
+        wl.solve_wide(X, 0.01, max_steps=1, rtol=1e-12)
+    sol = wl.solve_wide(X, 0.01, max_steps=1, rtol=1e-12, throw=False)
+    assert sol.result == wl.RESULTS.max_steps_reached
+    assert float(sol.gap) > 1e-12
+
+
+def test_chunked_pass_matches_plain(rng):
+    # large enough that the in-memory pass runs in cache-sized blocks with a remainder
+    X = rng.normal(size=(70001, 64)).astype(np.float32) + 1
+    sol = wl.solve_wide(X, 6.0)
+    ref = wl.solve_wide(X.astype(np.float64), 6.0)
+    np.testing.assert_allclose(float(sol.objective), float(ref.objective), rtol=2e-6)
+    np.testing.assert_allclose(np.asarray(sol.bias), np.asarray(ref.bias), atol=1e-4)

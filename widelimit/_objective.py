@@ -1,0 +1,64 @@
+"""The dictionary-learning objective L(D, Z, b) of SPEC §1."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Float
+
+from ._validate import check_lam, check_matrix, check_weights
+
+
+def check_dictionary(X, atoms, codes, bias, *, finite: bool = True):
+    """Validate (X, atoms, codes, bias) shapes; returns JAX arrays in one float dtype."""
+    X = check_matrix(X, "X", check_finite=finite)
+    n, d = X.shape
+    atoms = check_matrix(atoms, "atoms", check_finite=finite)
+    if atoms.shape[1] != d:
+        raise ValueError(f"`atoms` has {atoms.shape[1]} features but `X` has {d}")
+    codes = check_matrix(codes, "codes", check_finite=finite)
+    if codes.shape != (n, atoms.shape[0]):
+        raise ValueError(
+            f"`codes` must have shape (n_samples, n_atoms) = ({n}, {atoms.shape[0]}), got "
+            f"{tuple(codes.shape)}"
+        )
+    if bias is None:
+        bias = jnp.zeros((d,), X.dtype)
+    else:
+        bias = jnp.asarray(bias)
+        if bias.shape != (d,):
+            raise ValueError(f"`bias` must have shape ({d},), got {tuple(bias.shape)}")
+        if finite and not bool(jnp.isfinite(bias).all()):
+            raise ValueError("`bias` contains NaN or Inf")
+    dt = jnp.result_type(X.dtype, atoms.dtype, codes.dtype)
+    return X.astype(dt), atoms.astype(dt), codes.astype(dt), bias.astype(dt)
+
+
+def residuals(X, atoms, codes, bias):
+    """r_n = x_n − b − Dz_n, shape (n_samples, n_features)."""
+    return X - bias - codes @ atoms
+
+
+def loss_terms(X, atoms, codes, bias, lam, w):
+    """(reconstruction, sparsity) parts of L; L is their sum."""
+    n = jnp.sum(w)
+    r = residuals(X, atoms, codes, bias)
+    rec = 0.5 * jnp.sum(w * jnp.sum(r * r, axis=1)) / n
+    sparse = lam * jnp.sum(w * jnp.sum(jnp.abs(codes), axis=1)) / n
+    return rec, sparse
+
+
+def dictionary_loss(
+    X: Float[ArrayLike, "n_samples n_features"],
+    atoms: Float[ArrayLike, "n_atoms n_features"],
+    codes: Float[ArrayLike, "n_samples n_atoms"],
+    bias: Float[ArrayLike, " n_features"] | None,
+    lam: float,
+    *,
+    weights: Float[ArrayLike, " n_samples"] | None = None,
+) -> Float[Array, ""]:
+    """L = (1/2N) Σ w_n||x_n − b − D z_n||² + (λ/N) Σ w_n||z_n||₁ (``bias=None`` means b = 0)."""
+    X, atoms, codes, bias = check_dictionary(X, atoms, codes, bias)
+    lam = check_lam(lam, X.dtype)
+    w = check_weights(weights, X.shape[0], X.dtype)
+    rec, sparse = loss_terms(X, atoms, codes, bias, lam, w)
+    return rec + sparse

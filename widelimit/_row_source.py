@@ -1,0 +1,129 @@
+"""Row-chunk sources for data larger than memory: ``.npy`` paths, numpy memmaps, chunk iterables.
+
+Every source yields C-contiguous numpy blocks of at most ``chunk_rows`` rows and can be iterated many
+times (one iteration per solver pass). File sources read into one reused buffer and never map the
+whole file into the process, so resident memory stays at about one chunk.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+
+
+def is_streamable(X) -> bool:
+    """True for inputs that ``solve_wide`` streams instead of loading."""
+    if isinstance(X, (str, os.PathLike, np.memmap)):
+        return True
+    if hasattr(X, "shape") and hasattr(X, "dtype"):
+        return False
+    return callable(X) or isinstance(X, Iterable)
+
+
+class RowSource:
+    """A re-iterable source of row chunks with a known number of features."""
+
+    def __init__(self, X, chunk_rows: int | None = None, name: str = "X"):
+        self.name = name
+        self._kind = None
+        self.n_rows = None
+        if isinstance(X, (str, os.PathLike)):
+            path = os.fspath(X)
+            if not os.path.exists(path):
+                raise ValueError(f"`{name}`: no such file {path!r}")
+            if not path.endswith(".npy"):
+                raise ValueError(f"`{name}`: only .npy files can be streamed, got {path!r}")
+            with open(path, "rb") as f:
+                try:
+                    major, _ = np.lib.format.read_magic(f)
+                    read = (
+                        np.lib.format.read_array_header_1_0
+                        if major == 1
+                        else np.lib.format.read_array_header_2_0
+                    )
+                    shape, fortran, dtype = read(f)
+                except Exception as e:  # noqa: BLE001 - any parse failure is a bad file
+                    raise ValueError(f"`{name}`: {path!r} is not a valid .npy file ({e})") from e
+                self._offset = f.tell()
+            if fortran:
+                raise ValueError(f"`{name}`: {path!r} is Fortran-ordered; save it C-ordered")
+            self._kind, self._path = "npy", path
+            self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+        elif isinstance(X, np.memmap):
+            self._kind, self._array = "memmap", X
+            self.shape, self.dtype = tuple(X.shape), X.dtype
+        elif callable(X):
+            self._kind, self._factory = "callable", X
+            self.shape, self.dtype = None, None
+        elif isinstance(X, Iterable):
+            if iter(X) is X:
+                raise TypeError(
+                    f"`{name}` is a one-shot iterator; the solver reads the data several times. "
+                    "Pass a list of chunks or a callable that returns a fresh iterator."
+                )
+            self._kind, self._factory = "callable", lambda: iter(X)
+            self.shape, self.dtype = None, None
+        else:  # pragma: no cover - guarded by is_streamable
+            raise TypeError(f"`{name}` cannot be streamed: {type(X).__name__}")
+        if self.shape is not None:
+            if len(self.shape) != 2:
+                raise ValueError(f"`{name}` must be 2-D (n_samples, n_features), got {self.shape}")
+            if self.shape[0] < 1:
+                raise ValueError(f"`{name}` has 0 rows")
+            if self.dtype.kind not in "iuf":
+                raise TypeError(f"`{name}` has dtype {self.dtype}; a real array is required")
+            self.n_rows, self.n_features = self.shape
+        else:
+            first = next(iter(self._factory()), None)
+            if first is None:
+                raise ValueError(f"`{name}` yielded no chunks (empty data)")
+            first = np.asarray(first)
+            if first.ndim != 2:
+                raise ValueError(f"`{name}`: chunks must be 2-D, got shape {first.shape}")
+            self.n_features, self.dtype = first.shape[1], first.dtype
+        if chunk_rows is None:
+            chunk_rows = max(1024, (64 << 20) // (self.n_features * max(self.dtype.itemsize, 4)))
+        self.chunk_rows = int(chunk_rows)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        if self._kind == "npy":
+            yield from self._iter_file()
+        elif self._kind == "memmap":
+            yield from self._iter_memmap()
+        else:
+            for chunk in self._factory():
+                chunk = np.asarray(chunk)
+                if chunk.ndim != 2 or chunk.shape[1] != self.n_features:
+                    raise ValueError(
+                        f"`{self.name}`: chunk of shape {chunk.shape}; expected (rows, "
+                        f"{self.n_features})"
+                    )
+                for i in range(0, chunk.shape[0], self.chunk_rows):
+                    yield chunk[i : i + self.chunk_rows]
+
+    def _iter_file(self):
+        n, d = self.shape
+        buf = np.empty((self.chunk_rows, d), self.dtype)
+        with open(self._path, "rb", buffering=0) as f:
+            f.seek(self._offset)
+            for start in range(0, n, self.chunk_rows):
+                rows = min(self.chunk_rows, n - start)
+                view = buf[:rows]
+                got = f.readinto(memoryview(view).cast("B"))
+                if got != view.nbytes:
+                    raise ValueError(f"`{self.name}`: file {self._path!r} is truncated")
+                yield view
+
+    def _iter_memmap(self):
+        n, _ = self.shape
+        buf = np.empty((self.chunk_rows, self.shape[1]), self.dtype)
+        mm = getattr(self._array, "_mmap", None)
+        for start in range(0, n, self.chunk_rows):
+            rows = min(self.chunk_rows, n - start)
+            np.copyto(buf[:rows], self._array[start : start + rows])
+            if mm is not None and hasattr(mm, "madvise"):
+                mm.madvise(mmap.MADV_DONTNEED)  # drop the mapped pages we just copied
+            yield buf[:rows]

@@ -1,0 +1,215 @@
+"""Public entry points of the wide-limit solve: in memory, sharded, streamed, and λ paths."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike, Float
+
+from ._results import RESULTS
+from ._row_source import RowSource, is_streamable
+from ._validate import check_lam, check_lams, check_matrix, check_positive_int, check_weights
+from ._wide_pass import block_stats, is_sharded
+from ._wide_solution import WideSolution
+from ._wide_solver import (
+    WideSolver,
+    default_rtol,
+    raise_if_failed,
+    solve_in_memory,
+    solve_path_scan,
+    solve_path_vmap,
+    weighted_mean,
+)
+
+_WARM_START_ROWS = 16384
+
+
+def _check_init(init, d, dtype):
+    if init is None:
+        return None
+    b = np.asarray(init)
+    if b.shape != (d,):
+        raise ValueError(f"`init` must have shape ({d},), got {b.shape}")
+    if not np.all(np.isfinite(b)):
+        raise ValueError("`init` contains NaN or Inf")
+    return jnp.asarray(b, dtype)
+
+
+def _shard(X, w, devices):
+    """Rows sharded over ``devices`` (padded with zero-weight rows); b stays replicated."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    devices = jax.devices() if devices == "all" else list(devices)
+    k = len(devices)
+    n = X.shape[0]
+    pad = (-n) % k
+    if pad:
+        X = jnp.concatenate([X, jnp.broadcast_to(X[:1], (pad, X.shape[1]))])
+        w = jnp.concatenate([w, jnp.zeros((pad,), w.dtype)])
+    mesh = Mesh(np.array(devices), ("rows",))
+    X = jax.device_put(X, NamedSharding(mesh, PartitionSpec("rows", None)))
+    w = jax.device_put(w, NamedSharding(mesh, PartitionSpec("rows")))
+    return X, w, n
+
+
+def _trim(sol: WideSolution, n: int) -> WideSolution:
+    if sol.code_norms.shape[-1] == n:
+        return sol
+    return WideSolution(
+        **{
+            **{f: getattr(sol, f) for f in sol.__dataclass_fields__},
+            "code_norms": sol.code_norms[..., :n],
+            "encoded": sol.encoded[..., :n],
+        }
+    )
+
+
+def _warm_start(X, w, lam, solver: WideSolver):
+    """Bias estimate from a strided subsample (cheap) or the weighted mean for small data."""
+    n = X.shape[0]
+    if not solver.bias:
+        return jnp.zeros((X.shape[1],), X.dtype)
+    if n <= 4 * _WARM_START_ROWS:
+        return weighted_mean(X, w)
+    stride = n // _WARM_START_ROWS
+    Xs, ws = X[::stride], w[::stride]
+    ws = jnp.where(jnp.sum(ws) > 0, ws, jnp.ones_like(ws))
+    sub = WideSolver(solver.rtol, 200, True, solver.nonneg_atoms, chunked=False)
+    return solve_in_memory(sub, Xs, ws, lam, weighted_mean(Xs, ws)).bias
+
+
+def _check_result(sol: WideSolution, X, throw: bool) -> WideSolution:
+    if not throw:
+        return sol
+    if isinstance(sol.result._value, jax.core.Tracer):
+        return raise_if_failed(sol)
+    if sol.result == RESULTS.nonfinite and X is not None and not bool(jnp.isfinite(X).all()):
+        raise ValueError("`X` contains NaN or Inf")
+    if sol.result != RESULTS.successful:
+        raise RuntimeError(
+            RESULTS[sol.result] + f" (gap {float(sol.gap):.3g} after {int(sol.num_steps)} steps)"
+        )
+    return sol
+
+
+def solve_wide(
+    X: Float[ArrayLike, "n_samples n_features"] | str,
+    lam: float,
+    *,
+    bias: bool = True,
+    weights: Float[ArrayLike, " n_samples"] | None = None,
+    nonneg_atoms: bool = False,
+    rtol: float | None = None,
+    max_steps: int = 1000,
+    throw: bool = True,
+    init: Float[ArrayLike, " n_features"] | None = None,
+    devices=None,
+    chunk_rows: int | None = None,
+) -> WideSolution:
+    """Solve the wide-dictionary limit W(λ) exactly, with a certified duality gap.
+
+    W(λ) = min_b (1/N) Σ_n w_n H_λ(||x_n − b||), H_λ(r) = r²/2 (r ≤ λ), λr − λ²/2 (r > λ): each
+    point is its own atom, m_n = max(0, 1 − λ/||x_n − b||)(x_n − b), and b is the Huber location.
+
+    Args:
+        X: data (n_samples, n_features) as a numpy/JAX array; or, streamed in chunks with bounded
+            memory, a ``.npy`` path, a ``np.memmap``, a list of row chunks or a callable returning
+            an iterator of row chunks.
+        lam: λ > 0.
+        bias: fit the bias b (else b = 0, closed form).
+        weights: w_n ≥ 0 (normalised to Σ w_n = N); default all ones.
+        nonneg_atoms: restrict atoms to d ≥ 0 (m_n built from [x_n − b]₊).
+        rtol: stop when the certified relative gap ≤ rtol. Default 1e-6 (float32), 1e-10 (float64).
+            float32 certifies ~1e-6 when some points lie within λ of b; otherwise ~1e-5.
+        max_steps: at most this many bias updates.
+        throw: raise if the tolerance is not reached (else inspect ``result``).
+        init: initial bias (default: a subsample estimate or the weighted mean).
+        devices: ``"all"`` or a list of devices to shard the rows over (b is replicated).
+        chunk_rows: rows per chunk when streaming.
+    """
+    max_steps = check_positive_int(max_steps, "max_steps", 0)
+    if rtol is not None and not (np.isfinite(rtol) and rtol > 0):
+        raise ValueError(f"`rtol` must be finite and > 0, got {rtol}")
+    if is_streamable(X):
+        from ._wide_stream import solve_streaming
+
+        return solve_streaming(
+            RowSource(X, chunk_rows),
+            lam,
+            bias=bias,
+            weights=weights,
+            nonneg_atoms=nonneg_atoms,
+            rtol=rtol,
+            max_steps=max_steps,
+            throw=throw,
+            init=init,
+        )
+    X = check_matrix(X, "X", check_finite=False)
+    n, d = X.shape
+    lam = check_lam(lam, X.dtype)
+    w = check_weights(weights, n, X.dtype)
+    b0 = _check_init(init, d, X.dtype)
+    rtol = default_rtol(X.dtype) if rtol is None else float(rtol)
+    n_real = n
+    if devices is not None and not isinstance(X, jax.core.Tracer):
+        X, w, n_real = _shard(X, w, devices)
+    solver = WideSolver(rtol, max_steps, bias, nonneg_atoms, chunked=not is_sharded(X))
+    if b0 is None:
+        b0 = _warm_start(X, w, lam, solver)
+    sol = _trim(solve_in_memory(solver, X, w, lam, b0), n_real)
+    return _check_result(sol, X, throw)
+
+
+def solve_wide_path(
+    X: Float[ArrayLike, "n_samples n_features"],
+    lams: Float[ArrayLike, " n_lams"],
+    *,
+    bias: bool = True,
+    weights: Float[ArrayLike, " n_samples"] | None = None,
+    nonneg_atoms: bool = False,
+    rtol: float | None = None,
+    max_steps: int = 1000,
+    throw: bool = True,
+    method: str = "scan",
+) -> WideSolution:
+    """Solve W(λ) for every λ in ``lams`` in one compiled program.
+
+    ``method="scan"`` (default, measured faster on CPU; see benchmarks/wide_scaling.py) solves the λ
+    in decreasing order, each warm-started at the previous bias; ``method="vmap"`` solves all λ
+    in parallel from the mean. Returns a ``WideSolution`` whose leaves have a leading λ axis in
+    the order of ``lams``.
+    """
+    if method not in ("scan", "vmap"):
+        raise ValueError(f"`method` must be 'scan' or 'vmap', got {method!r}")
+    max_steps = check_positive_int(max_steps, "max_steps", 0)
+    X = check_matrix(X, "X", check_finite=False)
+    n, d = X.shape
+    lams = check_lams(lams, X.dtype)
+    w = check_weights(weights, n, X.dtype)
+    rtol = default_rtol(X.dtype) if rtol is None else float(rtol)
+    solver = WideSolver(rtol, max_steps, bias, nonneg_atoms, chunked=True)
+    if method == "vmap":
+        b0 = weighted_mean(X, w) if bias else jnp.zeros((d,), X.dtype)
+        sols = solve_path_vmap(solver, X, w, lams, b0)
+    else:
+        order = jnp.argsort(-lams)
+        b0 = _warm_start(X, w, lams[order[0]], solver)
+        sols = solve_path_scan(solver, X, w, lams[order], b0)
+        inv = jnp.argsort(order)
+        sols = jax.tree.map(lambda a: a[inv] if getattr(a, "ndim", 0) else a, sols)
+    if throw and not isinstance(sols.gap, jax.core.Tracer):
+        bad = np.asarray(sols.result._value != RESULTS.successful._value)
+        if bad.any():
+            if not bool(jnp.isfinite(X).all()):
+                raise ValueError("`X` contains NaN or Inf")
+            i = int(np.flatnonzero(bad)[0])
+            raise RuntimeError(f"λ = {float(lams[i]):.4g}: " + RESULTS[sols.result[i]])
+    return sols
+
+
+def bias_statistics(X: Float[Array, "n d"], lam, b, *, weights=None, nonneg_atoms=False):
+    """Pass statistics (n1, q, G, Y) at bias ``b`` (for tests and tools)."""
+    X = check_matrix(X)
+    w = check_weights(weights, X.shape[0], X.dtype)
+    return block_stats(X, w, jnp.asarray(b, X.dtype), check_lam(lam, X.dtype), nonneg_atoms)

@@ -1,0 +1,107 @@
+"""Input checks shared by every public entry point.
+
+Structural mistakes (shape, dtype, sign of λ, bad weights, non-finite values) raise ``ValueError`` or
+``TypeError`` naming the argument, before any solver work or file write happens.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _is_concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def float_dtype(x, name: str):
+    """The floating dtype to compute in: float32/float64 kept, ints and half precisions promoted."""
+    dt = np.dtype(x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype)
+    if dt == np.float64:
+        return jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+    if dt == np.float32:
+        return jnp.float32
+    if dt.kind in "iu" or dt in (np.float16, jnp.bfloat16):
+        return jnp.float32
+    raise TypeError(
+        f"`{name}` has dtype {dt}; widelimit accepts real floating (float16/32/64, bfloat16) "
+        "or integer arrays"
+    )
+
+
+def check_matrix(x, name: str = "X", *, check_finite: bool = True, min_rows: int = 1):
+    """Return ``x`` as a 2-D floating JAX array after checking shape, dtype and finiteness."""
+    if isinstance(x, (str, bytes)) or x is None:
+        raise TypeError(f"`{name}` must be an array, got {type(x).__name__}")
+    if not hasattr(x, "shape"):
+        x = np.asarray(x)
+    dtype = float_dtype(x, name)
+    if len(x.shape) != 2:
+        raise ValueError(
+            f"`{name}` must be 2-D (n_samples, n_features), got shape {tuple(x.shape)}"
+        )
+    if x.shape[0] < min_rows:
+        raise ValueError(f"`{name}` has {x.shape[0]} rows; at least {min_rows} required")
+    if x.shape[1] < 1:
+        raise ValueError(f"`{name}` has no columns (shape {tuple(x.shape)})")
+    x = jnp.asarray(x, dtype=dtype)
+    if check_finite and _is_concrete(x) and not bool(jnp.isfinite(x).all()):
+        raise ValueError(f"`{name}` contains NaN or Inf")
+    return x
+
+
+def check_lam(lam, dtype=jnp.float32, name: str = "lam"):
+    """λ must be a finite scalar > 0."""
+    if isinstance(lam, (bool, np.bool_)):
+        raise TypeError(f"`{name}` must be a positive real number, got a bool")
+    if isinstance(lam, numbers.Real) or (hasattr(lam, "shape") and np.ndim(lam) == 0):
+        if _is_concrete(lam):
+            v = float(lam)
+            if not np.isfinite(v) or v <= 0:
+                raise ValueError(f"`{name}` must be finite and > 0, got {v}")
+        return jnp.asarray(lam, dtype=dtype)
+    raise TypeError(f"`{name}` must be a scalar, got {type(lam).__name__}")
+
+
+def check_lams(lams, dtype=jnp.float32, name: str = "lams"):
+    """A 1-D array of λ > 0."""
+    arr = np.asarray(lams) if _is_concrete(lams) else lams
+    if np.ndim(arr) != 1 or arr.shape[0] < 1:
+        raise ValueError(f"`{name}` must be a non-empty 1-D array, got shape {np.shape(arr)}")
+    if _is_concrete(arr):
+        a = np.asarray(arr, dtype=np.float64)
+        if not np.all(np.isfinite(a)) or np.any(a <= 0):
+            raise ValueError(f"`{name}` must be finite and > 0 everywhere")
+    return jnp.asarray(arr, dtype=dtype)
+
+
+def check_weights(weights, n: int, dtype=jnp.float32, name: str = "weights"):
+    """Weights w_n ≥ 0, not all zero, normalised so that Σ w_n = n. ``None`` means all ones."""
+    if weights is None:
+        return jnp.ones((n,), dtype=dtype)
+    w = weights if hasattr(weights, "shape") else np.asarray(weights)
+    if np.dtype(w.dtype).kind not in "iuf":
+        raise TypeError(f"`{name}` must be a real array, got dtype {w.dtype}")
+    if w.shape != (n,):
+        raise ValueError(f"`{name}` must have shape ({n},), got {tuple(w.shape)}")
+    w = jnp.asarray(w, dtype=dtype)
+    if _is_concrete(w):
+        wn = np.asarray(w)
+        if not np.all(np.isfinite(wn)):
+            raise ValueError(f"`{name}` contains NaN or Inf")
+        if np.any(wn < 0):
+            raise ValueError(f"`{name}` must be >= 0")
+        if not np.any(wn > 0):
+            raise ValueError(f"`{name}` are all zero")
+    return w * (n / jnp.sum(w))
+
+
+def check_positive_int(v, name: str, minimum: int = 1) -> int:
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"`{name}` must be an int, got {type(v).__name__}")
+    if v < minimum:
+        raise ValueError(f"`{name}` must be >= {minimum}, got {v}")
+    return int(v)

@@ -1,0 +1,84 @@
+"""``WideSolution``: the result of a wide-limit solve (a pytree)."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, Int
+
+from ._results import RESULTS
+
+
+class WideSolution(eqx.Module):
+    """Solution of W(λ) = min_{b,M} (1/2N) Σ w_n||x_n − b − m_n||² + (λ/N) Σ w_n||m_n||.
+
+    Each encoded point is its own atom: m_n = code_n · (x_n − b)/||x_n − b|| with
+    code_n = max(0, ||x_n − b|| − λ) (with nonnegative atoms, x_n − b is replaced by [x_n − b]₊).
+
+    Attributes:
+        bias: b, shape (n_features,); zeros when solved without a bias.
+        lam: λ.
+        objective: W at ``bias`` (the primal value).
+        dual_objective: a certified lower bound on W(λ) (value of a feasible dual point).
+        gap: (objective − dual_objective)/objective, the certified relative duality gap.
+        abs_gap: objective − dual_objective.
+        num_steps: bias updates taken (data passes = num_steps + 1 after the warm start).
+        code_norms: ||m_n||, shape (n_samples,).
+        encoded: mask of points with ||m_n|| > 0, shape (n_samples,).
+        result: a ``RESULTS`` member.
+    """
+
+    bias: Float[Array, " n_features"]
+    lam: Float[Array, ""]
+    objective: Float[Array, ""]
+    dual_objective: Float[Array, ""]
+    gap: Float[Array, ""]
+    abs_gap: Float[Array, ""]
+    num_steps: Int[Array, ""]
+    code_norms: Float[Array, " n_samples"]
+    encoded: Bool[Array, " n_samples"]
+    result: RESULTS
+    nonneg_atoms: bool = eqx.field(static=True, default=False)
+    fit_bias: bool = eqx.field(static=True, default=True)
+
+    def _centred(self, X):
+        y = jnp.asarray(X, self.bias.dtype) - self.bias
+        return jnp.maximum(y, 0) if self.nonneg_atoms else y
+
+    def atoms(
+        self, X: Float[Array, "n_samples n_features"]
+    ) -> Float[Array, "n_samples n_features"]:
+        """Unit atom (x_n − b)/||x_n − b|| of every encoded point; zero rows elsewhere."""
+        p = self._centred(X)
+        norm = jnp.linalg.norm(p, axis=1, keepdims=True)
+        safe = jnp.where(self.encoded[:, None], norm, 1)
+        return jnp.where(self.encoded[:, None], p / safe, 0)
+
+    def codes(self) -> Float[Array, " n_samples"]:
+        """The code of each point on its own atom, ||m_n||."""
+        return self.code_norms
+
+    def reconstruction(
+        self, X: Float[Array, "n_samples n_features"]
+    ) -> Float[Array, "n_samples n_features"]:
+        """b + m_n for every point."""
+        return self.bias + self.code_norms[:, None] * self.atoms(X)
+
+    def residuals(
+        self, X: Float[Array, "n_samples n_features"]
+    ) -> Float[Array, "n_samples n_features"]:
+        """r_n = x_n − b − m_n; ||r_n|| ≤ λ at the optimum (the wide certificate)."""
+        return jnp.asarray(X, self.bias.dtype) - self.reconstruction(X)
+
+    def dictionary(self, X):
+        """(atoms, codes) as a finite dictionary of the encoded points only (eager, numpy shapes).
+
+        ``atoms`` has shape (n_encoded, n_features); ``codes`` (n_samples, n_encoded) is diagonal.
+        """
+        import numpy as np
+
+        enc = np.asarray(self.encoded)
+        atoms = np.asarray(self.atoms(X))[enc]
+        codes = np.zeros((enc.shape[0], atoms.shape[0]), dtype=atoms.dtype)
+        codes[np.flatnonzero(enc), np.arange(atoms.shape[0])] = np.asarray(self.code_norms)[enc]
+        return atoms, codes

@@ -1,0 +1,127 @@
+"""Streaming wide-limit solve: one read of the data per bias update, bounded memory.
+
+The same update and certificate as the in-memory solver; the per-chunk statistics run in one
+compiled function (chunks are padded with zero-weight rows to a fixed shape), the sums G and Y are
+accumulated in float64, and only O(n_samples) scalars are kept between passes.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._row_source import RowSource
+from ._validate import check_lam
+from ._wide_pass import block_stats
+from ._wide_solver import WideSolver, default_rtol, solve_in_memory, weighted_mean
+
+_block_stats = jax.jit(block_stats, static_argnums=4)
+
+
+def _weights_for(source: RowSource, weights, n_rows: int):
+    if weights is None:
+        return None
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (n_rows,):
+        raise ValueError(f"`weights` must have shape ({n_rows},), got {w.shape}")
+    if not np.all(np.isfinite(w)):
+        raise ValueError("`weights` contains NaN or Inf")
+    if np.any(w < 0):
+        raise ValueError("`weights` must be >= 0")
+    if not np.any(w > 0):
+        raise ValueError("`weights` are all zero")
+    return w * (n_rows / w.sum())
+
+
+def _pass(source: RowSource, w, b, lam, nonneg, dtype):
+    """Stream every chunk once: returns numpy (n1, q) and float64 sums (G, Y)."""
+    B = source.chunk_rows
+    n1s, qs = [], []
+    G = np.zeros(source.n_features)
+    Y = np.zeros(source.n_features)
+    start = 0
+    for chunk in source:
+        rows = chunk.shape[0]
+        xb = np.zeros((B, source.n_features), dtype)
+        xb[:rows] = chunk
+        wb = np.zeros(B, dtype)
+        wb[:rows] = 1.0 if w is None else w[start : start + rows]
+        n1, q, Gb, Yb = _block_stats(jnp.asarray(xb), jnp.asarray(wb), b, lam, nonneg)
+        q = np.asarray(q)[:rows]
+        if not np.all(np.isfinite(q)):
+            raise ValueError(f"`X` contains NaN or Inf (in rows {start}..{start + rows - 1})")
+        n1s.append(np.asarray(n1)[:rows])
+        qs.append(q)
+        G += np.asarray(Gb, np.float64)
+        Y += np.asarray(Yb, np.float64)
+        start += rows
+    return np.concatenate(n1s), np.concatenate(qs), G, Y
+
+
+def solve_streaming(
+    source: RowSource, lam, *, bias, weights, nonneg_atoms, rtol, max_steps, throw, init
+):
+    """``solve_wide`` on a ``RowSource``; see ``solve_wide`` for the arguments."""
+    dtype = (
+        jnp.float64 if (source.dtype == np.float64 and jax.config.jax_enable_x64) else jnp.float32
+    )
+    lam = check_lam(lam, dtype)
+    rtol = default_rtol(dtype) if rtol is None else float(rtol)
+    d = source.n_features
+    if source.n_rows is not None:
+        w = _weights_for(source, weights, source.n_rows)
+    elif weights is not None:
+        n_rows = sum(c.shape[0] for c in source)
+        w = _weights_for(source, weights, n_rows)
+    else:
+        w = None
+    solver = WideSolver(rtol, max_steps, bias, nonneg_atoms, chunked=False)
+    if init is not None:
+        b = np.asarray(init, dtype=np.float64)
+        if b.shape != (d,) or not np.all(np.isfinite(b)):
+            raise ValueError(f"`init` must be a finite array of shape ({d},)")
+        b = jnp.asarray(b, dtype)
+    elif not bias:
+        b = jnp.zeros((d,), dtype)
+    else:
+        first = np.asarray(next(iter(source)), dtype)[: 4 * 4096]
+        if not np.all(np.isfinite(first)):
+            raise ValueError("`X` contains NaN or Inf")
+        wf = (
+            jnp.ones(first.shape[0], dtype)
+            if w is None
+            else jnp.asarray(w[: first.shape[0]] + 1e-12, dtype)
+        )
+        Xf = jnp.asarray(first)
+        sub = WideSolver(rtol, 200, True, nonneg_atoms, chunked=False)
+        b = solve_in_memory(sub, Xf, wf, lam, weighted_mean(Xf, wf)).bias
+
+    run = functools.partial(_pass, source, w, lam=lam, nonneg=nonneg_atoms, dtype=dtype)
+    n1, q, G, Y = run(b=b)
+    wj = jnp.ones(q.shape[0], dtype) if w is None else jnp.asarray(w, dtype)
+    steps = 0
+
+    def cert(n1, q, G, Y, steps):
+        return solver.finish(
+            b,
+            lam,
+            jnp.asarray(n1),
+            jnp.asarray(q),
+            wj,
+            jnp.asarray(G, dtype),
+            jnp.asarray(Y, dtype),
+            steps,
+        )
+
+    sol = cert(n1, q, G, Y, steps)
+    while bias and float(sol.gap) > rtol and steps < max_steps:
+        b = solver.step_bias(b, lam, jnp.asarray(q), wj, jnp.asarray(G, dtype))
+        n1, q, G, Y = run(b=b)
+        steps += 1
+        sol = cert(n1, q, G, Y, steps)
+    from ._solve_wide import _check_result
+
+    return _check_result(sol, None, throw)
