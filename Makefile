@@ -26,8 +26,6 @@ demo: venv
 
 bench: venv
 	$(BIN)/python benchmarks/wide_scaling.py
-	$(BIN)/python benchmarks/finite_scaling.py
-	$(BIN)/python benchmarks/pairs_scaling.py
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache

@@ -89,3 +89,10 @@ def test_sharded_agrees_with_single_device():
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
     )
     assert "SHARDED-OK" in out.stdout, out.stderr[-3000:]
+
+
+def test_stream_memmap_slice_reads_the_right_rows(data, tmp_path):
+    path = tmp_path / "x.npy"
+    np.save(path, data)
+    mm = np.load(path, mmap_mode="r")[1234:4321]
+    _agree(wl.solve_wide(mm, 1.5, chunk_rows=500), wl.solve_wide(data[1234:4321], 1.5))

@@ -10,3 +10,16 @@ from ._wide_solution import WideSolution as WideSolution
 from ._wide_solver import WideSolver as WideSolver
 
 __version__ = "0.1.0"
+
+from ._codes import decode as decode
+from ._codes import encode as encode
+from ._dictionary import DictionaryFit as DictionaryFit
+from ._dictionary import History as History
+from ._dictionary import fit_dictionary as fit_dictionary
+from ._sae import ReluSAE as ReluSAE
+from ._sae import amortisation_gap as amortisation_gap
+from ._sae import sae_loss as sae_loss
+from ._sae import train_sae as train_sae
+from ._sklearn import DictionaryLearner as DictionaryLearner
+from ._split import grow as grow
+from ._split import split_atoms as split_atoms

@@ -23,6 +23,27 @@ def is_streamable(X) -> bool:
     return callable(X) or isinstance(X, Iterable)
 
 
+def aligned_empty(shape, dtype, align: int = 4096) -> np.ndarray:
+    """An uninitialised array whose data is page aligned (so XLA:CPU can use it without a copy)."""
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    raw = np.empty(nbytes + align, np.uint8)
+    off = (-raw.ctypes.data) % align
+    return raw[off : off + nbytes].view(dtype).reshape(shape)
+
+
+def _file_offset(x: np.memmap) -> int | None:
+    """Byte offset in its file of a C-contiguous memmap's first element (None if unknown)."""
+    mm = getattr(x, "_mmap", None)
+    if mm is None or not x.filename or not x.flags.c_contiguous:
+        return None
+    try:
+        base = np.frombuffer(mm, np.uint8).ctypes.data
+    except (TypeError, ValueError):
+        return None
+    mapped_from = x.offset - x.offset % mmap.ALLOCATIONGRANULARITY
+    return mapped_from + (x.ctypes.data - base)
+
+
 class RowSource:
     """A re-iterable source of row chunks with a known number of features."""
 
@@ -53,8 +74,12 @@ class RowSource:
             self._kind, self._path = "npy", path
             self.shape, self.dtype = tuple(shape), np.dtype(dtype)
         elif isinstance(X, np.memmap):
-            self._kind, self._array = "memmap", X
             self.shape, self.dtype = tuple(X.shape), X.dtype
+            offset = _file_offset(X)
+            if offset is None:
+                self._kind, self._array = "memmap", X
+            else:  # read the file directly: no page faults, no mapped pages kept resident
+                self._kind, self._path, self._offset = "npy", X.filename, offset
         elif callable(X):
             self._kind, self._factory = "callable", X
             self.shape, self.dtype = None, None
@@ -106,7 +131,7 @@ class RowSource:
 
     def _iter_file(self):
         n, d = self.shape
-        buf = np.empty((self.chunk_rows, d), self.dtype)
+        buf = aligned_empty((self.chunk_rows, d), self.dtype)
         with open(self._path, "rb", buffering=0) as f:
             f.seek(self._offset)
             for start in range(0, n, self.chunk_rows):
@@ -119,7 +144,7 @@ class RowSource:
 
     def _iter_memmap(self):
         n, _ = self.shape
-        buf = np.empty((self.chunk_rows, self.shape[1]), self.dtype)
+        buf = aligned_empty((self.chunk_rows, self.shape[1]), self.dtype)
         mm = getattr(self._array, "_mmap", None)
         for start in range(0, n, self.chunk_rows):
             rows = min(self.chunk_rows, n - start)

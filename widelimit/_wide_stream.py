@@ -15,10 +15,10 @@ import numpy as np
 
 from ._row_source import RowSource
 from ._validate import check_lam
-from ._wide_pass import block_stats
+from ._wide_pass import data_pass
 from ._wide_solver import WideSolver, default_rtol, solve_in_memory, weighted_mean
 
-_block_stats = jax.jit(block_stats, static_argnums=4)
+_block_stats = jax.jit(data_pass, static_argnums=(4, 5))
 
 
 def _weights_for(source: RowSource, weights, n_rows: int):
@@ -37,19 +37,30 @@ def _weights_for(source: RowSource, weights, n_rows: int):
 
 
 def _pass(source: RowSource, w, b, lam, nonneg, dtype):
-    """Stream every chunk once: returns numpy (n1, q) and float64 sums (G, Y)."""
+    """Stream every chunk once: returns numpy (n1, q) and float64 sums (G, Y).
+
+    Page-aligned chunks are used by XLA without a copy; the results are fetched (synchronising)
+    before the source overwrites its buffer with the next chunk.
+    """
     B = source.chunk_rows
     n1s, qs = [], []
     G = np.zeros(source.n_features)
     Y = np.zeros(source.n_features)
     start = 0
+    ones = np.ones(B, dtype)
     for chunk in source:
         rows = chunk.shape[0]
-        xb = np.zeros((B, source.n_features), dtype)
-        xb[:rows] = chunk
-        wb = np.zeros(B, dtype)
-        wb[:rows] = 1.0 if w is None else w[start : start + rows]
-        n1, q, Gb, Yb = _block_stats(jnp.asarray(xb), jnp.asarray(wb), b, lam, nonneg)
+        if rows == B and chunk.dtype == dtype:
+            xb = chunk
+        else:
+            xb = np.zeros((B, source.n_features), dtype)
+            xb[:rows] = chunk
+        if w is None and rows == B:
+            wb = ones
+        else:
+            wb = np.zeros(B, dtype)
+            wb[:rows] = 1.0 if w is None else w[start : start + rows]
+        n1, q, Gb, Yb = _block_stats(jax.device_put(xb), jax.device_put(wb), b, lam, nonneg, True)
         q = np.asarray(q)[:rows]
         if not np.all(np.isfinite(q)):
             raise ValueError(f"`X` contains NaN or Inf (in rows {start}..{start + rows - 1})")

@@ -1,0 +1,64 @@
+"""Shared helpers for the benchmark scripts: timing, data, JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+
+import jax
+import numpy as np
+
+RESULTS = os.path.join(os.path.dirname(__file__), "results")
+
+
+def timeit(f, repeat=3):
+    """Median wall time of ``f()`` (blocking on JAX outputs) after one warm-up call."""
+    jax.block_until_ready(f())
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        jax.block_until_ready(f())
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def machine():
+    return {
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+    }
+
+
+def write(name, payload):
+    os.makedirs(RESULTS, exist_ok=True)
+    path = os.path.join(RESULTS, name + ".json")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump({"machine": machine(), **payload}, f, indent=2)
+    os.replace(tmp, path)
+    return path
+
+
+def sparse_coded(n, d, k_true=None, density=0.02, seed=0, dtype=np.float32):
+    """Sparse-coded data: x = b + Σ_k z_k d_k + noise, heavy-tailed (lognormal) nonnegative codes.
+
+    k_true = 4·d unit atoms (Gaussian directions), each active with probability ``density``,
+    magnitudes lognormal(0, 0.75); bias offset b ~ N(0, 1)·2; isotropic noise 0.05.
+    """
+    r = np.random.default_rng(seed)
+    k_true = k_true or 4 * d
+    D = r.normal(size=(k_true, d)).astype(dtype)
+    D /= np.linalg.norm(D, axis=1, keepdims=True)
+    b = (r.normal(size=d) * 2).astype(dtype)
+    X = np.empty((n, d), dtype)
+    step = 65536
+    for i in range(0, n, step):
+        m = min(step, n - i)
+        Z = (r.random((m, k_true)) < density) * r.lognormal(0, 0.75, (m, k_true))
+        X[i : i + m] = b + Z.astype(dtype) @ D + 0.05 * r.normal(size=(m, d)).astype(dtype)
+    return X

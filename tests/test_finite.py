@@ -1,0 +1,217 @@
+"""Finite-width dictionaries, codes, splitting, the ReLU SAE and the sklearn-style estimator."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from sklearn.linear_model import Lasso
+
+import widelimit as wl
+
+
+def unit(a):
+    return a / np.linalg.norm(a, axis=1, keepdims=True)
+
+
+def test_encode_matches_sklearn_and_satisfies_kkt(rng):
+    d, k, lam = 10, 15, 0.2
+    D = unit(rng.normal(size=(k, d)))
+    b = rng.normal(size=d)
+    X = (
+        b
+        + np.abs(rng.normal(size=(30, k))) * (rng.random((30, k)) < 0.3) @ D
+        + 0.05 * rng.normal(size=(30, d))
+    )
+    Z = np.asarray(wl.encode(D, b, X, lam, tol=1e-10, max_steps=100000))
+    for n in range(X.shape[0]):
+        # sklearn: (1/(2·n_rows))||y − Aw||² + α||w||₁ with n_rows = d, so α = λ/d
+        ref = Lasso(alpha=lam / d, positive=True, fit_intercept=False, tol=1e-14, max_iter=100000)
+        ref.fit(D.T, X[n] - b)
+        np.testing.assert_allclose(Z[n], ref.coef_, atol=1e-6)
+    corr = (X - b - Z @ D) @ D.T  # ⟨d_i, r_n⟩
+    assert np.all(Z >= 0)
+    np.testing.assert_allclose(corr[Z > 0], lam, atol=1e-7)
+    assert np.all(corr[Z == 0] <= lam + 1e-7)
+
+
+def test_full_batch_loss_never_increases_and_stays_above_the_wide_bound(rng):
+    X = rng.normal(size=(200, 6)) ** 3 + 1
+    fit = wl.fit_dictionary(
+        X, 12, 0.4, key=jax.random.PRNGKey(0), max_epochs=25, progress=False, tol=0
+    )
+    h = fit.history.trimmed(int(fit.n_epochs))
+    assert np.all(np.diff(h["loss"]) <= 1e-12 * np.abs(h["loss"][1:]))
+    lb = wl.wide_lower_bound(X, 0.4, fit.atoms, fit.codes, fit.bias)
+    assert float(fit.loss) >= float(fit.wide_bound) and float(lb.loss) >= float(lb.residual_bound)
+    np.testing.assert_allclose(float(lb.loss), float(fit.loss), rtol=1e-10)
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(fit.atoms), axis=1), 1, rtol=1e-12)
+    assert np.all(np.asarray(fit.codes) >= 0)
+    assert np.all(h["gap"] > 0)
+
+
+def test_planted_dictionary_recovery():
+    r = np.random.default_rng(7)
+    d, k, n = 16, 24, 1500
+    D = unit(r.normal(size=(k, d)))
+    b = r.normal(size=d) * 2
+    Z = (r.random((n, k)) < 0.08) * r.uniform(0.5, 2.0, (n, k))
+    X = b + Z @ D + 0.01 * r.normal(size=(n, d))
+    fit = wl.fit_dictionary(
+        X, 2 * k, 0.05, key=jax.random.PRNGKey(1), max_epochs=40, progress=False
+    )
+    cos = np.abs(np.asarray(fit.atoms) @ D.T).max(0)
+    assert np.mean(cos > 0.98) >= 0.9, np.sort(cos)
+
+
+def test_one_d_data_gives_the_antipodal_pair(rng):
+    x = rng.normal(size=(300, 1)) * 2 + 0.7
+    lam = 0.3
+    fit = wl.fit_dictionary(
+        x,
+        2,
+        lam,
+        key=jax.random.PRNGKey(0),
+        init=np.array([[1.0], [-1.0]]),
+        max_epochs=60,
+        progress=False,
+    )
+    assert sorted(np.asarray(fit.atoms).ravel().tolist()) == [-1.0, 1.0]
+    from helpers import huber_location_1d
+
+    b = huber_location_1d(x[:, 0], lam)
+    np.testing.assert_allclose(float(fit.bias[0]), b, atol=1e-4)
+    plus = int(np.argmax(np.asarray(fit.atoms)[:, 0]))
+    np.testing.assert_allclose(
+        np.asarray(fit.codes)[:, plus], np.maximum(0, x[:, 0] - b - lam), atol=1e-3
+    )
+    wide = wl.solve_wide(x, lam)
+    np.testing.assert_allclose(float(fit.loss), float(wide.objective), rtol=1e-4)
+
+
+def test_rays_width_r_by_splitting_reaches_the_wide_optimum():
+    r = np.random.default_rng(3)
+    R, d, n = 4, 6, 400
+    V = unit(r.normal(size=(R, d)))
+    lab = r.integers(0, R, n)
+    X = V[lab] * r.uniform(0.5, 3.0, (n, 1))
+    lam = 0.2
+    wide = wl.solve_wide(X, lam, bias=False)
+    key = jax.random.PRNGKey(0)
+    fit = wl.fit_dictionary(X, 1, lam, key=key, bias=False, max_epochs=50, progress=False)
+    while fit.atoms.shape[0] < R:
+        atoms, parents, codes = wl.grow(fit, X, min(2 * fit.atoms.shape[0], R), key=key)
+        fit = wl.fit_dictionary(
+            X,
+            atoms.shape[0],
+            lam,
+            key=key,
+            bias=False,
+            init=atoms,
+            max_epochs=200,
+            progress=False,
+            parents=parents,
+        )
+    assert fit.atoms.shape[0] == R
+    np.testing.assert_allclose(float(fit.loss), float(wide.objective), rtol=1e-4)
+
+
+def test_split_atoms_records_parents(rng):
+    X = rng.normal(size=(50, 4))
+    D = unit(rng.normal(size=(3, 4)))
+    Z = np.asarray(wl.encode(D, None, X, 0.1))
+    atoms, parents = wl.split_atoms(
+        D, X, Z, None, which=np.array([2, 0]), key=jax.random.PRNGKey(0)
+    )
+    assert atoms.shape == (5, 4) and list(np.asarray(parents)) == [0, 1, 2, 2, 0]
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(atoms), axis=1), 1, rtol=1e-12)
+    # the children are symmetric about the parent
+    mid = unit(np.asarray(atoms[2] + atoms[3])[None])[0]
+    np.testing.assert_allclose(mid, D[2], atol=1e-10)
+    np.testing.assert_allclose(np.asarray(atoms[1]), D[1])
+
+
+def test_sae_training_and_amortisation_gap(rng):
+    X = (np.abs(rng.normal(size=(500, 3, 1))) * unit(rng.normal(size=(3, 8)))[None]).sum(1)
+    X = X * (rng.random((500, 1)) < 0.8) + 0.5
+    sae, losses = wl.train_sae(X, 6, 0.1, key=jax.random.PRNGKey(0), steps=400, batch_size=64)
+    assert float(losses[-50:].mean()) < float(losses[:50].mean())
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(sae.W_dec), axis=1), 1, rtol=1e-6)
+    gap = float(wl.amortisation_gap(sae, X, 0.1))
+    assert gap >= 0
+    assert float(wl.sae_loss(sae, X, 0.1)) >= float(wl.solve_wide(X, 0.1).objective)
+
+
+def test_checkpoint_resume_equals_uninterrupted(tmp_path, rng):
+    X = rng.normal(size=(120, 5))
+    kw = dict(key=jax.random.PRNGKey(2), progress=False, tol=0, checkpoint_every=2)
+    full = wl.fit_dictionary(X, 7, 0.3, max_epochs=6, **kw)
+    part = wl.fit_dictionary(X, 7, 0.3, max_epochs=3, checkpoint_dir=str(tmp_path), **kw)
+    assert int(part.n_epochs) == 3
+    seen = []
+    resumed = wl.fit_dictionary(
+        X,
+        7,
+        0.3,
+        max_epochs=6,
+        checkpoint_dir=str(tmp_path),
+        callback=lambda e, h: seen.append(e),
+        **kw,
+    )
+    assert seen == [4, 5, 6]  # the first three epochs were not recomputed
+    np.testing.assert_allclose(np.asarray(resumed.atoms), np.asarray(full.atoms), atol=1e-12)
+    np.testing.assert_allclose(float(resumed.loss), float(full.loss), rtol=1e-12)
+    with pytest.raises(ValueError, match="different problem"):
+        wl.fit_dictionary(X, 8, 0.3, max_epochs=2, checkpoint_dir=str(tmp_path), **kw)
+
+
+def test_minibatch_and_float32(rng):
+    X = (rng.normal(size=(400, 6)) ** 3).astype(np.float32)
+    fit = wl.fit_dictionary(
+        X, 10, 0.3, key=jax.random.PRNGKey(0), batch_size=64, max_epochs=8, progress=False
+    )
+    assert fit.atoms.dtype == jnp.float32 and fit.codes.shape == (400, 10)
+    h = fit.history.trimmed(int(fit.n_epochs))
+    assert h["loss"][-1] < h["loss"][0]
+    assert float(fit.loss) >= float(fit.wide_bound)
+
+
+def test_sklearn_style_estimator(rng):
+    X = rng.normal(size=(100, 4))
+    est = wl.DictionaryLearner(5, 0.3, max_epochs=10)
+    assert est.fit(X) is est
+    assert est.components_.shape == (5, 4) and est.n_iter_ >= 1
+    Z = est.transform(X)
+    assert Z.shape == (100, 5) and np.all(Z >= 0)
+    np.testing.assert_allclose(Z, est.codes_, atol=1e-4)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        wl.DictionaryLearner(3, 0.1).transform(X)
+
+
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        (dict(n_atoms=0), "`n_atoms` must be >= 1"),
+        (dict(lam=0.0), "`lam`"),
+        (dict(lam=-1.0), "`lam`"),
+        (dict(X=np.full((5, 2), np.nan)), "`X` contains NaN"),
+        (dict(X=np.ones(5)), "`X` must be 2-D"),
+        (dict(init=np.ones((3, 4))), r"`init` must have shape"),
+        (dict(init=np.zeros((2, 3))), "`init` has zero rows"),
+        (dict(init=np.ones((0, 3))), "`init` has 0 rows"),
+        (dict(batch_size=1000), "`batch_size`"),
+    ],
+)
+def test_bad_inputs(kw, match, tmp_path):
+    args = dict(X=np.random.default_rng(0).normal(size=(20, 3)), n_atoms=2, lam=0.1)
+    args.update(kw)
+    with pytest.raises((ValueError, TypeError), match=match):
+        wl.fit_dictionary(
+            args.pop("X"),
+            args.pop("n_atoms"),
+            args.pop("lam"),
+            key=jax.random.PRNGKey(0),
+            checkpoint_dir=str(tmp_path / "ck"),
+            progress=False,
+            **args,
+        )
+    assert not (tmp_path / "ck").exists()  # nothing written before the error

@@ -1,0 +1,89 @@
+"""Atomic checkpoints of a long fit: pytree leaves (equinox serialisation) plus a JSON manifest.
+
+A checkpoint is only resumed when its fingerprint (problem shape, λ, options and a checksum of X)
+matches; a mismatch raises ``ValueError`` before anything is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import equinox as eqx
+import numpy as np
+
+_LEAVES = "state-{}.eqx"  # formatted with the history capacity (its arrays' length)
+_MANIFEST = "manifest.json"
+
+
+def fingerprint(X, **options) -> dict:
+    Xn = np.asarray(X)
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(Xn[:: max(1, len(Xn) // 256)]).tobytes())
+    return {
+        "shape": list(Xn.shape),
+        "dtype": str(Xn.dtype),
+        "checksum": h.hexdigest(),
+        "sum": float(np.sum(Xn, dtype=np.float64)),
+        **{k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in options.items()},
+    }
+
+
+def _atomic_write(path, write):
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _leaves_file(directory):
+    names = [f for f in os.listdir(directory) if f.startswith("state-") and f.endswith(".eqx")]
+    return os.path.join(directory, names[0]) if names else None
+
+
+def saved_capacity(directory: str | None) -> int | None:
+    """History capacity of the saved state in ``directory`` (None if there is none)."""
+    if directory is None or not os.path.isdir(directory):
+        return None
+    path = _leaves_file(directory)
+    return None if path is None else int(os.path.basename(path)[6:-4])
+
+
+def load(directory: str | None, like, fp: dict):
+    """Return (state, manifest) from ``directory`` or (None, None); ValueError on a mismatch."""
+    if directory is None:
+        return None, None
+    mpath = os.path.join(directory, _MANIFEST)
+    if not os.path.exists(mpath):
+        return None, None
+    try:
+        with open(mpath) as f:
+            manifest = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"checkpoint manifest {mpath!r} is unreadable: {e}") from e
+    if manifest.get("fingerprint") != fp:
+        raise ValueError(
+            f"checkpoint in {directory!r} is from a different problem "
+            f"({manifest.get('fingerprint')} != {fp}); use another `checkpoint_dir`"
+        )
+    try:
+        state = eqx.tree_deserialise_leaves(_leaves_file(directory), like)
+    except Exception as e:  # noqa: BLE001 - any failure means an unusable checkpoint
+        raise ValueError(f"checkpoint in {directory!r} is corrupt: {e}") from e
+    return state, manifest
+
+
+def save(directory: str, state, manifest: dict, capacity: int):
+    """Write the manifest (first time only) and the state, each atomically (write, then rename)."""
+    os.makedirs(directory, exist_ok=True)
+    mpath = os.path.join(directory, _MANIFEST)
+    if not os.path.exists(mpath):
+        _atomic_write(mpath, lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+    old = _leaves_file(directory)
+    new = os.path.join(directory, _LEAVES.format(capacity))
+    _atomic_write(new, lambda f: eqx.tree_serialise_leaves(f, state))
+    if old is not None and old != new:
+        os.remove(old)

@@ -1,0 +1,332 @@
+"""Finite-width dictionary learning (SPEC §1, §3): ``fit_dictionary`` and ``DictionaryFit``.
+
+Full batch: alternate exact codes (``_codes``), the exact bias, and monotone all-atom updates
+(``_atoms``); L(D, Z, b) never increases. Minibatch (``batch_size``): online updates in the style of
+Mairal et al. (2010) with sufficient statistics A = Σ Zᵀ Z, B = Σ Zᵀ(X − b) decayed by
+β = 1 − batch_size/N, one ``lax.scan`` over the minibatches of each epoch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
+
+from . import _checkpoint
+from ._atoms import atom_update, bias_update, normalise_rows
+from ._codes import gram_codes
+from ._objective import loss_terms
+from ._progress import Progress
+from ._solve_wide import solve_wide
+from ._validate import check_lam, check_matrix, check_positive_int, check_weights
+
+
+class History(eqx.Module):
+    """Per-epoch records (arrays of length ``max_epochs``; entries past ``n_epochs`` are NaN/−1)."""
+
+    loss: Float[Array, " epochs"]
+    gap: Float[Array, " epochs"]
+    l0: Float[Array, " epochs"]
+    dead: Int[Array, " epochs"]
+    resampled: Int[Array, " epochs"]
+
+    def trimmed(self, n: int) -> dict:
+        return {
+            k: np.asarray(getattr(self, k))[:n] for k in ("loss", "gap", "l0", "dead", "resampled")
+        }
+
+
+class DictionaryFit(eqx.Module):
+    """A fitted dictionary: atoms (n_atoms, n_features) with unit rows, bias, exact codes.
+
+    ``loss`` is L(atoms, codes, bias); ``wide_bound`` the certified wide-limit lower bound W_low, so
+    ``(loss − wide_bound)/loss`` is the certified gap to the wide limit. ``parents[k]`` is the index
+    of the atom that atom k was split from (−1 for none).
+    """
+
+    atoms: Float[Array, "n_atoms n_features"]
+    bias: Float[Array, " n_features"]
+    codes: Float[Array, "n_samples n_atoms"]
+    loss: Float[Array, ""]
+    wide_bound: Float[Array, ""]
+    lam: Float[Array, ""]
+    history: History
+    n_epochs: Int[Array, ""]
+    parents: Int[Array, " n_atoms"]
+    fit_bias: bool = eqx.field(static=True, default=True)
+
+    @property
+    def gap(self):
+        return (self.loss - self.wide_bound) / jnp.abs(self.loss)
+
+
+class _State(eqx.Module):
+    D: Array
+    b: Array
+    Z: Array
+    A: Array
+    B: Array
+    rsum: Array
+    count: Array
+    epoch: Array
+    history: History
+
+
+def _loss(X, D, Z, b, lam, w):
+    rec, sp = loss_terms(X, D, Z, b, lam, w)
+    return rec + sp
+
+
+def _resample_dead(D, Z, X, b, key):
+    """Replace atoms no point uses with residual directions of the worst-reconstructed points."""
+    dead = jnp.sum(Z, axis=0) <= 0
+    R = X - b - Z @ D
+    rn = jnp.linalg.norm(R, axis=1)
+    k = D.shape[0]
+    top = jnp.argsort(-(rn + 1e-6 * jax.random.uniform(key, rn.shape)))[: min(k, X.shape[0])]
+    rank = jnp.clip(jnp.cumsum(dead) - 1, 0, top.shape[0] - 1)
+    cand = normalise_rows(R[top[rank]])
+    ok = dead & (jnp.linalg.norm(cand, axis=1) > 0)
+    return jnp.where(ok[:, None], cand, D), jnp.sum(ok)
+
+
+class _Config(eqx.Module):
+    lam: Array
+    bias: bool = eqx.field(static=True)
+    batch_size: int | None = eqx.field(static=True)
+    atom_steps: int = eqx.field(static=True)
+    code_tol: float = eqx.field(static=True)
+    code_steps: int = eqx.field(static=True)
+    resample: bool = eqx.field(static=True)
+
+
+def _full_epoch(cfg: _Config, s: _State, X, w, key):
+    lam = cfg.lam
+    Zn = gram_codes(s.D, s.b, X, lam, s.Z, cfg.code_tol, cfg.code_steps)
+    keep = _loss(X, s.D, Zn, s.b, lam, w) <= _loss(X, s.D, s.Z, s.b, lam, w)
+    Z = jnp.where(keep, Zn, s.Z)
+    D, n_res = (s.D, 0)
+    if cfg.resample:
+        D, n_res = _resample_dead(s.D, Z, X, s.b, key)
+    b = bias_update(X, Z, D, w) if cfg.bias else s.b
+    WZ = w[:, None] * Z
+    A = Z.T @ WZ
+    B = WZ.T @ (X - b)
+    D = atom_update(D, A, B, cfg.atom_steps)
+    return eqx.tree_at(lambda t: (t.D, t.b, t.Z), s, (D, b, Z)), n_res
+
+
+def _minibatch_epoch(cfg: _Config, s: _State, X, w, key):
+    n = X.shape[0]
+    bs = cfg.batch_size
+    nb = n // bs
+    perm = jax.random.permutation(key, n)[: nb * bs].reshape(nb, bs)
+    beta = 1 - bs / n
+
+    def step(carry, idx):
+        D, b, Z, A, B, rsum, count = carry
+        Xb, wb = X[idx], w[idx]
+        Zb = gram_codes(D, b, Xb, cfg.lam, Z[idx], cfg.code_tol, cfg.code_steps)
+        WZ = wb[:, None] * Zb
+        A = beta * A + Zb.T @ WZ
+        B = beta * B + WZ.T @ (Xb - b)
+        if cfg.bias:
+            rsum = beta * rsum + wb @ (Xb - Zb @ D)
+            count = beta * count + jnp.sum(wb)
+            b_new = rsum / count
+            b = b_new
+        D = atom_update(D, A, B, cfg.atom_steps)
+        return (D, b, Z.at[idx].set(Zb), A, B, rsum, count), None
+
+    carry = (s.D, s.b, s.Z, s.A, s.B, s.rsum, s.count)
+    (D, b, Z, A, B, rsum, count), _ = jax.lax.scan(step, carry, perm)
+    n_res = 0
+    if cfg.resample:
+        D, n_res = _resample_dead(D, Z, X, b, key)
+    return _State(D, b, Z, A, B, rsum, count, s.epoch, s.history), n_res
+
+
+@eqx.filter_jit
+def _epoch(cfg: _Config, s: _State, X, w, key, wide_bound):
+    if cfg.batch_size is None:
+        s, n_res = _full_epoch(cfg, s, X, w, key)
+    else:
+        s, n_res = _minibatch_epoch(cfg, s, X, w, key)
+    loss = _loss(X, s.D, s.Z, s.b, cfg.lam, w)
+    e = s.epoch
+    h = s.history
+    h = History(
+        h.loss.at[e].set(loss),
+        h.gap.at[e].set((loss - wide_bound) / jnp.abs(loss)),
+        h.l0.at[e].set(jnp.mean(jnp.sum(s.Z > 0, axis=1))),
+        h.dead.at[e].set(jnp.sum(jnp.sum(s.Z, axis=0) <= 0).astype(jnp.int32)),
+        h.resampled.at[e].set(jnp.asarray(n_res, jnp.int32)),
+    )
+    return eqx.tree_at(lambda t: (t.epoch, t.history), s, (e + 1, h))
+
+
+def _resize(h: History, n: int) -> History:
+    """History arrays cut or padded (NaN / −1) to length n."""
+
+    def fit(a):
+        if a.shape[0] >= n:
+            return a[:n]
+        fill = jnp.nan if jnp.issubdtype(a.dtype, jnp.floating) else -1
+        return jnp.concatenate([a, jnp.full(n - a.shape[0], fill, a.dtype)])
+
+    return jax.tree.map(fit, h)
+
+
+def _check_init_atoms(init, n_atoms, d, dtype):
+    init = check_matrix(init, "init")
+    if init.shape != (n_atoms, d):
+        raise ValueError(
+            f"`init` must have shape (n_atoms, n_features) = ({n_atoms}, {d}), got {tuple(init.shape)}"
+        )
+    norms = jnp.linalg.norm(init, axis=1)
+    if bool(jnp.any(norms == 0)):
+        raise ValueError("`init` has zero rows; every atom needs a direction")
+    return normalise_rows(init.astype(dtype))
+
+
+def data_init(X, b, n_atoms, key):
+    """Atoms at the directions of random data points from the bias (distinct where possible)."""
+    n = X.shape[0]
+    idx = jax.random.choice(key, n, (n_atoms,), replace=n_atoms > n)
+    D = X[idx] - b
+    noise = 1e-3 * jax.random.normal(jax.random.fold_in(key, 1), D.shape, D.dtype)
+    scale = jnp.maximum(jnp.linalg.norm(D, axis=1, keepdims=True), 1e-12)
+    return normalise_rows(D + noise * scale)
+
+
+def fit_dictionary(
+    X: Float[ArrayLike, "n_samples n_features"],
+    n_atoms: int,
+    lam: float,
+    *,
+    key: PRNGKeyArray,
+    bias: bool = True,
+    init: Float[ArrayLike, "n_atoms n_features"] | None = None,
+    init_bias: Float[ArrayLike, " n_features"] | None = None,
+    weights: Float[ArrayLike, " n_samples"] | None = None,
+    batch_size: int | None = None,
+    max_epochs: int = 100,
+    tol: float = 1e-6,
+    atom_steps: int = 5,
+    code_tol: float = 1e-4,
+    code_steps: int = 500,
+    resample_dead: bool = True,
+    callback=None,
+    checkpoint_dir: str | None = None,
+    checkpoint_every: int = 5,
+    progress: bool = True,
+    parents: Int[ArrayLike, " n_atoms"] | None = None,
+) -> DictionaryFit:
+    """Learn D (unit rows), b and Z ≥ 0 minimising L = (1/2N)Σ w||x − b − Dz||² + (λ/N)Σ w||z||₁.
+
+    Stops after ``max_epochs`` or when the loss decreases by less than ``tol`` (relative). The
+    returned codes are exact for the returned atoms and bias (re-encoded at the end). With
+    ``checkpoint_dir`` the state is saved atomically every ``checkpoint_every`` epochs and a rerun
+    with the same directory resumes (an interruption loses at most one interval).
+    """
+    n_atoms = check_positive_int(n_atoms, "n_atoms")
+    max_epochs = check_positive_int(max_epochs, "max_epochs")
+    checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
+    X = check_matrix(X, "X")
+    n, d = X.shape
+    dt = X.dtype
+    lam = check_lam(lam, dt)
+    w = check_weights(weights, n, dt)
+    if batch_size is not None:
+        batch_size = check_positive_int(batch_size, "batch_size")
+        if batch_size > n:
+            raise ValueError(f"`batch_size` ({batch_size}) exceeds the number of samples ({n})")
+    if init is not None:
+        init = _check_init_atoms(init, n_atoms, d, dt)
+    if parents is None:
+        parents = -jnp.ones(n_atoms, jnp.int32)
+    elif np.shape(parents) != (n_atoms,):
+        raise ValueError(f"`parents` must have shape ({n_atoms},)")
+    fp = _checkpoint.fingerprint(
+        X,
+        n_atoms=n_atoms,
+        lam=float(lam),
+        bias=bias,
+        batch_size=batch_size,
+        weighted=weights is not None,
+    )
+    wide = solve_wide(X, lam, bias=bias, weights=w, throw=False)
+    wide_bound = wide.dual_objective
+    k_init, k_run = jax.random.split(key)
+    if init_bias is not None:
+        b0 = jnp.asarray(init_bias, dt)
+        if b0.shape != (d,):
+            raise ValueError(f"`init_bias` must have shape ({d},)")
+    else:
+        b0 = wide.bias if bias else jnp.zeros(d, dt)
+    D0 = data_init(X, b0, n_atoms, k_init) if init is None else init
+    cap = _checkpoint.saved_capacity(checkpoint_dir) or max_epochs
+    nanv = jnp.full(cap, jnp.nan, dt)
+    negi = -jnp.ones(cap, jnp.int32)
+    state = _State(
+        D0,
+        b0,
+        jnp.zeros((n, n_atoms), dt),
+        jnp.zeros((n_atoms, n_atoms), dt),
+        jnp.zeros((n_atoms, d), dt),
+        jnp.zeros(d, dt),
+        jnp.zeros((), dt),
+        jnp.asarray(0, jnp.int32),
+        History(nanv, nanv, nanv, negi, negi),
+    )
+    loaded, _ = _checkpoint.load(checkpoint_dir, state, fp)
+    if loaded is not None:
+        state = eqx.tree_at(lambda s: s.history, loaded, _resize(loaded.history, max_epochs))
+    elif checkpoint_dir is not None:
+        state = eqx.tree_at(lambda s: s.history, state, _resize(state.history, max_epochs))
+        _checkpoint.save(checkpoint_dir, state, {"fingerprint": fp}, max_epochs)
+    else:
+        state = eqx.tree_at(lambda s: s.history, state, _resize(state.history, max_epochs))
+    cfg = _Config(lam, bias, batch_size, atom_steps, code_tol, code_steps, resample_dead)
+    bar = Progress(max_epochs, f"fit_dictionary K={n_atoms}", progress)
+    prev = math.inf
+    e = int(state.epoch)
+    if e > 0:
+        prev = float(state.history.loss[e - 1])
+    while e < max_epochs:
+        state = _epoch(cfg, state, X, w, jax.random.fold_in(k_run, e), wide_bound)
+        e += 1
+        loss = float(state.history.loss[e - 1])
+        bar.update(e, loss=loss, gap=float(state.history.gap[e - 1]))
+        if callback is not None:
+            callback(e, state.history.trimmed(e))
+        if checkpoint_dir is not None and (e % checkpoint_every == 0 or e == max_epochs):
+            _checkpoint.save(checkpoint_dir, state, {"fingerprint": fp}, max_epochs)
+        if prev - loss <= tol * abs(loss):
+            break
+        prev = loss
+    if checkpoint_dir is not None:
+        _checkpoint.save(checkpoint_dir, state, {"fingerprint": fp}, max_epochs)
+    bar.close()
+    Z = gram_codes(state.D, state.b, X, lam, state.Z, cfg.code_tol, cfg.code_steps)
+    Z = jnp.where(
+        _loss(X, state.D, Z, state.b, lam, w) <= _loss(X, state.D, state.Z, state.b, lam, w),
+        Z,
+        state.Z,
+    )
+    return DictionaryFit(
+        atoms=state.D,
+        bias=state.b,
+        codes=Z,
+        loss=_loss(X, state.D, Z, state.b, lam, w),
+        wide_bound=wide_bound,
+        lam=lam,
+        history=state.history,
+        n_epochs=state.epoch,
+        parents=jnp.asarray(parents, jnp.int32),
+        fit_bias=bias,
+    )
