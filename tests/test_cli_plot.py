@@ -23,14 +23,18 @@ def test_demo_writes_figure_and_summary(tmp_path):
 def test_wide_command_and_bad_files(tmp_path, rng):
     X = rng.normal(size=(50, 3))
     np.save(tmp_path / "x.npy", X)
-    res = runner.invoke(app, ["wide", str(tmp_path / "x.npy"), "--lam", "0.5", "-o", str(tmp_path / "o")])
+    res = runner.invoke(
+        app, ["wide", str(tmp_path / "x.npy"), "--lam", "0.5", "-o", str(tmp_path / "o")]
+    )
     assert res.exit_code == 0, res.output
     out = json.loads((tmp_path / "o" / "wide.json").read_text())
     np.testing.assert_allclose(out["objective"], float(wl.solve_wide(X, 0.5).objective), rtol=1e-6)
     (tmp_path / "bad.npy").write_bytes(b"garbage")
-    for args in (["wide", str(tmp_path / "missing.npy"), "--lam", "1"],
-                 ["wide", str(tmp_path / "bad.npy"), "--lam", "1"],
-                 ["wide", str(tmp_path / "x.npy"), "--lam", "-1"]):
+    for args in (
+        ["wide", str(tmp_path / "missing.npy"), "--lam", "1"],
+        ["wide", str(tmp_path / "bad.npy"), "--lam", "1"],
+        ["wide", str(tmp_path / "x.npy"), "--lam", "-1"],
+    ):
         res = runner.invoke(app, args)
         assert res.exit_code == 2 and "error" in res.output
 

@@ -13,6 +13,8 @@ __version__ = "0.1.0"
 
 from ._codes import decode as decode
 from ._codes import encode as encode
+from ._conditions import OptimalityReport as OptimalityReport
+from ._conditions import check_optimality as check_optimality
 from ._dictionary import DictionaryFit as DictionaryFit
 from ._dictionary import History as History
 from ._dictionary import fit_dictionary as fit_dictionary

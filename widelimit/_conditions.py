@@ -1,0 +1,192 @@
+"""First-order optimality conditions of a dictionary (SPEC §4), as one ``OptimalityReport``.
+
+With r_n = x_n − b − D z_n, c_ij = ⟨d_i, d_j⟩, μ_j = (1/N) Σ w_n z_j(n), I_i = {n : z_i(n) = 0}:
+1. codes: ⟨d_i, r_n⟩ = λ where z_i(n) > 0, ≤ λ where z_i(n) = 0;
+2. atoms: Σ_n w_n z_i(n) r_n = λ (Σ_n w_n z_i(n)) d_i (its part ⟂ d_i is what the atom fails to absorb);
+3. bias: Σ_n w_n r_n = 0;
+4. wide certificate: max_n ||r_n|| ≤ λ;
+5. feature–feature hull: (1 − c_ij) μ_j ∈ [lo_ij, hi_ij] = conv{z_j(n) : n ∈ I_i} for every ordered
+   pair (I_i empty fails with a bias; without a bias: fails iff no n ∈ I_i has z_j(n) > 0).
+The hull bounds are computed one row i at a time (``lax.map``): memory O(N·K), never N × K × K.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike, Bool, Float, Int
+
+from ._objective import check_dictionary
+from ._validate import check_lam, check_weights
+
+
+class OptimalityReport(eqx.Module):
+    """Per-condition diagnostics of (atoms, codes, bias) at λ; ``passed`` if all hold within tol."""
+
+    passed: Bool[Array, ""]
+    code_kkt_max: Float[Array, ""]
+    code_kkt_per_atom: Float[Array, " n_atoms"]
+    atom_stationarity: Float[Array, " n_atoms"]
+    unabsorbed_direction: Float[Array, "n_atoms n_features"]
+    bias_residual: Float[Array, ""]
+    wide_certificate: Float[Array, ""]
+    wants_new_atom: Bool[Array, " n_samples"]
+    hull_lo: Float[Array, "n_atoms n_atoms"]
+    hull_hi: Float[Array, "n_atoms n_atoms"]
+    hull_target: Float[Array, "n_atoms n_atoms"]
+    hull_margin: Float[Array, "n_atoms n_atoms"]
+    violated_pairs: Int[np.ndarray, "n_violated 2"]
+    tol: float = eqx.field(static=True)
+    fit_bias: bool = eqx.field(static=True)
+
+    def summary(self) -> str:
+        ok = lambda b: "ok " if b else "FAIL"  # noqa: E731
+        t = self.tol
+        lines = [
+            f"optimality report: {'PASSED' if bool(self.passed) else 'NOT a local optimum'}",
+            f"  [{ok(float(self.code_kkt_max) <= t)}] codes (KKT): worst violation {float(self.code_kkt_max):.3g}·λ",
+            f"  [{ok(float(jnp.max(self.atom_stationarity, initial=0)) <= t)}] atoms (mop-up): worst "
+            f"unabsorbed residual {float(jnp.max(self.atom_stationarity, initial=0)):.3g} (relative to λΣz)",
+        ]
+        if self.fit_bias:
+            lines.append(
+                f"  [{ok(float(self.bias_residual) <= t)}] bias: ||Σ w r||/(Nλ) = {float(self.bias_residual):.3g}"
+            )
+        lines.append(
+            f"  [{ok(float(self.wide_certificate) <= 1 + t)}] wide certificate: max ||r_n||/λ = "
+            f"{float(self.wide_certificate):.3g} ({int(self.wants_new_atom.sum())} points want a new atom)"
+        )
+        v = self.violated_pairs
+        lines.append(f"  [{ok(len(v) == 0)}] feature–feature hull: {len(v)} violated ordered pairs")
+        for i, j in v[:5]:
+            lines.append(
+                f"      ({i}, {j}): target {float(self.hull_target[i, j]):.3g} outside "
+                f"[{float(self.hull_lo[i, j]):.3g}, {float(self.hull_hi[i, j]):.3g}]"
+            )
+        return "\n".join(lines)
+
+    def __str__(self):
+        return self.summary()
+
+
+def hull_bounds(Z, exact_zero=0.0):
+    """lo_ij = min, hi_ij = max of z_j(n) over n with z_i(n) ≤ exact_zero (+inf/−inf if empty)."""
+
+    def row(zi):
+        inactive = (zi <= exact_zero)[:, None]
+        lo = jnp.min(jnp.where(inactive, Z, jnp.inf), axis=0)
+        hi = jnp.max(jnp.where(inactive, Z, -jnp.inf), axis=0)
+        return lo, hi
+
+    return jax.lax.map(row, Z.T)
+
+
+@eqx.filter_jit
+def _report_arrays(X, D, Z, b, lam, w, fit_bias: bool):
+    n = jnp.sum(w)
+    R = X - b - Z @ D
+    corr = R @ D.T  # ⟨d_i, r_n⟩
+    kkt = jnp.where(Z > 0, jnp.abs(corr - lam), jnp.maximum(corr - lam, 0)) / lam
+    code_kkt_per_atom = jnp.max(kkt, axis=0)
+    WZ = w[:, None] * Z
+    S = WZ.T @ R  # Σ_n w z_i(n) r_n
+    mass = jnp.sum(WZ, axis=0)
+    tang = S - jnp.sum(S * D, axis=1, keepdims=True) * D
+    resid = S - lam * mass[:, None] * D
+    atom_stat = jnp.where(
+        mass > 0, jnp.linalg.norm(resid, axis=1) / (lam * jnp.where(mass > 0, mass, 1)), 0
+    )
+    tn = jnp.linalg.norm(tang, axis=1, keepdims=True)
+    direction = jnp.where(tn > 0, tang / jnp.where(tn > 0, tn, 1), 0)
+    bias_res = jnp.linalg.norm(w @ R) / (n * lam) if fit_bias else jnp.zeros((), X.dtype)
+    rn = jnp.linalg.norm(R, axis=1)
+    wide = jnp.max(jnp.where(w > 0, rn, 0)) / lam
+    mu = mass / n
+    C = D @ D.T
+    target = (1 - C) * mu[None, :]
+    lo, hi = hull_bounds(Z)
+    if fit_bias:
+        margin = jnp.minimum(target - lo, hi - target)  # −inf when I_i is empty
+    else:
+        margin = jnp.where(target > 0, jnp.where(hi > 0, jnp.inf, -target), jnp.inf)
+    off_diag = ~jnp.eye(Z.shape[1], dtype=bool)
+    relevant = off_diag & (mu[None, :] > 0)
+    margin = jnp.where(relevant, margin, jnp.inf)
+    return (
+        jnp.max(kkt, initial=0.0),
+        code_kkt_per_atom,
+        atom_stat,
+        direction,
+        bias_res,
+        wide,
+        rn > lam,
+        lo,
+        hi,
+        target,
+        margin,
+        mu,
+    )
+
+
+def check_optimality(
+    X: Float[ArrayLike, "n_samples n_features"],
+    atoms: Float[ArrayLike, "n_atoms n_features"],
+    codes: Float[ArrayLike, "n_samples n_atoms"],
+    bias: Float[ArrayLike, " n_features"] | None,
+    lam: float,
+    *,
+    weights: Float[ArrayLike, " n_samples"] | None = None,
+    tol: float = 1e-3,
+    normalise: bool = False,
+) -> OptimalityReport:
+    """Check conditions 1–5 of SPEC §4 on any dictionary or SAE (``bias=None``: no bias).
+
+    Atoms must have unit rows (``normalise=True`` rescales them and the codes equivalently) and
+    codes must be ≥ 0. ``tol`` is relative: KKT and stationarity in units of λ; a hull pair is
+    violated when its margin < −tol·μ_j.
+    """
+    fit_bias = bias is not None
+    X, D, Z, b = check_dictionary(X, atoms, codes, bias)
+    lam = check_lam(lam, X.dtype)
+    w = check_weights(weights, X.shape[0], X.dtype)
+    norms = jnp.linalg.norm(D, axis=1)
+    if bool(jnp.any(jnp.abs(norms - 1) > 1e-4)):
+        if not normalise:
+            raise ValueError(
+                "`atoms` are not unit-norm (norms in "
+                f"[{float(norms.min()):.4g}, {float(norms.max()):.4g}]); pass normalise=True to rescale "
+                "atoms to unit norm and codes equivalently (z_k ← z_k·||d_k||)"
+            )
+        if bool(jnp.any(norms == 0)):
+            raise ValueError("`atoms` has zero rows; they cannot be normalised")
+        D, Z = D / norms[:, None], Z * norms[None, :]
+    if bool(jnp.any(Z < 0)):
+        raise ValueError("`codes` must be nonnegative")
+    out = _report_arrays(X, D, Z, b, lam, w, fit_bias)
+    kkt, kkt_k, stat, direction, bres, wide, wants, lo, hi, target, margin, mu = out
+    sev = np.asarray(-margin / jnp.where(mu > 0, mu, 1)[None, :])
+    bad = np.argwhere(sev > tol)
+    order = np.argsort(-sev[bad[:, 0], bad[:, 1]], kind="stable") if len(bad) else []
+    violated = bad[order].astype(np.int64).reshape(-1, 2)
+    passed = (kkt <= tol) & (jnp.max(stat, initial=0.0) <= tol) & (len(violated) == 0)
+    if fit_bias:
+        passed = passed & (bres <= tol)
+    return OptimalityReport(
+        passed,
+        kkt,
+        kkt_k,
+        stat,
+        direction,
+        bres,
+        wide,
+        wants,
+        lo,
+        hi,
+        target,
+        margin,
+        violated,
+        tol,
+        fit_bias,
+    )
