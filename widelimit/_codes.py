@@ -8,7 +8,6 @@ KKT residual max_n,k |z − [z − (Gz − c + λ)]₊| ≤ tol·λ (c = D(x_n �
 from __future__ import annotations
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, ArrayLike, Float
@@ -83,8 +82,7 @@ def encode(
     Z0 = jnp.zeros((X.shape[0], atoms.shape[0]), dt) if init is None else jnp.asarray(init, dt)
     if Z0.shape != (X.shape[0], atoms.shape[0]):
         raise ValueError(f"`init` must have shape {(X.shape[0], atoms.shape[0])}, got {Z0.shape}")
-    Z, _ = nonneg_lasso(atoms @ atoms.T, (X - b) @ atoms.T, lam, jnp.maximum(Z0, 0), tol, max_steps)
-    return Z
+    return gram_codes(atoms, b, X, lam, jnp.maximum(Z0, 0), tol, max_steps)
 
 
 def decode(
@@ -101,6 +99,3 @@ def decode(
 def gram_codes(atoms, b, X, lam, Z0, tol, max_steps):
     """Traceable core used by the fitting loops: codes for (atoms, b) warm-started at Z0."""
     return nonneg_lasso(atoms @ atoms.T, (X - b) @ atoms.T, lam, Z0, tol, max_steps)[0]
-
-
-jax_encode = jax.jit(gram_codes, static_argnums=(6,))

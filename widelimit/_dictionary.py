@@ -19,7 +19,7 @@ from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 from . import _checkpoint
 from ._atoms import atom_update, bias_update, normalise_rows
 from ._codes import gram_codes
-from ._objective import loss_terms
+from ._objective import loss_value as _loss
 from ._progress import Progress
 from ._solve_wide import solve_wide
 from ._validate import check_lam, check_matrix, check_positive_int, check_weights
@@ -74,11 +74,6 @@ class _State(eqx.Module):
     count: Array
     epoch: Array
     history: History
-
-
-def _loss(X, D, Z, b, lam, w):
-    rec, sp = loss_terms(X, D, Z, b, lam, w)
-    return rec + sp
 
 
 def _resample_dead(D, Z, X, b, key):
@@ -137,8 +132,7 @@ def _minibatch_epoch(cfg: _Config, s: _State, X, w, key):
         if cfg.bias:
             rsum = beta * rsum + wb @ (Xb - Zb @ D)
             count = beta * count + jnp.sum(wb)
-            b_new = rsum / count
-            b = b_new
+            b = rsum / count
         D = atom_update(D, A, B, cfg.atom_steps)
         return (D, b, Z.at[idx].set(Zb), A, B, rsum, count), None
 
@@ -259,13 +253,15 @@ def fit_dictionary(
         batch_size=batch_size,
         weighted=weights is not None,
     )
+    if init_bias is not None:
+        init_bias = jnp.asarray(init_bias, dt)
+        if init_bias.shape != (d,):
+            raise ValueError(f"`init_bias` must have shape ({d},)")
     wide = solve_wide(X, lam, bias=bias, weights=w, throw=False)
     wide_bound = wide.dual_objective
     k_init, k_run = jax.random.split(key)
     if init_bias is not None:
-        b0 = jnp.asarray(init_bias, dt)
-        if b0.shape != (d,):
-            raise ValueError(f"`init_bias` must have shape ({d},)")
+        b0 = init_bias
     else:
         b0 = wide.bias if bias else jnp.zeros(d, dt)
     D0 = data_init(X, b0, n_atoms, k_init) if init is None else init
@@ -312,17 +308,15 @@ def fit_dictionary(
     if checkpoint_dir is not None:
         _checkpoint.save(checkpoint_dir, state, {"fingerprint": fp}, max_epochs)
     bar.close()
-    Z = gram_codes(state.D, state.b, X, lam, state.Z, cfg.code_tol, cfg.code_steps)
-    Z = jnp.where(
-        _loss(X, state.D, Z, state.b, lam, w) <= _loss(X, state.D, state.Z, state.b, lam, w),
-        Z,
-        state.Z,
-    )
+    Z_new = gram_codes(state.D, state.b, X, lam, state.Z, cfg.code_tol, cfg.code_steps)
+    loss_new = _loss(X, state.D, Z_new, state.b, lam, w)
+    loss_old = _loss(X, state.D, state.Z, state.b, lam, w)
+    better = loss_new <= loss_old
     return DictionaryFit(
         atoms=state.D,
         bias=state.b,
-        codes=Z,
-        loss=_loss(X, state.D, Z, state.b, lam, w),
+        codes=jnp.where(better, Z_new, state.Z),
+        loss=jnp.where(better, loss_new, loss_old),
         wide_bound=wide_bound,
         lam=lam,
         history=state.history,

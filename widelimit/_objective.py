@@ -47,6 +47,12 @@ def loss_terms(X, atoms, codes, bias, lam, w):
     return rec, sparse
 
 
+def loss_value(X, atoms, codes, bias, lam, w):
+    """L(D, Z, b) without input checks (the traceable core of ``dictionary_loss``)."""
+    rec, sparse = loss_terms(X, atoms, codes, bias, lam, w)
+    return rec + sparse
+
+
 def dictionary_loss(
     X: Float[ArrayLike, "n_samples n_features"],
     atoms: Float[ArrayLike, "n_atoms n_features"],
@@ -60,5 +66,4 @@ def dictionary_loss(
     X, atoms, codes, bias = check_dictionary(X, atoms, codes, bias)
     lam = check_lam(lam, X.dtype)
     w = check_weights(weights, X.shape[0], X.dtype)
-    rec, sparse = loss_terms(X, atoms, codes, bias, lam, w)
-    return rec + sparse
+    return loss_value(X, atoms, codes, bias, lam, w)

@@ -15,7 +15,7 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from ._atoms import normalise_rows
 from ._codes import encode
-from ._objective import loss_terms
+from ._objective import loss_value
 from ._solve_wide import solve_wide
 from ._validate import check_lam, check_matrix, check_positive_int
 
@@ -50,8 +50,7 @@ class ReluSAE(eqx.Module):
 def sae_loss(sae: ReluSAE, X, lam, w=None):
     """L(W_dec, encode(X), b_dec)."""
     w = jnp.ones(X.shape[0], X.dtype) if w is None else w
-    rec, sp = loss_terms(X, sae.W_dec, sae.encode(X), sae.b_dec, lam, w)
-    return rec + sp
+    return loss_value(X, sae.W_dec, sae.encode(X), sae.b_dec, lam, w)
 
 
 def init_sae(X, width: int, b_dec, key) -> ReluSAE:
@@ -119,5 +118,4 @@ def amortisation_gap(
     lam = check_lam(lam, X.dtype)
     Z = encode(sae.W_dec, sae.b_dec, X, lam, **encode_kw)
     w = jnp.ones(X.shape[0], X.dtype)
-    exact = sum(loss_terms(X, sae.W_dec, Z, sae.b_dec, lam, w))
-    return sae_loss(sae, X, lam) - exact
+    return sae_loss(sae, X, lam, w) - loss_value(X, sae.W_dec, Z, sae.b_dec, lam, w)

@@ -14,26 +14,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._row_source import RowSource
-from ._validate import check_lam
+from ._validate import check_lam, check_weights
 from ._wide_pass import data_pass
 from ._wide_solver import WideSolver, default_rtol, solve_in_memory, weighted_mean
 
 _block_stats = jax.jit(data_pass, static_argnums=(4, 5))
 
 
-def _weights_for(source: RowSource, weights, n_rows: int):
-    if weights is None:
-        return None
-    w = np.asarray(weights, dtype=np.float64)
-    if w.shape != (n_rows,):
-        raise ValueError(f"`weights` must have shape ({n_rows},), got {w.shape}")
-    if not np.all(np.isfinite(w)):
-        raise ValueError("`weights` contains NaN or Inf")
-    if np.any(w < 0):
-        raise ValueError("`weights` must be >= 0")
-    if not np.any(w > 0):
-        raise ValueError("`weights` are all zero")
-    return w * (n_rows / w.sum())
+def _weights_for(weights, n_rows: int, dtype):
+    """``check_weights`` as a numpy array (sliced per chunk), or None for unit weights."""
+    return None if weights is None else np.asarray(check_weights(weights, n_rows, dtype))
 
 
 def _pass(source: RowSource, w, b, lam, nonneg, dtype):
@@ -83,10 +73,10 @@ def solve_streaming(
     rtol = default_rtol(dtype) if rtol is None else float(rtol)
     d = source.n_features
     if source.n_rows is not None:
-        w = _weights_for(source, weights, source.n_rows)
+        w = _weights_for(weights, source.n_rows, dtype)
     elif weights is not None:
         n_rows = sum(c.shape[0] for c in source)
-        w = _weights_for(source, weights, n_rows)
+        w = _weights_for(weights, n_rows, dtype)
     else:
         w = None
     solver = WideSolver(rtol, max_steps, bias, nonneg_atoms, chunked=False)
@@ -115,7 +105,7 @@ def solve_streaming(
     wj = jnp.ones(q.shape[0], dtype) if w is None else jnp.asarray(w, dtype)
     steps = 0
 
-    def cert(n1, q, G, Y, steps):
+    def cert(b, n1, q, G, Y, steps):
         return solver.finish(
             b,
             lam,
@@ -127,12 +117,12 @@ def solve_streaming(
             steps,
         )
 
-    sol = cert(n1, q, G, Y, steps)
+    sol = cert(b, n1, q, G, Y, steps)
     while bias and float(sol.gap) > rtol and steps < max_steps:
         b = solver.step_bias(b, lam, jnp.asarray(q), wj, jnp.asarray(G, dtype))
         n1, q, G, Y = run(b=b)
         steps += 1
-        sol = cert(n1, q, G, Y, steps)
+        sol = cert(b, n1, q, G, Y, steps)
     from ._solve_wide import _check_result
 
     return _check_result(sol, None, throw)
