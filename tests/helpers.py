@@ -70,3 +70,16 @@ def huber_location_1d(x, lam, iters=200):
         s = np.sum(np.clip(x - mid, -lam, lam))
         lo, hi = (mid, hi) if s > 0 else (lo, mid)
     return 0.5 * (lo + hi)
+
+
+def hull_bounds_brute(Z, weights=None):
+    """lo_ij, hi_ij = min, max of z_j over {n : z_i(n) = 0, w_n > 0} by brute force (±inf if empty)."""
+    Z = np.asarray(Z, np.float64)
+    keep = np.ones(len(Z), bool) if weights is None else np.asarray(weights) > 0
+    k = Z.shape[1]
+    lo, hi = np.full((k, k), np.inf), np.full((k, k), -np.inf)
+    for i in range(k):
+        off = (Z[:, i] <= 0) & keep
+        if off.any():
+            lo[i], hi[i] = Z[off].min(0), Z[off].max(0)
+    return lo, hi

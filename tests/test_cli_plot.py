@@ -1,48 +1,240 @@
 import json
 
+import jax
+import jax.numpy as jnp
 import matplotlib
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 import widelimit as wl
+from widelimit import plot
 from widelimit.cli import app
-from widelimit.plot import plot_wide
 
 matplotlib.use("Agg")
 runner = CliRunner()
 
 
-def test_demo_writes_figure_and_summary(tmp_path):
-    res = runner.invoke(app, ["demo", "--out", str(tmp_path)])
+@pytest.fixture(scope="module")
+def rays_file(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data")
+    toy = wl.datasets.rays(jax.random.key(0), n_samples=200, n_rays=3, n_features=5)
+    np.save(d / "x.npy", np.asarray(toy.X))
+    np.savez(d / "x.npz", a=np.asarray(toy.X), b=np.zeros(3))
+    return d
+
+
+def ok(args):
+    res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
-    summary = json.loads((tmp_path / "wide_limit.json").read_text())
-    assert summary["certified_relative_gap"] <= 1e-6
-    assert (tmp_path / "wide_limit.png").stat().st_size > 10_000
+    return res
 
 
-def test_wide_command_and_bad_files(tmp_path, rng):
-    X = rng.normal(size=(50, 3))
-    np.save(tmp_path / "x.npy", X)
-    res = runner.invoke(
-        app, ["wide", str(tmp_path / "x.npy"), "--lam", "0.5", "-o", str(tmp_path / "o")]
+def fails(args):
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2, res.output
+    assert "error" in res.output and res.output.count("\n") <= 3, res.output
+    return res
+
+
+def test_demo_sweeps_and_flags_the_hierarchy(tmp_path):
+    res = ok(["demo", "--out", str(tmp_path), "--quiet"])
+    summary = json.loads((tmp_path / "demo.json").read_text())
+    assert summary["gap_closes_at"] == summary["n_rays"] == 6
+    assert summary["hierarchy_pair_flagged"]
+    for f in summary["figures"]:
+        assert (tmp_path / f.split("/")[-1]).stat().st_size > 10_000
+    assert json.loads((tmp_path / "sweep" / "sweep.json").read_text())["widths"] == list(
+        range(1, 9)
     )
-    assert res.exit_code == 0, res.output
-    out = json.loads((tmp_path / "o" / "wide.json").read_text())
-    np.testing.assert_allclose(out["objective"], float(wl.solve_wide(X, 0.5).objective), rtol=1e-6)
+    assert res.output == ""  # --quiet
+
+
+def test_wide_fit_sweep_check_plot(tmp_path, rays_file):
+    x = str(rays_file / "x.npy")
+    out = json.loads(
+        ok(["wide", x, "--lam", "0.3", "-o", str(tmp_path / "w")])
+        and (tmp_path / "w" / "wide.json").read_text()
+    )
+    np.testing.assert_allclose(
+        out["objective"], float(wl.solve_wide(np.load(x), 0.3).objective), rtol=1e-5
+    )
+    ok(
+        [
+            "wide",
+            str(rays_file / "x.npz"),
+            "--key",
+            "a",
+            "--lam",
+            "0.3",
+            "--dtype",
+            "float64",
+            "--quiet",
+        ]
+    )
+    ok(
+        [
+            "fit",
+            x,
+            "--width",
+            "3",
+            "--lam",
+            "0.3",
+            "-o",
+            str(tmp_path / "f"),
+            "--no-bias",
+            "--quiet",
+            "--epochs",
+            "30",
+        ]
+    )
+    fit = json.loads((tmp_path / "f" / "fit.json").read_text())
+    assert fit["width"] == 3 and fit["gap"] < 1e-3
+    assert wl.load_fit(str(tmp_path / "f" / "fit.npz")).atoms.shape == (3, 5)
+    res = ok(
+        [
+            "sweep",
+            x,
+            "--widths",
+            "1,2,3",
+            "--lam",
+            "0.3",
+            "-o",
+            str(tmp_path / "s"),
+            "--no-bias",
+            "--epochs",
+            "30",
+            "--seed",
+            "1",
+        ]
+    )
+    assert "gap closes" in res.output
+    assert json.loads((tmp_path / "s" / "sweep.json").read_text())["widths"] == [1, 2, 3]
+    for f in ("loss.png", "gap.png", "rays_covered.png", "split_tree.png"):
+        (tmp_path / "s" / f).unlink()
+    ok(["plot", str(tmp_path / "s"), "--quiet"])
+    assert (tmp_path / "s" / "split_tree.png").stat().st_size > 5000
+    res = ok(["check", str(tmp_path / "s"), x, "--lam", "0.3", "-o", str(tmp_path / "c")])
+    assert "optimality report" in res.output
+    assert "passed" in json.loads((tmp_path / "c" / "check.json").read_text())
+    ok(["check", str(tmp_path / "f"), x, "--lam", "0.3"])
+    # a SAELens file: decoder rows not unit-norm, normalised by check
+    sae = wl.ReluSAE(jnp.ones((4, 5)), jnp.zeros(4), 2 * jnp.eye(5)[:4], jnp.zeros(5))
+    wl.save_saelens(sae, str(tmp_path / "sae.safetensors"))
+    ok(["check", str(tmp_path / "sae.safetensors"), x, "--lam", "0.3"])
+
+
+def test_bad_files_and_options_fail_cleanly_and_keep_outputs(tmp_path, rays_file):
+    x = str(rays_file / "x.npy")
+    ok(
+        [
+            "sweep",
+            x,
+            "--widths",
+            "1",
+            "--lam",
+            "0.3",
+            "-o",
+            str(tmp_path / "s"),
+            "--quiet",
+            "--epochs",
+            "5",
+        ]
+    )
+    before = {p.name: p.read_bytes() for p in (tmp_path / "s").iterdir()}
     (tmp_path / "bad.npy").write_bytes(b"garbage")
+    np.save(tmp_path / "one_d.npy", np.ones(5))
+    np.save(tmp_path / "nan.npy", np.full((4, 5), np.nan))
+    np.save(tmp_path / "wrong_d.npy", np.ones((4, 7)))
+    (tmp_path / "fake.safetensors").write_bytes(b"nope")
+    s = str(tmp_path / "s")
     for args in (
         ["wide", str(tmp_path / "missing.npy"), "--lam", "1"],
         ["wide", str(tmp_path / "bad.npy"), "--lam", "1"],
-        ["wide", str(tmp_path / "x.npy"), "--lam", "-1"],
+        ["wide", str(tmp_path / "one_d.npy"), "--lam", "1"],
+        ["wide", str(tmp_path / "nan.npy"), "--lam", "1"],
+        ["wide", str(rays_file / "x.npz"), "--lam", "1"],  # two arrays, no --key
+        ["wide", x, "--lam", "-1"],
+        ["wide", x, "--lam", "1", "--dtype", "float16"],
+        ["fit", x, "--width", "0", "--lam", "0.3", "-o", str(tmp_path / "f")],
+        ["sweep", x, "--widths", "2,1", "--lam", "0.3", "-o", s],
+        ["sweep", x, "--widths", "a,b", "--lam", "0.3", "-o", s],
+        ["sweep", str(tmp_path / "nan.npy"), "--widths", "1", "--lam", "0.3", "-o", s],
+        ["sweep", str(tmp_path / "wrong_d.npy"), "--widths", "1", "--lam", "0.3", "-o", s],
+        ["check", s, str(tmp_path / "wrong_d.npy"), "--lam", "0.3"],
+        ["check", str(tmp_path / "fake.safetensors"), x, "--lam", "0.3"],
+        ["check", str(tmp_path / "nowhere"), x, "--lam", "0.3"],
+        ["plot", str(tmp_path / "nowhere")],
+        ["plot", str(tmp_path)],
     ):
-        res = runner.invoke(app, args)
-        assert res.exit_code == 2 and "error" in res.output
+        fails(args)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "s").iterdir()} == before
+
+
+def test_saelens_round_trip_and_bad_files(tmp_path, rng):
+    sae = wl.ReluSAE(*(jnp.asarray(rng.normal(size=s)) for s in ((6, 4), (6,), (6, 4), (4,))))
+    wl.save_saelens(sae, str(tmp_path / "a.safetensors"))
+    back = wl.load_saelens(str(tmp_path / "a.safetensors"))
+    for f in ("W_enc", "b_enc", "W_dec", "b_dec"):
+        np.testing.assert_allclose(getattr(back, f), getattr(sae, f), rtol=1e-6)
+    from safetensors.numpy import save_file
+
+    save_file({"W_dec": np.ones((3, 2), np.float32)}, str(tmp_path / "b.safetensors"))
+    with pytest.raises(ValueError, match="missing"):
+        wl.load_saelens(str(tmp_path / "b.safetensors"))
+    bad = {"W_enc": np.ones((2, 4), np.float32), "b_enc": np.ones(3, np.float32),
+           "W_dec": np.ones((3, 2), np.float32), "b_dec": np.ones(2, np.float32)}  # fmt: skip
+    save_file(bad, str(tmp_path / "c.safetensors"))
+    with pytest.raises(ValueError, match="inconsistent"):
+        wl.load_saelens(str(tmp_path / "c.safetensors"))
+    with pytest.raises(ValueError, match="not a widelimit fit"):
+        wl.load_fit(str(tmp_path / "a.safetensors"))
 
 
 def test_plot_wide_has_the_expected_artists(rng):
     X = rng.normal(size=(100, 2))
     sol = wl.solve_wide(X, 0.5)
-    fig = plot_wide(X, sol)
+    fig = plot.plot_wide(X, sol)
     ax = fig.axes[0]
     assert len(ax.collections) == 3  # unencoded, encoded, bias
     assert ax.get_xlabel() == "feature 0" and "gap" in ax.get_title()
+
+
+def test_pair_and_report_plots(rng):
+    panels = wl.datasets.hull_panels(jax.random.key(0), dtype=jnp.float64)
+    fig = plot.plot_hull_panels(panels)
+    assert [a.get_title() for a in fig.axes] == ["A: passes", "B: fails (unstable)", "C: passes"]
+    ax = fig.axes[1]
+    assert len(ax.lines) >= 2 + 2  # two red hull segments + axis lines
+    assert ax.get_xlabel() == "z_0/μ_0 − 1"
+    P = panels["B"]
+    rep = wl.check_optimality(P.X, P.atoms, P.codes, None, 0.1)
+    with pytest.raises(ValueError, match="from codes"):
+        plot.plot_pair_hull(wl.pair_hull(rep, 0, 1))
+    fig = plot.plot_report(rep)
+    assert len(fig.axes) == 3 and len(fig.axes[0].patches) > 0 and len(fig.axes[2].patches) == 2
+
+
+def test_sweep_plots(rng):
+    toy = wl.datasets.rays(
+        jax.random.key(0), n_samples=150, n_rays=3, n_features=4, dtype=jnp.float64
+    )
+    s = wl.width_sweep(
+        toy.X,
+        [1, 2, 3],
+        0.3,
+        key=jax.random.key(0),
+        bias=False,
+        ground_truth=toy,
+        progress=False,
+        max_epochs=30,
+    )
+    f1 = plot.plot_sweep_loss(s)
+    assert len(f1.axes[0].lines) == 2 and len(f1.axes[0].patches) == 1  # L(K), W line, band
+    f2 = plot.plot_sweep_gap(s)
+    assert f2.axes[0].get_yscale() == "log" and len(f2.axes[0].lines[0].get_xdata()) == 3
+    f3 = plot.plot_rays_covered(s)
+    np.testing.assert_array_equal(f3.axes[0].lines[0].get_ydata(), s.rays_covered)
+    f4 = plot.plot_split_tree(s)
+    assert [t.get_text() for t in f4.axes[0].get_yticklabels()] == ["K=1", "K=2", "K=3"]
+    assert len(f4.axes[0].collections) == 3  # one row of nodes per width

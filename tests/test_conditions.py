@@ -109,16 +109,6 @@ def test_without_bias_the_hull_condition_is_the_simpler_one():
     assert [1, 0] in v and [0, 1] not in v
 
 
-def test_hull_bounds_equal_brute_force(rng):
-    Z = (rng.random((80, 7)) < 0.3) * rng.uniform(0, 2, (80, 7))
-    lo, hi = wl._conditions.hull_bounds(np.asarray(Z))
-    for i in range(7):
-        off = Z[:, i] == 0
-        for j in range(7):
-            assert float(lo[i, j]) == (Z[off, j].min() if off.any() else np.inf)
-            assert float(hi[i, j]) == (Z[off, j].max() if off.any() else -np.inf)
-
-
 def test_bad_inputs(rng):
     X = rng.normal(size=(10, 3))
     with pytest.raises(ValueError, match="not unit-norm"):

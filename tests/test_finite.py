@@ -182,7 +182,7 @@ def test_sklearn_style_estimator(rng):
     assert est.components_.shape == (5, 4) and est.n_iter_ >= 1
     Z = est.transform(X)
     assert Z.shape == (100, 5) and np.all(Z >= 0)
-    np.testing.assert_allclose(Z, est.codes_, atol=1e-4)
+    np.testing.assert_allclose(Z, est.codes_, atol=1e-3)  # fit codes are solved to code_tol
     with pytest.raises(RuntimeError, match="not fitted"):
         wl.DictionaryLearner(3, 0.1).transform(X)
 

@@ -7,17 +7,17 @@ With r_n = x_n − b − D z_n, c_ij = ⟨d_i, d_j⟩, μ_j = (1/N) Σ w_n z_j(n
 4. wide certificate: max_n ||r_n|| ≤ λ;
 5. feature–feature hull: (1 − c_ij) μ_j ∈ [lo_ij, hi_ij] = conv{z_j(n) : n ∈ I_i} for every ordered
    pair (I_i empty fails with a bias; without a bias: fails iff no n ∈ I_i has z_j(n) > 0).
-The hull bounds are computed one row i at a time (``lax.map``): memory O(N·K), never N × K × K.
+The hull bounds come from ``hull_table`` (top activations + sparse supports, never N × K × K).
 """
 
 from __future__ import annotations
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
+from ._hull_table import hull_table
 from ._objective import check_dictionary
 from ._validate import check_lam, check_weights
 
@@ -37,6 +37,7 @@ class OptimalityReport(eqx.Module):
     hull_hi: Float[Array, "n_atoms n_atoms"]
     hull_target: Float[Array, "n_atoms n_atoms"]
     hull_margin: Float[Array, "n_atoms n_atoms"]
+    mu: Float[Array, " n_atoms"]
     violated_pairs: Int[np.ndarray, "n_violated 2"]
     tol: float = eqx.field(static=True)
     fit_bias: bool = eqx.field(static=True)
@@ -71,18 +72,6 @@ class OptimalityReport(eqx.Module):
         return self.summary()
 
 
-def hull_bounds(Z, exact_zero=0.0):
-    """lo_ij = min, hi_ij = max of z_j(n) over n with z_i(n) ≤ exact_zero (+inf/−inf if empty)."""
-
-    def row(zi):
-        inactive = (zi <= exact_zero)[:, None]
-        lo = jnp.min(jnp.where(inactive, Z, jnp.inf), axis=0)
-        hi = jnp.max(jnp.where(inactive, Z, -jnp.inf), axis=0)
-        return lo, hi
-
-    return jax.lax.map(row, Z.T)
-
-
 @eqx.filter_jit
 def _report_arrays(X, D, Z, b, lam, w, fit_bias: bool):
     n = jnp.sum(w)
@@ -103,17 +92,6 @@ def _report_arrays(X, D, Z, b, lam, w, fit_bias: bool):
     bias_res = jnp.linalg.norm(w @ R) / (n * lam) if fit_bias else jnp.zeros((), X.dtype)
     rn = jnp.linalg.norm(R, axis=1)
     wide = jnp.max(jnp.where(w > 0, rn, 0)) / lam
-    mu = mass / n
-    C = D @ D.T
-    target = (1 - C) * mu[None, :]
-    lo, hi = hull_bounds(Z)
-    if fit_bias:
-        margin = jnp.minimum(target - lo, hi - target)  # −inf when I_i is empty
-    else:
-        margin = jnp.where(target > 0, jnp.where(hi > 0, jnp.inf, -target), jnp.inf)
-    off_diag = ~jnp.eye(Z.shape[1], dtype=bool)
-    relevant = off_diag & (mu[None, :] > 0)
-    margin = jnp.where(relevant, margin, jnp.inf)
     return (
         jnp.max(kkt, initial=0.0),
         code_kkt_per_atom,
@@ -122,11 +100,6 @@ def _report_arrays(X, D, Z, b, lam, w, fit_bias: bool):
         bias_res,
         wide,
         rn > lam,
-        lo,
-        hi,
-        target,
-        margin,
-        mu,
     )
 
 
@@ -164,8 +137,9 @@ def check_optimality(
         D, Z = D / norms[:, None], Z * norms[None, :]
     if bool(jnp.any(Z < 0)):
         raise ValueError("`codes` must be nonnegative")
-    out = _report_arrays(X, D, Z, b, lam, w, fit_bias)
-    kkt, kkt_k, stat, direction, bres, wide, wants, lo, hi, target, margin, mu = out
+    kkt, kkt_k, stat, direction, bres, wide, wants = _report_arrays(X, D, Z, b, lam, w, fit_bias)
+    table = hull_table(Z, D, weights=np.asarray(w), bias=fit_bias)
+    margin, mu = table.margin, table.mu
     sev = np.asarray(-margin / jnp.where(mu > 0, mu, 1)[None, :])
     bad = np.argwhere(sev > tol)
     order = np.argsort(-sev[bad[:, 0], bad[:, 1]], kind="stable") if len(bad) else []
@@ -182,10 +156,11 @@ def check_optimality(
         bres,
         wide,
         wants,
-        lo,
-        hi,
-        target,
+        table.lo,
+        table.hi,
+        table.target,
         margin,
+        mu,
         violated,
         tol,
         fit_bias,

@@ -156,7 +156,7 @@ def _epoch(cfg: _Config, s: _State, X, w, key, wide_bound):
     h = History(
         h.loss.at[e].set(loss),
         h.gap.at[e].set((loss - wide_bound) / jnp.abs(loss)),
-        h.l0.at[e].set(jnp.mean(jnp.sum(s.Z > 0, axis=1))),
+        h.l0.at[e].set(jnp.mean(jnp.sum(s.Z > 0, axis=1), dtype=h.l0.dtype)),
         h.dead.at[e].set(jnp.sum(jnp.sum(s.Z, axis=0) <= 0).astype(jnp.int32)),
         h.resampled.at[e].set(jnp.asarray(n_res, jnp.int32)),
     )
@@ -187,14 +187,30 @@ def _check_init_atoms(init, n_atoms, d, dtype):
     return normalise_rows(init.astype(dtype))
 
 
-def data_init(X, b, n_atoms, key):
-    """Atoms at the directions of random data points from the bias (distinct where possible)."""
+def data_init(X, b, n_atoms, key, max_rows: int = 16384):
+    """Atoms at data directions u_n = (x_n − b)/‖x_n − b‖ by spherical k-means++ seeding: the next
+    atom is u_n with probability ∝ ‖x_n − b‖² (1 − max_k ⟨u_n, d_k⟩) (on a row subsample)."""
     n = X.shape[0]
-    idx = jax.random.choice(key, n, (n_atoms,), replace=n_atoms > n)
-    D = X[idx] - b
-    noise = 1e-3 * jax.random.normal(jax.random.fold_in(key, 1), D.shape, D.dtype)
-    scale = jnp.maximum(jnp.linalg.norm(D, axis=1, keepdims=True), 1e-12)
-    return normalise_rows(D + noise * scale)
+    ks, kf, kn = jax.random.split(key, 3)
+    if n > max_rows:
+        X = X[jax.random.choice(ks, n, (max_rows,), replace=False)]
+    P = X - b
+    energy = jnp.sum(P * P, axis=1)
+    U = P / jnp.sqrt(jnp.where(energy > 0, energy, 1))[:, None]
+    tiny = jnp.finfo(X.dtype).tiny
+
+    def pick(i, carry):
+        D, best = carry
+        p = energy * jnp.clip(1 - best, 0)
+        p = jnp.where(jnp.sum(p) > 0, p, jnp.ones_like(p))  # all covered: uniform
+        idx = jax.random.categorical(jax.random.fold_in(kf, i), jnp.log(p + tiny))
+        return D.at[i].set(U[idx]), jnp.maximum(best, U @ U[idx])
+
+    D0 = jnp.zeros((n_atoms, X.shape[1]), X.dtype)
+    D, _ = jax.lax.fori_loop(0, n_atoms, pick, (D0, jnp.full(U.shape[0], -1.0, X.dtype)))
+    noise = 1e-3 * jax.random.normal(kn, D.shape, D.dtype)
+    D = jnp.where(jnp.linalg.norm(D, axis=1, keepdims=True) > 0, D, noise)
+    return normalise_rows(D + noise)
 
 
 def fit_dictionary(

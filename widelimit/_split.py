@@ -7,6 +7,8 @@ directions come from one batched power iteration (vmap over atoms).
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -73,30 +75,60 @@ def split_atoms(
     return out, parents
 
 
-def grow(fit, X, n_atoms: int, *, key: PRNGKeyArray, eps: float = 0.1):
-    """Atoms for width ``n_atoms`` ≥ current width from a ``DictionaryFit``, by splitting the most
-    used atoms (largest Σ_n z_nk) first; returns (atoms, parents, codes) to warm-start a fit.
+@partial(jax.jit, static_argnames="m")
+def _greedy_new_atoms(R, Z, lam, cand, m: int):
+    """m new atoms, greedily: each is the candidate direction u (a normalised residual) with the
+    largest gain G(u) = Σ_n max(0, ⟨u, r_n⟩ − λ)² (the first-order drop of 2N·L when u joins with
+    fresh codes), after which its part is removed from the residuals. Its parent is the atom whose
+    points supply most of that gain (−1 when uncoded points do)."""
+    U = R[cand]
+    U = U / jnp.maximum(jnp.linalg.norm(U, axis=1, keepdims=True), jnp.finfo(R.dtype).tiny)
+    coded = Z > 0
 
-    The codes are the old codes with each split atom's code shared equally by its two children.
+    def step(R, _):
+        G = jnp.sum(jnp.maximum(R @ U.T - lam, 0) ** 2, axis=0)
+        best = jnp.argmax(G)
+        u = U[best]
+        p = jnp.maximum(R @ u - lam, 0)
+        by_atom = (p**2) @ coded
+        by_none = jnp.sum(jnp.where(jnp.any(coded, axis=1), 0, p**2))
+        parent = jnp.where(jnp.max(by_atom, initial=0) >= by_none, jnp.argmax(by_atom), -1)
+        return R - p[:, None] * u, (u, parent, G[best], p)
+
+    _, out = jax.lax.scan(step, R, None, length=m)
+    return out
+
+
+def grow(fit, X, n_atoms: int, *, key: PRNGKeyArray, eps: float = 0.1, candidates: int = 256):
+    """Atoms for width ``n_atoms`` ≥ current width from a ``DictionaryFit``: returns
+    (atoms, parents, codes) to warm-start ``fit_dictionary``.
+
+    New atoms go where the wide certificate fails (‖r_n‖ > λ: a new atom lowers L): each is the
+    normalised residual (of the ``candidates`` largest) with the largest first-order gain, and its
+    parent is the atom whose points it takes over — a split of that feature. When no point wants
+    a new atom any more, the most used atoms are split ± ε along their top residual direction.
     """
     D, Z = fit.atoms, fit.codes
+    X = jnp.asarray(X, D.dtype)
     k = D.shape[0]
     if n_atoms < k:
         raise ValueError(f"`n_atoms` ({n_atoms}) is below the current width ({k})")
     extra = n_atoms - k
-    order = np.argsort(-np.asarray(jnp.sum(Z, axis=0)), kind="stable")
-    reps = -(-extra // k) if extra else 0
-    which = np.tile(order, max(reps, 1))[:extra]
-    parents = np.arange(k)
-    atoms, codes = D, Z
-    done = 0
-    while done < extra:  # at most ceil(extra / k) rounds: a width can more than double
-        chunk = which[done : done + atoms.shape[0]]
-        key, sub = jax.random.split(key)
-        atoms, par = split_atoms(atoms, X, codes, fit.bias, which=chunk, eps=eps, key=sub)
-        par = np.asarray(par)
-        codes = codes.at[:, chunk].multiply(0.5)
-        codes = jnp.concatenate([codes, codes[:, chunk]], axis=1)
-        parents = np.concatenate([parents, parents[par[atoms.shape[0] - len(chunk) :]]])
-        done += len(chunk)
+    if extra == 0:
+        return D, jnp.arange(k, dtype=jnp.int32), Z
+    R = X - fit.bias - Z @ D
+    cand = jnp.argsort(-jnp.linalg.norm(R, axis=1))[: min(candidates, X.shape[0])]
+    U, par, gain, P = _greedy_new_atoms(R, Z, fit.lam, cand, extra)
+    useful = np.asarray(gain) > 0
+    atoms = jnp.concatenate([D, U[useful]])
+    codes = jnp.concatenate([Z, P[useful].T], axis=1)
+    parents = np.concatenate([np.arange(k), np.asarray(par)[useful]])
+    rest = extra - int(useful.sum())
+    if rest:  # nothing left to gain at first order: split the most used atoms
+        order = np.argsort(-np.asarray(jnp.sum(codes, axis=0)), kind="stable")
+        which = np.tile(order, -(-rest // len(order)))[:rest]
+        atoms, par2 = split_atoms(atoms, X, codes, fit.bias, which=which, eps=eps, key=key)
+        codes = codes.at[:, which].multiply(0.5)
+        codes = jnp.concatenate([codes, codes[:, which]], axis=1)
+        parents = np.concatenate([parents, parents[np.asarray(par2)[-rest:]]])
     return atoms, jnp.asarray(parents, jnp.int32), codes

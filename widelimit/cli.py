@@ -19,7 +19,7 @@ console = Console()
 
 
 def _fail(msg: str):
-    console.print(f"[red]error:[/red] {msg}")
+    Console(stderr=True).print(f"[red]error:[/red] {msg}", soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -54,22 +54,73 @@ def load_data(path: str, key: str | None = None) -> np.ndarray:
     return X
 
 
+DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+def _setup(dtype: str, quiet: bool):
+    if dtype not in DTYPES:
+        _fail(f"--dtype must be float32 or float64, got {dtype!r}")
+    if dtype == "float64":
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+    console.quiet = quiet
+    return DTYPES[dtype]
+
+
+def _check_lam(lam: float):
+    if not (np.isfinite(lam) and lam > 0):
+        _fail(f"--lam must be a finite number > 0, got {lam}")
+
+
+def _call(f, *args, **kwargs):
+    """Run a library call; its ValueError/TypeError becomes a one-line error (exit 2)."""
+    try:
+        return f(*args, **kwargs)
+    except (ValueError, TypeError, RuntimeError) as e:
+        _fail(str(e).splitlines()[0])
+
+
+def _write_json(path: str, obj):
+    from ._fit_io import atomic_save
+
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=1)
+
+    atomic_save(path, write)
+
+
+def _save_fig(fig, path: str):
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
+DtypeOpt = typer.Option("float32", "--dtype", help="float32 or float64")
+SeedOpt = typer.Option(0, "--seed")
+QuietOpt = typer.Option(False, "--quiet", help="print nothing but errors")
+KeyOpt = typer.Option(None, "--key", help="array name inside .npz/.safetensors")
+
+
 @app.command()
 def wide(
     data: str,
     lam: float = typer.Option(..., "--lam"),
-    key: str = typer.Option(None, "--key"),
+    key: str = KeyOpt,
     out: str = typer.Option(None, "-o", "--out"),
-    quiet: bool = typer.Option(False, "--quiet"),
+    dtype: str = DtypeOpt,
+    quiet: bool = QuietOpt,
 ):
     """Solve the wide limit of DATA and print the certified gap."""
     import widelimit as wl
 
-    X = load_data(data, key)
-    try:
-        sol = wl.solve_wide(X, lam)
-    except (ValueError, TypeError, RuntimeError) as e:
-        _fail(str(e))
+    dt = _setup(dtype, quiet)
+    _check_lam(lam)
+    X = load_data(data, key).astype(dt)
+    sol = _call(wl.solve_wide, X, lam)
     summary = {
         "objective": float(sol.objective),
         "dual_objective": float(sol.dual_objective),
@@ -81,51 +132,259 @@ def wide(
     }
     if out:
         os.makedirs(out, exist_ok=True)
-        with open(os.path.join(out, "wide.json"), "w") as f:
-            json.dump(summary, f, indent=1)
-    if not quiet:
-        console.print(summary)
+        _write_json(os.path.join(out, "wide.json"), summary)
+    console.print(summary)
+
+
+@app.command()
+def fit(
+    data: str,
+    width: int = typer.Option(..., "--width"),
+    lam: float = typer.Option(..., "--lam"),
+    out: str = typer.Option(..., "-o", "--out"),
+    key: str = KeyOpt,
+    no_bias: bool = typer.Option(False, "--no-bias"),
+    epochs: int = typer.Option(200, "--epochs"),
+    dtype: str = DtypeOpt,
+    seed: int = SeedOpt,
+    quiet: bool = QuietOpt,
+):
+    """Fit a width-K dictionary to DATA (resumable: checkpoints in OUT/checkpoint)."""
+    import jax
+
+    import widelimit as wl
+
+    dt = _setup(dtype, quiet)
+    _check_lam(lam)
+    if width < 1:
+        _fail(f"--width must be ≥ 1, got {width}")
+    X = load_data(data, key).astype(dt)
+    f = _call(
+        wl.fit_dictionary, X, width, lam, key=jax.random.key(seed), bias=not no_bias,
+        max_epochs=epochs, checkpoint_dir=os.path.join(out, "checkpoint"), progress=not quiet,
+    )  # fmt: skip
+    rep = _call(wl.check_optimality, X, f.atoms, f.codes, f.bias if not no_bias else None, lam)
+    wl.save_fit(f, os.path.join(out, "fit.npz"))
+    summary = {
+        "width": width, "lam": lam, "loss": float(f.loss), "wide_bound": float(f.wide_bound),
+        "gap": float(f.gap), "epochs": int(f.n_epochs),
+        "l0": float((f.codes > 0).sum(1).mean()), "passed": bool(rep.passed),
+        "violated_pairs": rep.violated_pairs[:20].tolist(),
+    }  # fmt: skip
+    _write_json(os.path.join(out, "fit.json"), summary)
+    console.print(
+        f"K = {width}: L = {summary['loss']:.6g}, certified gap to the wide limit {summary['gap']:.3g}"
+    )
+    console.print(rep.summary())
+    console.print(f"outputs: {os.path.abspath(out)}/fit.npz, fit.json")
+
+
+def _sweep_figures(sweep, out: str) -> list[str]:
+    from widelimit import plot
+
+    return [
+        _save_fig(plot.plot_sweep_loss(sweep), os.path.join(out, "loss.png")),
+        _save_fig(plot.plot_sweep_gap(sweep), os.path.join(out, "gap.png")),
+        _save_fig(plot.plot_rays_covered(sweep), os.path.join(out, "rays_covered.png")),
+        _save_fig(plot.plot_split_tree(sweep), os.path.join(out, "split_tree.png")),
+    ]
+
+
+def _sweep_table(sweep):
+    from rich.table import Table
+
+    t = Table(title=f"width sweep, λ = {sweep.lam:.3g}, W(λ) = {sweep.wide_optimum:.6g}")
+    for c in ("K", "loss", "gap", "rays", "L0", "dead", "hull viol."):
+        t.add_column(c, justify="right")
+    for i, k in enumerate(sweep.widths):
+        t.add_row(
+            str(k), f"{sweep.loss[i]:.6g}", f"{sweep.gap[i]:.2e}",
+            f"{sweep.rays_covered[i]}/{sweep.n_rays}", f"{sweep.l0[i]:.2f}",
+            str(sweep.dead[i]), str(sweep.hull_violations[i]),
+        )  # fmt: skip
+    return t
+
+
+def _parse_widths(widths: str) -> list[int]:
+    try:
+        ws = [int(w) for w in widths.split(",") if w.strip()]
+    except ValueError:
+        _fail(f"--widths must be comma-separated integers, got {widths!r}")
+    if not ws or any(w < 1 for w in ws) or any(b <= a for a, b in zip(ws, ws[1:], strict=False)):
+        _fail(f"--widths must be strictly increasing positive integers, got {widths!r}")
+    return ws
+
+
+@app.command()
+def sweep(
+    data: str,
+    widths: str = typer.Option(..., "--widths", help="e.g. 1,2,4,8"),
+    lam: float = typer.Option(..., "--lam"),
+    out: str = typer.Option(..., "-o", "--out"),
+    key: str = KeyOpt,
+    no_bias: bool = typer.Option(False, "--no-bias"),
+    seeds: int = typer.Option(1, "--seeds"),
+    epochs: int = typer.Option(200, "--epochs"),
+    dtype: str = DtypeOpt,
+    seed: int = SeedOpt,
+    quiet: bool = QuietOpt,
+):
+    """Sweep widths on DATA, each warm-started by splitting the last (resumable in OUT)."""
+    import jax
+
+    import widelimit as wl
+
+    dt = _setup(dtype, quiet)
+    _check_lam(lam)
+    ws = _parse_widths(widths)
+    X = load_data(data, key).astype(dt)
+    s = _call(
+        wl.width_sweep, X, ws, lam, key=jax.random.key(seed), bias=not no_bias, n_seeds=seeds,
+        out_dir=out, max_epochs=epochs, progress=not quiet,
+    )  # fmt: skip
+    figs = _sweep_figures(s, out)
+    console.print(_sweep_table(s))
+    console.print(f"gap closes (≤ 1e-4) at K = {s.closes_at()}; outputs: {os.path.abspath(out)}")
+    for f in figs:
+        console.print(f"  {f}")
+
+
+def _load_model(target: str):
+    """(atoms, bias, encoder or None) from a fit dir, sweep dir, fit .npz or SAELens .safetensors."""
+    import widelimit as wl
+
+    if not os.path.exists(target):
+        _fail(f"no such file or directory: {target}")
+    if os.path.isdir(target):
+        if os.path.exists(os.path.join(target, "fit.npz")):
+            target = os.path.join(target, "fit.npz")
+        else:
+            s = _call(wl.load_sweep, target)
+            f = s.fits[-1]
+            return f.atoms, (f.bias if f.fit_bias else None), None
+    if target.endswith(".safetensors"):
+        sae = _call(wl.load_saelens, target)
+        return sae.W_dec, sae.b_dec, sae
+    if target.endswith(".npz"):
+        f = _call(wl.load_fit, target)
+        return f.atoms, (f.bias if f.fit_bias else None), None
+    _fail(f"unsupported model: {target} (a fit/sweep directory, fit .npz or SAELens .safetensors)")
+
+
+@app.command()
+def check(
+    model: str,
+    data: str,
+    lam: float = typer.Option(..., "--lam"),
+    key: str = KeyOpt,
+    out: str = typer.Option(None, "-o", "--out", help="write check.json and report.png here"),
+    dtype: str = DtypeOpt,
+    quiet: bool = QuietOpt,
+):
+    """Check the optimality conditions of a fit, sweep (largest width) or SAELens SAE on DATA."""
+    import jax.numpy as jnp
+
+    import widelimit as wl
+
+    dt = _setup(dtype, quiet)
+    _check_lam(lam)
+    atoms, bias, sae = _load_model(model)
+    X = load_data(data, key).astype(dt)
+    if X.shape[1] != atoms.shape[1]:
+        _fail(f"{data} has {X.shape[1]} features but the model has {atoms.shape[1]}")
+    atoms = jnp.asarray(atoms, dt)
+    bias = None if bias is None else jnp.asarray(bias, dt)
+    if sae is not None:
+        codes = jnp.asarray(sae.encode(jnp.asarray(X, sae.W_dec.dtype)), dt)
+    else:
+        codes = _call(wl.encode, atoms, bias, X, lam)
+    rep = _call(wl.check_optimality, X, atoms, codes, bias, lam, normalise=True)
+    console.print(rep.summary())
+    if out:
+        from widelimit.plot import plot_report
+
+        os.makedirs(out, exist_ok=True)
+        _write_json(
+            os.path.join(out, "check.json"),
+            {"passed": bool(rep.passed), "code_kkt_max": float(rep.code_kkt_max),
+             "atom_stationarity_max": float(rep.atom_stationarity.max()),
+             "bias_residual": float(rep.bias_residual), "wide_certificate": float(rep.wide_certificate),
+             "violated_pairs": rep.violated_pairs[:100].tolist(), "n_violated_pairs": len(rep.violated_pairs)},
+        )  # fmt: skip
+        _save_fig(plot_report(rep), os.path.join(out, "report.png"))
+        console.print(f"outputs: {os.path.abspath(out)}/check.json, report.png")
+
+
+@app.command()
+def plot(sweep_dir: str, quiet: bool = QuietOpt):
+    """Redraw the figures of a sweep directory (loss, gap, rays covered, split tree)."""
+    import widelimit as wl
+
+    _setup("float32", quiet)
+    if not os.path.isdir(sweep_dir):
+        _fail(f"no such directory: {sweep_dir}")
+    s = _call(wl.load_sweep, sweep_dir)
+    for f in _sweep_figures(s, sweep_dir):
+        console.print(f)
 
 
 @app.command()
 def demo(
-    out: str = typer.Option("demo-output", "-o", "--out"), seed: int = typer.Option(0, "--seed")
+    out: str = typer.Option("demo-output", "-o", "--out"),
+    seed: int = SeedOpt,
+    quiet: bool = QuietOpt,
 ):
-    """Solve the wide limit of a bundled toy set and save a figure of b and the encoded points."""
-    import widelimit as wl
-    from widelimit.plot import plot_wide
+    """Sweep widths on a bundled toy set (a dog/labrador hierarchy plus 4 rays, no bias): the gap
+    to the wide limit closes at one atom per ray, and the hierarchical arrangement is flagged."""
+    import jax
+    import jax.numpy as jnp
 
-    r = np.random.default_rng(seed)
-    n_rays = 5
-    V = r.normal(size=(n_rays, 2))
-    V /= np.linalg.norm(V, axis=1, keepdims=True)
-    b_true = np.array([1.0, -0.5])
-    X = b_true + V[r.integers(0, n_rays, 800)] * r.lognormal(0, 0.6, (800, 1))
-    X += 0.05 * r.normal(size=X.shape)
-    lam = 0.4
-    sol = wl.solve_wide(X.astype(np.float32), lam)
+    import widelimit as wl
+    from widelimit import plot
+
+    _setup("float32", quiet)
+    key = jax.random.key(seed)
+    toy = wl.datasets.hierarchy_plus_rays(key, n_samples=800, n_rays=4, n_features=8)
+    X, lam = np.asarray(toy.X), 0.2
+    n_rays = int(toy.rays.shape[0])
     os.makedirs(out, exist_ok=True)
-    fig = plot_wide(X, sol)
-    fig.savefig(os.path.join(out, "wide_limit.png"), dpi=130)
+    np.save(os.path.join(out, "toy_data.npy"), X)
+    console.print(
+        f"toy data: {len(X)} points on {n_rays} rays (dog, dog+labrador, 4 plain rays), λ = {lam}"
+    )
+    s = wl.width_sweep(
+        X, list(range(1, n_rays + 3)), lam, key=key, bias=False, out_dir=os.path.join(out, "sweep"),
+        ground_truth=toy, progress=not quiet,
+    )  # fmt: skip
+    figs = _sweep_figures(s, out)
+    # the hierarchical arrangement: atoms at the true dog and labrador directions, exact codes
+    D = jnp.asarray(toy.atoms)
+    Z = wl.encode(D, None, X, lam)
+    rep = wl.check_optimality(X, D, Z, None, lam)
+    pair = wl.pair_hull(Z, 0, 1, atoms=D, bias=False)
+    figs.append(_save_fig(plot.plot_pair_hull(pair), os.path.join(out, "hierarchy_pair_hull.png")))
+    figs.append(_save_fig(plot.plot_report(rep), os.path.join(out, "hierarchy_report.png")))
+    panels = wl.datasets.hull_panels(key)
+    figs.append(_save_fig(plot.plot_hull_panels(panels), os.path.join(out, "hull_panels.png")))
+    closes = s.closes_at()
+    flagged = [0, 1] in rep.violated_pairs.tolist()
     summary = {
-        "objective": float(sol.objective),
-        "dual_objective": float(sol.dual_objective),
-        "certified_relative_gap": float(sol.gap),
-        "bias": np.asarray(sol.bias).tolist(),
-        "encoded_points": int(sol.encoded.sum()),
-        "n_samples": len(X),
-        "lam": lam,
-    }
-    with open(os.path.join(out, "wide_limit.json"), "w") as f:
-        json.dump(summary, f, indent=1)
-    console.print(f"wide limit of {len(X)} points on {n_rays} rays, λ = {lam}")
+        "n_rays": n_rays, "lam": lam, "gap_closes_at": closes, "sweep": s.to_dict(),
+        "hierarchy_pair_flagged": flagged, "hierarchy_violated_pairs": rep.violated_pairs.tolist(),
+        "figures": figs,
+    }  # fmt: skip
+    _write_json(os.path.join(out, "demo.json"), summary)
+    console.print(_sweep_table(s))
+    console.print(f"the gap to the wide limit closes at K = {closes} (the data has {n_rays} rays)")
     console.print(
-        f"  W(λ) = {summary['objective']:.6g}, certified relative gap = {summary['certified_relative_gap']:.2e}"
+        "the hierarchical arrangement (dog, labrador) is "
+        + ("[bold red]flagged unstable[/bold red]" if flagged else "NOT flagged")
+        + f": labrador's hull while dog is off is [{float(pair.lo):.2g}, {float(pair.hi):.2g}] ∌ "
+        f"target {float(pair.target):.3g}"
     )
-    console.print(
-        f"  bias b = {np.round(summary['bias'], 4).tolist()}, {summary['encoded_points']} points encoded"
-    )
-    console.print(f"outputs: {os.path.abspath(out)}/wide_limit.png, wide_limit.json")
+    console.print(f"outputs in {os.path.abspath(out)}:")
+    for f in [os.path.join(out, "demo.json"), *figs]:
+        console.print(f"  {f}")
 
 
 def main():  # pragma: no cover

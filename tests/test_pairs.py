@@ -1,0 +1,175 @@
+"""Pair-level analysis: the sparse all-pairs hull table, one pair's hull, the separating
+perturbation of SPEC §4.5, the panels A/B/C, and the pair classification."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import hull_bounds_brute
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import widelimit as wl
+
+
+def _hierarchy(rng, n=300, d=8, offset=0.3):
+    dog, lab = np.eye(d)[0], np.eye(d)[1]
+    is_dog = rng.random(n) < 0.6
+    is_lab = is_dog & (rng.random(n) < 0.5)
+    Z = np.stack([is_dog * rng.uniform(1, 2, n), is_lab * rng.uniform(1, 2, n)], 1)
+    D = np.stack([dog, lab])
+    return Z @ D + offset, D, Z, np.full(d, offset)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    n=st.integers(1, 70),
+    k=st.integers(2, 10),
+    density=st.floats(0.02, 1.0),
+    top=st.integers(1, 6),
+    chunk=st.integers(1, 25),
+    nested=st.booleans(),
+    rounded=st.booleans(),
+)
+def test_sparse_all_pairs_equals_brute_force(seed, n, k, density, top, chunk, nested, rounded):
+    r = np.random.default_rng(seed)
+    Z = r.exponential(size=(n, k)) * (r.random((n, k)) < density)
+    if nested:  # feature 1 only where feature 0 is on: the hard case for top activations
+        Z[:, 1] *= Z[:, 0] > 0
+    if rounded:  # ties and repeated values
+        Z = np.round(Z)
+    D = r.normal(size=(k, 4))
+    D /= np.linalg.norm(D, axis=1, keepdims=True)
+    w = r.uniform(0, 2, n) * (r.random(n) < 0.9) if seed % 2 else None
+    if w is not None and not (w > 0).any():
+        w[0] = 1.0
+    t = wl.hull_table(Z, D, weights=w, top=top, chunk_rows=chunk, block=3)
+    lo, hi = hull_bounds_brute(Z, w)
+    off = ~np.eye(k, dtype=bool)
+    np.testing.assert_array_equal(np.asarray(t.lo)[off], lo[off])
+    np.testing.assert_array_equal(np.asarray(t.hi)[off], hi[off])
+    ww = np.ones(n) if w is None else w * n / w.sum()
+    np.testing.assert_allclose(np.asarray(t.mu), (ww[:, None] * Z).mean(0), rtol=1e-12, atol=1e-12)
+
+
+def test_hull_table_reads_memmaps_in_chunks(tmp_path, rng):
+    Z = (rng.random((500, 30)) < 0.05) * rng.exponential(size=(500, 30))
+    D = np.eye(30)
+    np.save(tmp_path / "z.npy", Z)
+    mm = np.load(tmp_path / "z.npy", mmap_mode="r")
+    t = wl.hull_table(mm, D, chunk_rows=64, top=4)
+    lo, hi = hull_bounds_brute(Z)
+    off = ~np.eye(30, dtype=bool)
+    np.testing.assert_array_equal(np.asarray(t.hi)[off], hi[off])
+    np.testing.assert_array_equal(np.asarray(t.lo)[off], lo[off])
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_separating_perturbation_lowers_the_loss_at_first_order(rng, dense):
+    lam = 0.1
+    X, D, Z, b = _hierarchy(rng)
+    if dense:  # feature 0 active everywhere with a bias: I_0 empty
+        Z[:, 0] = rng.uniform(1, 2, len(Z))
+        X = Z @ D + b
+    rep = wl.check_optimality(X, D, Z, b, lam)
+    assert [0, 1] in rep.violated_pairs.tolist()
+    pert = wl.separating_perturbation(rep, 0, 1)
+    assert pert.a == (0.0 if dense else -1.0)
+    slope = float(pert.slope(lam))
+    assert slope < 0
+    L0 = float(wl.dictionary_loss(X, D, Z, b, lam))
+    for eps in (1e-3, 3e-4, 1e-4):
+        D2, Z2, b2 = wl.apply_perturbation(X, D, Z, b, lam, 0, 1, eps)
+        np.testing.assert_allclose(np.linalg.norm(D2, axis=1), 1, atol=1e-12)
+        assert float(Z2.min()) >= 0
+        dL = float(wl.dictionary_loss(X, D2, Z2, b2, lam)) - L0
+        assert dL < 0
+        assert abs(dL / eps - slope) <= 2 * eps * abs(slope) + 1e-9, (eps, dL / eps, slope)
+
+
+def test_perturbation_of_a_passing_pair_is_refused(rng):
+    P = wl.datasets.hull_panels(jax.random.key(0), dtype=jnp.float64)["A"]
+    with pytest.raises(ValueError, match="satisfies the hull condition"):
+        wl.separating_perturbation(P.codes, 0, 1, atoms=P.atoms)
+
+
+def test_without_bias_the_perturbation_has_no_bias_part(rng):
+    X, D, Z, _ = _hierarchy(rng, offset=0.0)
+    pert = wl.separating_perturbation(Z, 0, 1, atoms=D, bias=False)
+    assert (pert.a, float(pert.t)) == (-1.0, 0.0)
+    lam = 0.1
+    D2, Z2, b2 = wl.apply_perturbation(X, D, Z, None, lam, 0, 1, 1e-4)
+    assert b2 is None
+    dL = float(wl.dictionary_loss(X, D2, Z2, None, lam) - wl.dictionary_loss(X, D, Z, None, lam))
+    np.testing.assert_allclose(dL / 1e-4, float(pert.slope(lam)), rtol=1e-3)
+
+
+def test_pair_hull_from_report_equals_pair_hull_from_codes(rng):
+    X, D, Z, b = _hierarchy(rng)
+    rep = wl.check_optimality(X, D, Z, b, 0.1)
+    for i, j in ((0, 1), (1, 0)):
+        p, q = wl.pair_hull(rep, i, j), wl.pair_hull(Z, i, j, atoms=D)
+        for f in ("lo", "hi", "target", "margin", "mu_i", "mu_j", "cosine"):
+            np.testing.assert_allclose(float(getattr(p, f)), float(getattr(q, f)), rtol=1e-12)
+        assert q.responses.shape == (len(Z), 2)
+    assert wl.pair_hull(rep, 0, 1).violated and not wl.pair_hull(rep, 1, 0).violated
+    lo, hi, target = wl.pair_hull(rep, 0, 1).normalised()
+    assert float(lo) == float(hi) == -1.0 and float(target) == 0.0  # −c_ij with c = 0
+
+
+def test_panels_a_b_c_pass_fail_pass():
+    P = wl.datasets.hull_panels(jax.random.key(3), n_samples=600, cosine=0.3, dtype=jnp.float64)
+    verdict = {}
+    for name, p in P.items():
+        t = wl.hull_table(p.codes, p.atoms)
+        verdict[name] = bool(np.all(np.asarray(t.margin) >= 0))
+    assert verdict == {"A": True, "B": False, "C": True}
+    assert wl.pair_hull(P["B"].codes, 0, 1, atoms=P["B"].atoms).violated
+
+
+def test_classify_pairs_on_known_structures():
+    key = jax.random.key(1)
+    h = wl.datasets.hierarchy(key, n_pairs=2, levels=3, n_features=8)
+    c = wl.classify_pairs(h.codes)
+    # every (ancestor, descendant) pair is nested, nothing across chains is
+    nested = {tuple(p) for p in c.nested.tolist()}
+    assert {tuple(p) for p in h.hierarchy.tolist()} <= nested
+    assert nested == {(0, 1), (0, 2), (1, 2), (3, 4), (3, 5), (4, 5)}
+    assert c.kind[1, 0] == wl._pair_classes.COACTIVE  # the parent is not inside the child
+    m = wl.datasets.mutually_exclusive(key, n_atoms=4)
+    cm = wl.classify_pairs(m.codes)
+    assert len(cm.exclusive) == 12 and len(cm.nested) == 0
+
+
+def test_absorption_candidate_is_the_child_that_took_the_parent_direction(rng):
+    # dog fires on dog-only points but not on most labradors; the labrador atom leans on dog
+    n, d = 400, 6
+    dog, lab = np.eye(d)[0], np.eye(d)[1]
+    kind = rng.integers(0, 3, n)  # 0 empty, 1 dog, 2 labrador
+    z_dog = np.where(kind == 1, 1.0, 0.0) + np.where((kind == 2) & (rng.random(n) < 0.2), 0.3, 0)
+    Z = np.stack([z_dog, (kind == 2) * 1.0], 1)
+    D = np.stack([dog, (dog + lab) / np.sqrt(2)])
+    c = wl.classify_pairs(Z, D)
+    assert c.absorption.tolist() == [[0, 1]]
+    assert 0.7 < float(c.missing_fraction[0]) < 0.9
+    assert len(wl.classify_pairs(Z, np.stack([dog, lab])).absorption) == 0  # orthogonal child
+
+
+def test_pair_bad_inputs(rng):
+    X, D, Z, b = _hierarchy(rng)
+    rep = wl.check_optimality(X, D, Z, b, 0.1)
+    with pytest.raises(ValueError, match="different atoms"):
+        wl.pair_hull(rep, 1, 1)
+    with pytest.raises(ValueError, match="atom index"):
+        wl.pair_hull(rep, 0, 5)
+    with pytest.raises(ValueError, match="`atoms` are needed"):
+        wl.pair_hull(Z, 0, 1)
+    with pytest.raises(ValueError, match="nonnegative"):
+        wl.pair_hull(-Z, 0, 1, atoms=D)
+    with pytest.raises(ValueError, match="eps"):
+        wl.apply_perturbation(X, D, Z, b, 0.1, 0, 1, -1e-3)
+    with pytest.raises(ValueError, match="nonnegative"):
+        wl.classify_pairs(-Z)
+    with pytest.raises(ValueError, match="NaN"):
+        wl.classify_pairs(np.full((3, 2), np.nan))

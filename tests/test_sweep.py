@@ -1,0 +1,159 @@
+"""Width sweeps, split trees and the hierarchy claim of SPEC §4–5."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import widelimit as wl
+import widelimit._sweep as sweep_mod
+
+
+@pytest.fixture(scope="module")
+def ray_data():
+    return wl.datasets.rays(
+        jax.random.key(2), n_samples=300, n_rays=4, n_features=6, dtype=jnp.float64
+    )
+
+
+def test_rays_sweep_closes_the_gap_at_k_equal_r(ray_data):
+    s = wl.width_sweep(
+        ray_data.X, [1, 2, 3, 4, 5], 0.2, key=jax.random.key(0), bias=False,
+        ground_truth=ray_data, progress=False,
+    )  # fmt: skip
+    assert s.n_rays == 4
+    assert np.all(s.gap[:3] > 1e-2)  # below R the gap stays open
+    assert s.gap[3] < 1e-4 and s.closes_at() == 4
+    assert s.rays_covered.tolist()[3:] == [4, 4]
+    assert np.all(np.diff(s.loss) <= 1e-9 * s.loss[1:])  # warm starts never lose ground
+    assert s.tree.widths == (1, 2, 3, 4, 5) and s.tree.method == "lineage"
+    np.testing.assert_allclose(
+        s.wide_optimum, float(wl.solve_wide(ray_data.X, 0.2, bias=False).objective)
+    )
+    # without ground truth the rays are the wide solution's encoded data rays
+    s2 = wl.width_sweep(ray_data.X, [4], 0.2, key=jax.random.key(0), bias=False, progress=False)
+    assert s2.n_rays == int(wl.solve_wide(ray_data.X, 0.2, bias=False).encoded.sum())
+
+
+def _dog_lab(n=600, d=8, seed=0):
+    r = np.random.default_rng(seed)
+    dog, lab = np.eye(d)[0], np.eye(d)[1]
+    u = r.random(n)
+    is_dog, is_lab = u < 0.6, u < 0.2  # 40 % dog only, 20 % labrador, 40 % empty
+    X = (is_dog * r.lognormal(0, 0.3, n))[:, None] * dog + (is_lab * r.lognormal(0, 0.3, n))[
+        :, None
+    ] * lab
+    return X, np.stack([dog, lab]), is_dog, is_lab
+
+
+def test_strict_hierarchy_is_never_a_converged_solution():
+    X, D0, is_dog, is_lab = _dog_lab()
+    lam, b0 = 0.1, np.zeros(X.shape[1])
+    start = wl.check_optimality(X, D0, wl.encode(D0, b0, X, lam), b0, lam)
+    assert [0, 1] in start.violated_pairs.tolist()
+    fit = wl.fit_dictionary(
+        X, 2, lam, key=jax.random.key(0), init=D0, max_epochs=300, tol=1e-10, progress=False
+    )
+    rep = wl.check_optimality(X, fit.atoms, fit.codes, fit.bias, lam)
+    assert bool(rep.passed) and len(rep.violated_pairs) == 0
+    # the labrador atom absorbed part of the dog direction ...
+    assert float(fit.atoms[1, 0]) > 0.3
+    # ... so the supports are no longer nested: the classification says so
+    c = wl.classify_pairs(fit.codes, fit.atoms)
+    assert c.kind[0, 1] != wl._pair_classes.NESTED and len(c.nested) == 0
+    assert c.absorption.tolist() == [[0, 1]]
+    # in a sweep from one atom (no bias: the single atom then sits between dog and labrador), the
+    # split tree shows that atom splitting into dog and an absorbing labrador atom
+    s = wl.width_sweep(X, [1, 2], lam, key=jax.random.key(1), bias=False, progress=False, max_epochs=300)
+    assert s.hull_violations[-1] == 0
+    (split,) = s.tree.splits()
+    assert split["width"] == 2 and split["parent"] == 0 and sorted(split["children"]) == [0, 1]
+    A = np.asarray(s.fits[-1].atoms)
+    lab_atom = int(np.argmax(A[:, 1]))
+    assert A[lab_atom, 0] > 0.3 and A[1 - lab_atom, 0] > 0.99
+    c2 = wl.classify_pairs(s.fits[-1].codes, s.fits[-1].atoms)
+    assert len(c2.nested) == 0 and c2.absorption.tolist() == [[1 - lab_atom, lab_atom]]
+
+
+def test_resume_after_a_crash_recomputes_nothing_finished(tmp_path, ray_data, monkeypatch):
+    kw = dict(
+        key=jax.random.key(0), bias=False, ground_truth=ray_data, progress=False, max_epochs=40
+    )
+    widths = [1, 2, 3, 4]
+    full = wl.width_sweep(ray_data.X, widths, 0.2, **kw)
+    real = sweep_mod.fit_dictionary
+    calls = []
+
+    def crashing(X, k, *a, **k2):
+        if k == 3:
+            raise KeyboardInterrupt("simulated crash")
+        calls.append(k)
+        return real(X, k, *a, **k2)
+
+    monkeypatch.setattr(sweep_mod, "fit_dictionary", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        wl.width_sweep(ray_data.X, widths, 0.2, out_dir=str(tmp_path), **kw)
+    assert calls == [1, 2]
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert {"width-1.npz", "width-2.npz", "width-1.json", "width-2.json", "sweep.json"} <= set(
+        before
+    )
+    assert not any(n.endswith(".tmp") for n in before)
+    assert json.loads(before["sweep.json"])["widths"] == [1, 2]
+
+    calls.clear()
+    monkeypatch.setattr(
+        sweep_mod,
+        "fit_dictionary",
+        lambda X, k, *a, **k2: (calls.append(k), real(X, k, *a, **k2))[1],
+    )
+    resumed = wl.width_sweep(ray_data.X, widths, 0.2, out_dir=str(tmp_path), **kw)
+    assert calls == [3, 4]
+    for f in ("width-1.npz", "width-2.npz"):
+        assert (tmp_path / f).read_bytes() == before[f]
+    np.testing.assert_array_equal(resumed.loss, full.loss)
+    np.testing.assert_array_equal(resumed.gap, full.gap)
+    loaded = wl.load_sweep(str(tmp_path))
+    np.testing.assert_array_equal(loaded.loss, full.loss)
+    np.testing.assert_array_equal(loaded.fits[-1].atoms, full.fits[-1].atoms)
+    assert loaded.tree.splits() == full.tree.splits()
+
+
+def test_sweep_bad_inputs_leave_the_directory_alone(tmp_path, ray_data):
+    kw = dict(key=jax.random.key(0), bias=False, progress=False, max_epochs=5)
+    wl.width_sweep(ray_data.X, [1], 0.2, out_dir=str(tmp_path), **kw)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(ValueError, match="different problem"):
+        wl.width_sweep(ray_data.X * 2, [1, 2], 0.2, out_dir=str(tmp_path), **kw)
+    for widths in ([], [2, 1], [0, 1], [1.5]):
+        with pytest.raises(ValueError, match="widths"):
+            wl.width_sweep(ray_data.X, widths, 0.2, out_dir=str(tmp_path), **kw)
+    with pytest.raises(ValueError, match="lam"):
+        wl.width_sweep(ray_data.X, [1], -1.0, out_dir=str(tmp_path), **kw)
+    with pytest.raises(ValueError, match="no ray directions"):
+        wl.width_sweep(
+            ray_data.X, [1], 0.2, ground_truth=wl.datasets.hull_panels(jax.random.key(0))["A"], **kw
+        )
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    with pytest.raises(ValueError, match="not a sweep directory"):
+        wl.load_sweep(str(tmp_path / "nowhere"))
+
+
+def test_split_tree_by_decoder_cosine_matches_independent_fits(rng):
+    A = np.eye(4)[:2]
+    B = np.stack([np.eye(4)[0], (np.eye(4)[1] + np.eye(4)[2]) / np.sqrt(2), np.eye(4)[1]])
+    ZA = rng.uniform(0, 1, (20, 2))
+    ZB = rng.uniform(0, 1, (20, 3))
+    t = wl.split_tree([A, B], [ZA, ZB])
+    assert t.method == "cosine"
+    assert t.parents[1].tolist() == [0, 1, 1]
+    np.testing.assert_allclose(t.cosine[1], [1, 1 / np.sqrt(2), 1])
+    np.testing.assert_allclose(t.share[1], ZB.sum(0) / ZA.sum(0)[[0, 1, 1]])
+    assert t.splits() == [
+        {"width": 3, "parent": 1, "children": [1, 2], "share": t.share[1][[1, 2]].round(4).tolist(),
+         "cosine": [0.7071, 1.0]}
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="parents"):
+        wl.split_tree([A, B], [ZA, ZB], [None, np.array([0, 5, 1])])

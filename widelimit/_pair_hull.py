@@ -1,0 +1,184 @@
+"""One feature pair under the hull condition (SPEC §4.5), and the perturbation that breaks it.
+
+For the ordered pair (i, j): (1 − c_ij) μ_j ∈ [lo, hi] = conv{z_j(n) : n ∈ I_i}. In the paper's
+normalisation (divide by μ_j, remove 1): −c_ij ∈ conv{z_j(n)/μ_j − 1 : n ∈ I_i}. If it fails,
+z_i += ε(a z_j + t), d_j −= ε a d_i (renormalised, z_j rescaled), b −= ε t d_i leaves every
+reconstruction unchanged and changes L by ε λ [a (1 − c_ij) μ_j + t] + O(ε²) < 0.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike, Float
+
+from ._conditions import OptimalityReport
+from ._objective import check_dictionary
+from ._validate import check_matrix, check_weights
+
+
+class PairHull(eqx.Module):
+    """The hull test of the ordered pair (i, j); ``responses`` (N, 2) = (z_i/μ_i − 1, z_j/μ_j − 1)
+    when built from codes (None from a report)."""
+
+    i: int = eqx.field(static=True)
+    j: int = eqx.field(static=True)
+    lo: Float[Array, ""]
+    hi: Float[Array, ""]
+    target: Float[Array, ""]
+    margin: Float[Array, ""]
+    mu_i: Float[Array, ""]
+    mu_j: Float[Array, ""]
+    cosine: Float[Array, ""]
+    fit_bias: bool = eqx.field(static=True)
+    responses: Float[Array, "n_samples 2"] | None = None
+
+    @property
+    def violated(self) -> bool:
+        return bool(self.margin < 0)
+
+    def normalised(self):
+        """(lo/μ_j − 1, hi/μ_j − 1, −c_ij): the paper's interval and target."""
+        return self.lo / self.mu_j - 1, self.hi / self.mu_j - 1, -self.cosine
+
+
+class Perturbation(eqx.Module):
+    """z_i += ε(a z_j + t), d_j −= ε a d_i, b −= ε t d_i; dL/dε = λ·rate at ε = 0 (rate < 0)."""
+
+    i: int = eqx.field(static=True)
+    j: int = eqx.field(static=True)
+    a: float = eqx.field(static=True)
+    t: Float[Array, ""]
+    rate: Float[Array, ""]
+
+    def slope(self, lam: float) -> Float[Array, ""]:
+        return lam * self.rate
+
+
+def _pair_from_codes(Z, D, w, i, j, fit_bias):
+    n = jnp.sum(w)
+    zi, zj = Z[:, i], Z[:, j]
+    mu_i, mu_j = jnp.sum(w * zi) / n, jnp.sum(w * zj) / n
+    c = jnp.dot(D[i], D[j])
+    target = (1 - c) * mu_j
+    off = (zi <= 0) & (w > 0)
+    lo = jnp.min(jnp.where(off, zj, jnp.inf))
+    hi = jnp.max(jnp.where(off, zj, -jnp.inf))
+    if fit_bias:
+        margin = jnp.minimum(target - lo, hi - target)
+    else:
+        margin = jnp.where((target > 0) & ~(hi > 0), -target, jnp.inf)
+    safe = lambda m: jnp.where(m > 0, m, 1)  # noqa: E731
+    resp = jnp.stack([zi / safe(mu_i) - 1, zj / safe(mu_j) - 1], axis=1)
+    return PairHull(i, j, lo, hi, target, margin, mu_i, mu_j, c, fit_bias, resp)
+
+
+def _check_pair(i, j, k):
+    for name, v in (("i", i), ("j", j)):
+        if not (isinstance(v, (int, np.integer)) and 0 <= v < k):
+            raise ValueError(f"`{name}` must be an atom index in [0, {k}), got {v!r}")
+    if i == j:
+        raise ValueError("`i` and `j` must be different atoms")
+    return int(i), int(j)
+
+
+def pair_hull(
+    report_or_codes: OptimalityReport | Float[ArrayLike, "n_samples n_atoms"],
+    i: int,
+    j: int,
+    *,
+    atoms: Float[ArrayLike, "n_atoms n_features"] | None = None,
+    weights: Float[ArrayLike, " n_samples"] | None = None,
+    bias: bool = True,
+) -> PairHull:
+    """Details of the hull test for the ordered pair (i, j), from a report or from codes + atoms."""
+    if isinstance(report_or_codes, OptimalityReport):
+        r = report_or_codes
+        i, j = _check_pair(i, j, r.mu.shape[0])
+        mu = r.mu
+        c = 1 - r.hull_target[i, j] / jnp.where(mu[j] > 0, mu[j], 1)
+        return PairHull(
+            i, j, r.hull_lo[i, j], r.hull_hi[i, j], r.hull_target[i, j], r.hull_margin[i, j],
+            mu[i], mu[j], c, r.fit_bias,
+        )  # fmt: skip
+    if atoms is None:
+        raise ValueError("`atoms` are needed with codes (the target uses c_ij = ⟨d_i, d_j⟩)")
+    Z = check_matrix(report_or_codes, "codes")
+    D = check_matrix(atoms, "atoms")
+    if D.shape[0] != Z.shape[1]:
+        raise ValueError(f"`atoms` has {D.shape[0]} rows but `codes` has {Z.shape[1]} columns")
+    if bool(jnp.any(Z < 0)):
+        raise ValueError("`codes` must be nonnegative")
+    i, j = _check_pair(i, j, Z.shape[1])
+    w = check_weights(weights, Z.shape[0], Z.dtype)
+    return _pair_from_codes(Z, D.astype(Z.dtype), w, i, j, bias)
+
+
+def _perturbation(p: PairHull) -> Perturbation:
+    if not p.violated:
+        raise ValueError(
+            f"pair ({p.i}, {p.j}) satisfies the hull condition (margin {float(p.margin):.3g}); "
+            "no first-order perturbation in span{d_i, d_j} lowers L"
+        )
+    if not p.fit_bias:
+        a, t = -1.0, jnp.zeros_like(p.target)
+    elif not bool(jnp.isfinite(p.lo)):  # I_i empty: feature i is dense
+        a, t = 0.0, -jnp.ones_like(p.target)
+    elif bool(p.target < p.lo):
+        a, t = 1.0, -p.lo
+    else:
+        a, t = -1.0, p.hi
+    return Perturbation(p.i, p.j, a, t, a * p.target + t)
+
+
+def separating_perturbation(
+    report_or_codes: OptimalityReport | Float[ArrayLike, "n_samples n_atoms"],
+    i: int,
+    j: int,
+    *,
+    atoms: Float[ArrayLike, "n_atoms n_features"] | None = None,
+    weights: Float[ArrayLike, " n_samples"] | None = None,
+    bias: bool = True,
+) -> Perturbation:
+    """SPEC §4.5: target < lo → (a, t) = (1, −lo); target > hi → (−1, hi); I_i empty → (0, −1);
+    no bias → (−1, 0). Raises if the pair passes."""
+    p = pair_hull(report_or_codes, i, j, atoms=atoms, weights=weights, bias=bias)
+    return _perturbation(p)
+
+
+def apply_perturbation(
+    X: Float[ArrayLike, "n_samples n_features"],
+    atoms: Float[ArrayLike, "n_atoms n_features"],
+    codes: Float[ArrayLike, "n_samples n_atoms"],
+    bias: Float[ArrayLike, " n_features"] | None,
+    lam: float,
+    i: int,
+    j: int,
+    eps: float,
+    *,
+    weights: Float[ArrayLike, " n_samples"] | None = None,
+):
+    """(atoms, codes, bias) after the separating perturbation of (i, j) with step ε > 0.
+
+    Reconstructions are unchanged (up to clipping z_i at 0 where z_i(n) < ε|a z_j + t|), so
+    L(ε) − L(0) = ελ·rate + O(ε²). ``lam`` is checked but only enters through the slope.
+    """
+    fit_bias = bias is not None
+    X, D, Z, b = check_dictionary(X, atoms, codes, bias)
+    del lam
+    if not (np.isfinite(eps) and eps > 0):
+        raise ValueError(f"`eps` must be a finite positive step, got {eps!r}")
+    w = check_weights(weights, X.shape[0], X.dtype)
+    if bool(jnp.any(Z < 0)):
+        raise ValueError("`codes` must be nonnegative")
+    i, j = _check_pair(i, j, Z.shape[1])
+    pert = _perturbation(_pair_from_codes(Z, D, w, i, j, fit_bias))
+    a, t = pert.a, pert.t
+    Z = Z.at[:, i].set(jnp.maximum(Z[:, i] + eps * (a * Z[:, j] + t), 0))
+    dj = D[j] - eps * a * D[i]
+    nj = jnp.linalg.norm(dj)
+    D = D.at[j].set(dj / nj)
+    Z = Z.at[:, j].multiply(nj)
+    b = b - eps * t * D[i]
+    return D, Z, (b if fit_bias else None)

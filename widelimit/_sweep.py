@@ -1,0 +1,284 @@
+"""Width sweeps (SPEC §5): L(K) against the wide optimum W(λ) as dictionaries split toward one atom
+per data ray.
+
+Each width K_t is warm-started by splitting the best fit at K_{t−1} (``grow``); per width the
+sweep records the loss, the certified gap (L − W_low)/|W_low| (W_low: the dual value of the wide
+solve), L0, dead atoms, optimality-condition violations of each kind, and the rays covered (a ray
+is covered when some atom has cosine ≥ 1 − δ with it). With ``out_dir`` every finished width is
+written atomically (fit ``width-K.npz``, record ``width-K.json``, then ``sweep.json``), and a rerun
+skips the finished widths.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import ArrayLike, Float, Int, PRNGKeyArray
+
+from . import _checkpoint
+from ._conditions import check_optimality
+from ._dictionary import DictionaryFit, fit_dictionary
+from ._fit_io import atomic_save, load_fit, save_fit
+from ._progress import Progress
+from ._solve_wide import solve_wide
+from ._split import grow
+from ._split_tree import SplitTree, split_tree
+from ._validate import check_lam, check_matrix, check_positive_int
+
+_MANIFEST = "sweep-manifest.json"
+_RECORD_KEYS = (
+    "loss",
+    "gap",
+    "rays_covered",
+    "l0",
+    "dead",
+    "code_violations",
+    "atom_violations",
+    "bias_violation",
+    "hull_violations",
+    "wants_new_atom",
+)
+
+
+class Sweep(eqx.Module):
+    """Per-width arrays (``widths`` order), the wide optimum, the best fit per width and its tree."""
+
+    widths: Int[np.ndarray, " n_widths"]
+    loss: Float[np.ndarray, " n_widths"]
+    gap: Float[np.ndarray, " n_widths"]
+    rays_covered: Int[np.ndarray, " n_widths"]
+    l0: Float[np.ndarray, " n_widths"]
+    dead: Int[np.ndarray, " n_widths"]
+    code_violations: Int[np.ndarray, " n_widths"]
+    atom_violations: Int[np.ndarray, " n_widths"]
+    bias_violation: Int[np.ndarray, " n_widths"]
+    hull_violations: Int[np.ndarray, " n_widths"]
+    wants_new_atom: Int[np.ndarray, " n_widths"]
+    seed_loss: Float[np.ndarray, "n_widths n_seeds"]
+    n_rays: int
+    wide_optimum: float
+    wide_bound: float
+    lam: float
+    fits: list[DictionaryFit]
+    tree: SplitTree
+
+    def closes_at(self, rtol: float = 1e-4) -> int | None:
+        """The first width whose certified gap is ≤ rtol (None if none)."""
+        hit = np.flatnonzero(self.gap <= rtol)
+        return int(self.widths[hit[0]]) if len(hit) else None
+
+    def to_dict(self) -> dict:
+        out = {k: np.asarray(getattr(self, k)).tolist() for k in ("widths", *_RECORD_KEYS)}
+        out |= {
+            "seed_loss": np.asarray(self.seed_loss).tolist(),
+            "n_rays": self.n_rays,
+            "wide_optimum": self.wide_optimum,
+            "wide_bound": self.wide_bound,
+            "lam": self.lam,
+            "splits": self.tree.splits(),
+        }
+        return out
+
+
+def _check_widths(widths) -> list[int]:
+    try:
+        ws = [int(w) for w in widths]
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"`widths` must be a list of positive integers, got {widths!r}") from e
+    if (
+        not ws
+        or any(w < 1 for w in ws)
+        or any(np.diff(ws) <= 0)
+        or any(int(w) != w for w in widths)
+    ):
+        raise ValueError(f"`widths` must be strictly increasing positive integers, got {widths!r}")
+    return ws
+
+
+def _rays_of(ground_truth, d, dtype):
+    if ground_truth is None:
+        return None
+    g = getattr(ground_truth, "rays", ground_truth)
+    if g is None:
+        raise ValueError("`ground_truth` has no ray directions (its data does not lie on rays)")
+    g = check_matrix(g, "ground_truth").astype(dtype)
+    if g.shape[1] != d:
+        raise ValueError(f"`ground_truth` rays have {g.shape[1]} features but `X` has {d}")
+    return g / jnp.linalg.norm(g, axis=1, keepdims=True)
+
+
+def covered(rays, atoms, delta: float) -> int:
+    """Number of rays with some atom at cosine ≥ 1 − δ."""
+    D = atoms / jnp.linalg.norm(atoms, axis=1, keepdims=True)
+    return int(jnp.sum(jnp.max(rays @ D.T, axis=1) >= 1 - delta))
+
+
+def _record(fit, X, lam, rays, delta, tol, seed_loss, wide_bound):
+    rep = check_optimality(
+        X, fit.atoms, fit.codes, fit.bias if fit.fit_bias else None, lam, tol=tol
+    )
+    loss = float(fit.loss)
+    return {
+        "width": int(fit.atoms.shape[0]),
+        "loss": loss,
+        "gap": (loss - wide_bound) / abs(wide_bound),
+        "rays_covered": covered(rays, fit.atoms, delta),
+        "l0": float(jnp.mean(jnp.sum(fit.codes > 0, axis=1))),
+        "dead": int(jnp.sum(jnp.sum(fit.codes, axis=0) == 0)),
+        "code_violations": int(jnp.sum(rep.code_kkt_per_atom > tol)),
+        "atom_violations": int(jnp.sum(rep.atom_stationarity > tol)),
+        "bias_violation": int(fit.fit_bias and float(rep.bias_residual) > tol),
+        "hull_violations": len(rep.violated_pairs),
+        "wants_new_atom": int(rep.wants_new_atom.sum()),
+        "seed_loss": seed_loss,
+    }
+
+
+def _write_json(path, obj):
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=1)
+
+    atomic_save(path, write)
+
+
+def _assemble(records, fits, n_rays, wide_optimum, wide_bound, lam) -> Sweep:
+    arr = {k: np.asarray([r[k] for r in records]) for k in _RECORD_KEYS}
+    widths = np.asarray([r["width"] for r in records])
+    seed_loss = np.asarray([r["seed_loss"] for r in records], dtype=float).reshape(len(records), -1)
+    tree = split_tree(
+        [f.atoms for f in fits], [f.codes for f in fits], [np.asarray(f.parents) for f in fits]
+    )
+    return Sweep(
+        widths, seed_loss=seed_loss, n_rays=n_rays, wide_optimum=wide_optimum,
+        wide_bound=wide_bound, lam=lam, fits=fits, tree=tree, **arr,
+    )  # fmt: skip
+
+
+def width_sweep(
+    X: Float[ArrayLike, "n_samples n_features"],
+    widths,
+    lam: float,
+    *,
+    key: PRNGKeyArray,
+    bias: bool = True,
+    n_seeds: int = 1,
+    out_dir: str | None = None,
+    ground_truth=None,
+    progress: bool = True,
+    max_epochs: int = 200,
+    cover_delta: float = 1e-2,
+    check_tol: float = 1e-3,
+    **fit_kwargs,
+) -> Sweep:
+    """Fit every width in ``widths`` (increasing), each warm-started by splitting the previous one.
+
+    ``n_seeds`` split/initialisation keys per width are tried one after another and the lowest
+    loss kept. ``ground_truth`` (ray directions (R, d), or a ``datasets.ToyData``) defines the rays
+    to cover; without it, the rays are the wide solution's encoded data rays.
+    """
+    X = check_matrix(X, "X")
+    n, d = X.shape
+    ws = _check_widths(widths)
+    lam = check_lam(lam, X.dtype)
+    n_seeds = check_positive_int(n_seeds, "n_seeds")
+    rays = _rays_of(ground_truth, d, X.dtype)
+    fp = _checkpoint.fingerprint(
+        X, lam=float(lam), bias=bias, n_seeds=n_seeds, max_epochs=max_epochs,
+        ground_truth=None if rays is None else np.asarray(rays).round(6).tolist(),
+    )  # fmt: skip
+    if out_dir is not None:
+        mpath = os.path.join(out_dir, _MANIFEST)
+        if os.path.exists(mpath):
+            try:
+                with open(mpath) as f:
+                    old = json.load(f)
+            except (OSError, json.JSONDecodeError) as e:
+                raise ValueError(f"sweep manifest {mpath!r} is unreadable: {e}") from e
+            if old.get("fingerprint") != fp:
+                raise ValueError(
+                    f"{out_dir!r} holds a sweep of a different problem; use another `out_dir`"
+                )
+    wide = solve_wide(X, lam, bias=bias, throw=False)
+    wide_bound = float(wide.dual_objective)
+    if rays is None:
+        rays = wide.atoms(X)[wide.encoded]
+    if out_dir is not None:
+        os.makedirs(out_dir, exist_ok=True)
+        _write_json(
+            os.path.join(out_dir, _MANIFEST),
+            {"fingerprint": fp, "wide_optimum": float(wide.objective), "wide_bound": wide_bound,
+             "lam": float(lam), "n_rays": int(rays.shape[0])},
+        )  # fmt: skip
+    bar = Progress(len(ws), "width_sweep", progress)
+    records, fits = [], []
+    prev = None
+    for t, k in enumerate(ws):
+        rec_path = None if out_dir is None else os.path.join(out_dir, f"width-{k}.json")
+        fit_path = None if out_dir is None else os.path.join(out_dir, f"width-{k}.npz")
+        if rec_path and os.path.exists(rec_path) and os.path.exists(fit_path):
+            with open(rec_path) as f:
+                rec = json.load(f)
+            best = load_fit(fit_path)
+        else:
+            best, seed_loss = None, []
+            for s in range(n_seeds):
+                sk = jax.random.fold_in(jax.random.fold_in(key, k), s)
+                kw = dict(key=sk, bias=bias, max_epochs=max_epochs, progress=False, **fit_kwargs)
+                if prev is None:
+                    fit = fit_dictionary(X, k, lam, **kw)
+                else:
+                    atoms, parents, _ = grow(prev, X, k, key=jax.random.fold_in(sk, 7))
+                    fit = fit_dictionary(
+                        X, k, lam, init=atoms, init_bias=prev.bias if bias else None,
+                        parents=parents, **kw,
+                    )  # fmt: skip
+                seed_loss.append(float(fit.loss))
+                if best is None or float(fit.loss) < float(best.loss):
+                    best = fit
+            rec = _record(best, X, lam, rays, cover_delta, check_tol, seed_loss, wide_bound)
+            if out_dir is not None:
+                save_fit(best, fit_path)
+                _write_json(rec_path, rec)
+        records.append(rec)
+        fits.append(best)
+        prev = best
+        bar.update(t + 1, K=k, gap=rec["gap"])
+        if out_dir is not None:
+            sweep = _assemble(
+                records, fits, int(rays.shape[0]), float(wide.objective), wide_bound, float(lam)
+            )
+            _write_json(os.path.join(out_dir, "sweep.json"), sweep.to_dict())
+    bar.close()
+    return _assemble(
+        records, fits, int(rays.shape[0]), float(wide.objective), wide_bound, float(lam)
+    )
+
+
+def load_sweep(out_dir: str) -> Sweep:
+    """The finished widths of a sweep directory written by ``width_sweep`` (no data needed)."""
+    mpath = os.path.join(out_dir, _MANIFEST)
+    if not os.path.exists(mpath):
+        raise ValueError(f"{out_dir!r} is not a sweep directory (no {_MANIFEST})")
+    try:
+        with open(mpath) as f:
+            m = json.load(f)
+        names = [f for f in os.listdir(out_dir) if f.startswith("width-") and f.endswith(".json")]
+        ks = sorted(int(f[6:-5]) for f in names)
+        records = []
+        for k in ks:
+            with open(os.path.join(out_dir, f"width-{k}.json")) as f:
+                records.append(json.load(f))
+    except (OSError, json.JSONDecodeError, ValueError) as e:
+        raise ValueError(f"{out_dir!r} holds a corrupt sweep: {e}") from e
+    ks = [k for k in ks if os.path.exists(os.path.join(out_dir, f"width-{k}.npz"))]
+    records = [r for r in records if r["width"] in ks]
+    if not records:
+        raise ValueError(f"{out_dir!r} holds no finished widths")
+    fits = [load_fit(os.path.join(out_dir, f"width-{k}.npz")) for k in ks]
+    return _assemble(records, fits, m["n_rays"], m["wide_optimum"], m["wide_bound"], m["lam"])
