@@ -215,3 +215,33 @@ def test_bad_inputs(kw, match, tmp_path):
             **args,
         )
     assert not (tmp_path / "ck").exists()  # nothing written before the error
+
+
+def test_working_set_codes_equal_dense_codes(rng):
+    # K > 64 takes per-point working sets inside fit_dictionary; they must give the same codes,
+    # including rows whose support outgrows the working set (dense fallback)
+    from widelimit._codes import gram_codes, kkt_residual
+
+    n, d, k = 300, 20, 96
+    D = unit(rng.normal(size=(k, d)))
+    X = rng.normal(size=(n, d)) * 2
+    X[:5] *= 20  # large rows: big supports
+    lam = 0.3
+    dense = gram_codes(D, np.zeros(d), X, lam, np.zeros((n, k)), 1e-8, 20000)
+    ws = gram_codes(D, np.zeros(d), X, lam, np.zeros((n, k)), 1e-8, 20000, ws=8)
+    assert int((np.asarray(dense) > 0).sum(1).max()) > 8  # the fallback is exercised
+    res = kkt_residual(ws, D @ D.T, X @ D.T, lam)
+    assert float(res.max()) <= 1e-8 * lam * 1.01
+    np.testing.assert_allclose(
+        float(wl.dictionary_loss(X, D, ws, None, lam)), float(wl.dictionary_loss(X, D, dense, None, lam)), rtol=1e-10
+    )
+
+
+def test_sparse_code_gram_equals_dense(rng):
+    from widelimit._atoms import code_gram
+
+    n, k = 400, 2048
+    Z = (rng.random((n, k)) < 0.005) * rng.random((n, k))
+    Z[:3, :40] = 1.0  # rows whose support exceeds the sparse budget
+    w = rng.uniform(0, 2, n)
+    np.testing.assert_allclose(code_gram(Z, w, 16), Z.T @ (w[:, None] * Z), rtol=1e-12, atol=1e-12)

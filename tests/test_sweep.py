@@ -157,3 +157,22 @@ def test_split_tree_by_decoder_cosine_matches_independent_fits(rng):
     ]  # fmt: skip
     with pytest.raises(ValueError, match="parents"):
         wl.split_tree([A, B], [ZA, ZB], [None, np.array([0, 5, 1])])
+
+
+def test_batched_seeds_equal_one_by_one_fits(ray_data):
+    X = ray_data.X
+    keys = jax.random.split(jax.random.key(4), 3)
+    r = np.random.default_rng(0)
+    inits = r.normal(size=(3, 3, X.shape[1]))
+    fits = wl.fit_dictionary_seeds(X, 3, 0.2, keys=keys, inits=inits, bias=False, max_epochs=30)
+    for i, f in enumerate(fits):
+        one = wl.fit_dictionary(X, 3, 0.2, key=keys[i], init=inits[i], bias=False, max_epochs=30, progress=False)
+        np.testing.assert_allclose(float(f.loss), float(one.loss), rtol=1e-9)
+        np.testing.assert_allclose(f.atoms, one.atoms, atol=1e-7)
+        assert int(f.n_epochs) == int(one.n_epochs)
+    s = wl.width_sweep(X, [2, 4], 0.2, key=jax.random.key(0), bias=False, n_seeds=3, progress=False, max_epochs=60)
+    assert s.seed_loss.shape == (2, 3)
+    np.testing.assert_array_equal(s.loss, s.seed_loss.min(axis=1))
+    assert s.gap[-1] < 1e-4
+    with pytest.raises(ValueError, match="inits"):
+        wl.fit_dictionary_seeds(X, 3, 0.2, keys=keys, inits=inits[:2])

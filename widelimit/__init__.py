@@ -31,6 +31,7 @@ from ._sae import ReluSAE as ReluSAE
 from ._sae import amortisation_gap as amortisation_gap
 from ._sae import sae_loss as sae_loss
 from ._sae import train_sae as train_sae
+from ._seeds import fit_dictionary_seeds as fit_dictionary_seeds
 from ._sklearn import DictionaryLearner as DictionaryLearner
 from ._solve_wide import solve_wide as solve_wide
 from ._solve_wide import solve_wide_path as solve_wide_path

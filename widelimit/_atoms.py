@@ -35,3 +35,24 @@ def atom_update(D, A, B, n_steps: int):
 def bias_update(X, Z, D, w):
     """b = Σ w_n (x_n − D z_n) / Σ w_n (exact minimiser for fixed D, Z)."""
     return (w @ (X - Z @ D)) / jnp.sum(w)
+
+
+def code_gram(Z, w, support: int | None = None):
+    """A = Zᵀ W Z. With ``support`` s (and K ≥ 2048, where it pays) it is accumulated sparsely:
+    each row's s largest codes scatter their outer product (O(N s²) instead of O(N K²)); rows with
+    more than s nonzeros are added densely (the 256 largest supports; all rows if more overflow)."""
+    n, k = Z.shape
+    if support is None or k < 2048 or support >= k:
+        return Z.T @ (w[:, None] * Z)
+    count = jnp.sum(Z > 0, axis=1)
+    over = count > support
+    vals, idx = lax.top_k(Z, support)
+    vals = jnp.where(over[:, None], 0, vals)
+    A = jnp.zeros((k, k), Z.dtype).at[idx[:, :, None], idx[:, None, :]].add(
+        vals[:, :, None] * (w[:, None] * vals)[:, None, :]
+    )
+    m = min(n, 256)
+    _, rows = lax.top_k(count, m)
+    Zo = jnp.where(over[rows][:, None], Z[rows], 0)
+    A = A + Zo.T @ (w[rows][:, None] * Zo)
+    return lax.cond(jnp.sum(over) > m, lambda: Z.T @ (w[:, None] * Z), lambda: A)

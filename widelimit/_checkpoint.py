@@ -52,23 +52,31 @@ def saved_capacity(directory: str | None) -> int | None:
     return None if path is None else int(os.path.basename(path)[6:-4])
 
 
+def check_manifest(path: str, fp: dict) -> dict | None:
+    """The JSON manifest at ``path`` (None if absent); ValueError if unreadable or if its
+    fingerprint differs from ``fp`` (the directory holds another problem)."""
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            manifest = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"manifest {path!r} is unreadable: {e}") from e
+    if manifest.get("fingerprint") != fp:
+        raise ValueError(
+            f"{os.path.dirname(path)!r} holds results of a different problem "
+            f"({manifest.get('fingerprint')} != {fp}); use another directory"
+        )
+    return manifest
+
+
 def load(directory: str | None, like, fp: dict):
     """Return (state, manifest) from ``directory`` or (None, None); ValueError on a mismatch."""
     if directory is None:
         return None, None
-    mpath = os.path.join(directory, _MANIFEST)
-    if not os.path.exists(mpath):
+    manifest = check_manifest(os.path.join(directory, _MANIFEST), fp)
+    if manifest is None:
         return None, None
-    try:
-        with open(mpath) as f:
-            manifest = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"checkpoint manifest {mpath!r} is unreadable: {e}") from e
-    if manifest.get("fingerprint") != fp:
-        raise ValueError(
-            f"checkpoint in {directory!r} is from a different problem "
-            f"({manifest.get('fingerprint')} != {fp}); use another `checkpoint_dir`"
-        )
     try:
         state = eqx.tree_deserialise_leaves(_leaves_file(directory), like)
     except Exception as e:  # noqa: BLE001 - any failure means an unusable checkpoint

@@ -8,6 +8,7 @@ Mairal et al. (2010) with sufficient statistics A = Σ Zᵀ Z, B = Σ Zᵀ(X −
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import equinox as eqx
@@ -17,8 +18,8 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from . import _checkpoint
-from ._atoms import atom_update, bias_update, normalise_rows
-from ._codes import gram_codes
+from ._atoms import atom_update, bias_update, code_gram, normalise_rows
+from ._codes import gram_codes, working_set_size
 from ._objective import loss_value as _loss
 from ._progress import Progress
 from ._solve_wide import solve_wide
@@ -97,11 +98,12 @@ class _Config(eqx.Module):
     code_tol: float = eqx.field(static=True)
     code_steps: int = eqx.field(static=True)
     resample: bool = eqx.field(static=True)
+    ws: int | None = eqx.field(static=True, default=None)
 
 
 def _full_epoch(cfg: _Config, s: _State, X, w, key):
     lam = cfg.lam
-    Zn = gram_codes(s.D, s.b, X, lam, s.Z, cfg.code_tol, cfg.code_steps)
+    Zn = gram_codes(s.D, s.b, X, lam, s.Z, cfg.code_tol, cfg.code_steps, cfg.ws)
     keep = _loss(X, s.D, Zn, s.b, lam, w) <= _loss(X, s.D, s.Z, s.b, lam, w)
     Z = jnp.where(keep, Zn, s.Z)
     D, n_res = (s.D, 0)
@@ -109,7 +111,7 @@ def _full_epoch(cfg: _Config, s: _State, X, w, key):
         D, n_res = _resample_dead(s.D, Z, X, s.b, key)
     b = bias_update(X, Z, D, w) if cfg.bias else s.b
     WZ = w[:, None] * Z
-    A = Z.T @ WZ
+    A = code_gram(Z, w, cfg.ws)
     B = WZ.T @ (X - b)
     D = atom_update(D, A, B, cfg.atom_steps)
     return eqx.tree_at(lambda t: (t.D, t.b, t.Z), s, (D, b, Z)), n_res
@@ -125,9 +127,9 @@ def _minibatch_epoch(cfg: _Config, s: _State, X, w, key):
     def step(carry, idx):
         D, b, Z, A, B, rsum, count = carry
         Xb, wb = X[idx], w[idx]
-        Zb = gram_codes(D, b, Xb, cfg.lam, Z[idx], cfg.code_tol, cfg.code_steps)
+        Zb = gram_codes(D, b, Xb, cfg.lam, Z[idx], cfg.code_tol, cfg.code_steps, cfg.ws)
         WZ = wb[:, None] * Zb
-        A = beta * A + Zb.T @ WZ
+        A = beta * A + code_gram(Zb, wb, cfg.ws)
         B = beta * B + WZ.T @ (Xb - b)
         if cfg.bias:
             rsum = beta * rsum + wb @ (Xb - Zb @ D)
@@ -161,6 +163,16 @@ def _epoch(cfg: _Config, s: _State, X, w, key, wide_bound):
         h.resampled.at[e].set(jnp.asarray(n_res, jnp.int32)),
     )
     return eqx.tree_at(lambda t: (t.epoch, t.history), s, (e + 1, h))
+
+
+def _with_working_set(cfg: _Config, Z, epoch: int) -> _Config:
+    """Per-point working sets (``_codes.working_set_lasso``) once K > 64, sized from the current
+    supports (multiples of 16, so the epoch recompiles only when they change); 64 before any codes."""
+    k = Z.shape[1]
+    if k <= 64:
+        return cfg
+    ws = min(k, 64) if epoch == 0 and not bool(jnp.any(Z > 0)) else working_set_size(Z, k)
+    return cfg if ws == cfg.ws else dataclasses.replace(cfg, ws=ws)
 
 
 def _resize(h: History, n: int) -> History:
@@ -310,6 +322,7 @@ def fit_dictionary(
     if e > 0:
         prev = float(state.history.loss[e - 1])
     while e < max_epochs:
+        cfg = _with_working_set(cfg, state.Z, e)
         state = _epoch(cfg, state, X, w, jax.random.fold_in(k_run, e), wide_bound)
         e += 1
         loss = float(state.history.loss[e - 1])
@@ -324,7 +337,8 @@ def fit_dictionary(
     if checkpoint_dir is not None:
         _checkpoint.save(checkpoint_dir, state, {"fingerprint": fp}, max_epochs)
     bar.close()
-    Z_new = gram_codes(state.D, state.b, X, lam, state.Z, cfg.code_tol, cfg.code_steps)
+    cfg = _with_working_set(cfg, state.Z, e)
+    Z_new = gram_codes(state.D, state.b, X, lam, state.Z, cfg.code_tol, cfg.code_steps, cfg.ws)
     loss_new = _loss(X, state.D, Z_new, state.b, lam, w)
     loss_old = _loss(X, state.D, state.Z, state.b, lam, w)
     better = loss_new <= loss_old

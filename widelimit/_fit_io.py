@@ -48,12 +48,19 @@ def load_fit(path: str) -> DictionaryFit:
     return DictionaryFit(history=h, fit_bias=fit_bias, **a)
 
 
+def _safetensors():
+    try:
+        import safetensors.numpy
+    except ImportError as e:  # pragma: no cover - safetensors ships with the cli/dev extras
+        raise ImportError("SAELens files need safetensors: pip install 'widelimit[cli]'") from e
+    return safetensors.numpy
+
+
 def load_saelens(path: str, *, dtype=None) -> ReluSAE:
     """A ReLU SAE from a SAELens ``sae_weights.safetensors`` (W_enc (d, K), b_enc (K,),
     W_dec (K, d), b_dec (d,)). Decoder rows are kept as stored (check them with
     ``check_optimality(..., normalise=True)`` if they are not unit-norm)."""
-    from safetensors.numpy import load_file
-
+    load_file = _safetensors().load_file
     try:
         t = load_file(path)
     except Exception as e:  # noqa: BLE001 - any parse failure is a bad file
@@ -74,8 +81,7 @@ def load_saelens(path: str, *, dtype=None) -> ReluSAE:
 
 def save_saelens(sae: ReluSAE, path: str) -> None:
     """Write ``sae`` in SAELens's safetensors layout (atomically)."""
-    from safetensors.numpy import save_file
-
+    save_file = _safetensors().save_file
     tensors = {
         "W_enc": np.ascontiguousarray(np.asarray(sae.W_enc).T),
         "b_enc": np.asarray(sae.b_enc),

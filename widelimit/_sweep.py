@@ -25,6 +25,7 @@ from ._conditions import check_optimality
 from ._dictionary import DictionaryFit, fit_dictionary
 from ._fit_io import atomic_save, load_fit, save_fit
 from ._progress import Progress
+from ._seeds import fit_dictionary_seeds
 from ._solve_wide import solve_wide
 from ._split import grow
 from ._split_tree import SplitTree, split_tree
@@ -174,12 +175,14 @@ def width_sweep(
     max_epochs: int = 200,
     cover_delta: float = 1e-2,
     check_tol: float = 1e-3,
+    batch_seeds: bool = True,
     **fit_kwargs,
 ) -> Sweep:
     """Fit every width in ``widths`` (increasing), each warm-started by splitting the previous one.
 
-    ``n_seeds`` split/initialisation keys per width are tried one after another and the lowest
-    loss kept. ``ground_truth`` (ray directions (R, d), or a ``datasets.ToyData``) defines the rays
+    ``n_seeds`` split/initialisation keys per width are fitted together in one vmapped program
+    (``batch_seeds=False``, or a minibatch ``batch_size``: one after another) and the lowest loss
+    kept. ``ground_truth`` (ray directions (R, d), or a ``datasets.ToyData``) defines the rays
     to cover; without it, the rays are the wide solution's encoded data rays.
     """
     X = check_matrix(X, "X")
@@ -193,17 +196,7 @@ def width_sweep(
         ground_truth=None if rays is None else np.asarray(rays).round(6).tolist(),
     )  # fmt: skip
     if out_dir is not None:
-        mpath = os.path.join(out_dir, _MANIFEST)
-        if os.path.exists(mpath):
-            try:
-                with open(mpath) as f:
-                    old = json.load(f)
-            except (OSError, json.JSONDecodeError) as e:
-                raise ValueError(f"sweep manifest {mpath!r} is unreadable: {e}") from e
-            if old.get("fingerprint") != fp:
-                raise ValueError(
-                    f"{out_dir!r} holds a sweep of a different problem; use another `out_dir`"
-                )
+        _checkpoint.check_manifest(os.path.join(out_dir, _MANIFEST), fp)
     wide = solve_wide(X, lam, bias=bias, throw=False)
     wide_bound = float(wide.dual_objective)
     if rays is None:
@@ -226,21 +219,27 @@ def width_sweep(
                 rec = json.load(f)
             best = load_fit(fit_path)
         else:
-            best, seed_loss = None, []
-            for s in range(n_seeds):
-                sk = jax.random.fold_in(jax.random.fold_in(key, k), s)
-                kw = dict(key=sk, bias=bias, max_epochs=max_epochs, progress=False, **fit_kwargs)
-                if prev is None:
-                    fit = fit_dictionary(X, k, lam, **kw)
-                else:
-                    atoms, parents, _ = grow(prev, X, k, key=jax.random.fold_in(sk, 7))
-                    fit = fit_dictionary(
-                        X, k, lam, init=atoms, init_bias=prev.bias if bias else None,
-                        parents=parents, **kw,
+            keys = [jax.random.fold_in(jax.random.fold_in(key, k), s) for s in range(n_seeds)]
+            grown = None if prev is None else [grow(prev, X, k, key=jax.random.fold_in(sk, 7)) for sk in keys]
+            b0 = prev.bias if (prev is not None and bias) else None
+            if n_seeds > 1 and batch_seeds and fit_kwargs.get("batch_size") is None:
+                kw = {a: v for a, v in fit_kwargs.items() if a != "batch_size"}
+                fits_k = fit_dictionary_seeds(
+                    X, k, lam, keys=jnp.stack(keys), bias=bias, max_epochs=max_epochs, init_bias=b0,
+                    inits=None if grown is None else jnp.stack([g[0] for g in grown]),
+                    parents=None if grown is None else jnp.stack([g[1] for g in grown]), **kw,
+                )  # fmt: skip
+            else:
+                fits_k = [
+                    fit_dictionary(
+                        X, k, lam, key=sk, bias=bias, max_epochs=max_epochs, progress=False,
+                        init=None if grown is None else grown[s][0], init_bias=b0,
+                        parents=None if grown is None else grown[s][1], **fit_kwargs,
                     )  # fmt: skip
-                seed_loss.append(float(fit.loss))
-                if best is None or float(fit.loss) < float(best.loss):
-                    best = fit
+                    for s, sk in enumerate(keys)
+                ]
+            seed_loss = [float(f.loss) for f in fits_k]
+            best = fits_k[int(np.argmin(seed_loss))]
             rec = _record(best, X, lam, rays, cover_delta, check_tol, seed_loss, wide_bound)
             if out_dir is not None:
                 save_fit(best, fit_path)

@@ -1,0 +1,131 @@
+"""Several fits of one width at once: the epoch of ``fit_dictionary`` vmapped over seeds.
+
+Each seed has its own initial atoms (and key); they share X, λ and the options. A seed whose loss
+stops decreasing (relative change ≤ tol) is frozen while the others go on; memory grows with the
+number of seeds (S codes of N × K), so batch only where that fits.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import ArrayLike, Float, Int, PRNGKeyArray
+
+from ._codes import gram_codes
+from ._dictionary import (
+    DictionaryFit,
+    History,
+    _check_init_atoms,
+    _Config,
+    _epoch,
+    _State,
+    _with_working_set,
+    data_init,
+)
+from ._objective import loss_value
+from ._solve_wide import solve_wide
+from ._validate import check_lam, check_matrix, check_positive_int, check_weights
+
+
+def _select(keep, new, old):
+    """Per seed: ``new`` where keep, else ``old`` (frozen seeds stay as they are)."""
+    return jax.tree.map(lambda a, b: jnp.where(keep.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, old)
+
+
+def fit_dictionary_seeds(
+    X: Float[ArrayLike, "n_samples n_features"],
+    n_atoms: int,
+    lam: float,
+    *,
+    keys: PRNGKeyArray,
+    inits: Float[ArrayLike, "n_seeds n_atoms n_features"] | None = None,
+    init_bias: Float[ArrayLike, " n_features"] | None = None,
+    parents: Int[ArrayLike, "n_seeds n_atoms"] | None = None,
+    bias: bool = True,
+    weights: Float[ArrayLike, " n_samples"] | None = None,
+    max_epochs: int = 100,
+    tol: float = 1e-6,
+    atom_steps: int = 5,
+    code_tol: float = 1e-4,
+    code_steps: int = 500,
+    resample_dead: bool = True,
+) -> list[DictionaryFit]:
+    """``fit_dictionary`` (full batch) for ``len(keys)`` seeds in one vmapped program; returns one
+    ``DictionaryFit`` per seed (``inits`` (S, K, d): per-seed initial atoms, else data-based)."""
+    n_atoms = check_positive_int(n_atoms, "n_atoms")
+    max_epochs = check_positive_int(max_epochs, "max_epochs")
+    X = check_matrix(X, "X")
+    n, d = X.shape
+    dt = X.dtype
+    lam = check_lam(lam, dt)
+    w = check_weights(weights, n, dt)
+    keys = jnp.asarray(keys)
+    s = keys.shape[0]
+    wide = solve_wide(X, lam, bias=bias, weights=w, throw=False)
+    b0 = jnp.asarray(init_bias, dt) if init_bias is not None else (wide.bias if bias else jnp.zeros(d, dt))
+    if b0.shape != (d,):
+        raise ValueError(f"`init_bias` must have shape ({d},)")
+    k_init = jax.vmap(lambda k: jax.random.split(k)[0])(keys)
+    k_run = jax.vmap(lambda k: jax.random.split(k)[1])(keys)
+    if inits is None:
+        D0 = jnp.stack([data_init(X, b0, n_atoms, k_init[i]) for i in range(s)])
+    else:
+        inits = np.asarray(inits)
+        if inits.ndim != 3 or inits.shape[0] != s:
+            raise ValueError(f"`inits` must have shape ({s}, {n_atoms}, {d})")
+        D0 = jnp.stack([_check_init_atoms(a, n_atoms, d, dt) for a in inits])
+    par = -jnp.ones((s, n_atoms), jnp.int32) if parents is None else jnp.asarray(parents, jnp.int32)
+    if par.shape != (s, n_atoms):
+        raise ValueError(f"`parents` must have shape ({s}, {n_atoms})")
+    nanv = jnp.full((s, max_epochs), jnp.nan, dt)
+    negi = -jnp.ones((s, max_epochs), jnp.int32)
+    state = _State(
+        D0,
+        jnp.broadcast_to(b0, (s, d)),
+        jnp.zeros((s, n, n_atoms), dt),
+        jnp.zeros((s, n_atoms, n_atoms), dt),
+        jnp.zeros((s, n_atoms, d), dt),
+        jnp.zeros((s, d), dt),
+        jnp.zeros((s,), dt),
+        jnp.zeros((s,), jnp.int32),
+        History(nanv, nanv, nanv, negi, negi),
+    )
+    cfg = _Config(lam, bias, None, atom_steps, code_tol, code_steps, resample_dead)
+    wide_bound = wide.dual_objective
+    active = np.ones(s, bool)
+    prev = np.full(s, np.inf)
+    for e in range(max_epochs):
+        cfg = _with_working_set(cfg, state.Z.reshape(s * n, n_atoms), e)
+        step = eqx.filter_vmap(_epoch, in_axes=(None, 0, None, None, 0, None))
+        epoch_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(k_run, e)
+        new = step(cfg, state, X, w, epoch_keys, wide_bound)
+        state = _select(jnp.asarray(active), new, state)
+        loss = np.asarray(state.history.loss[:, e])
+        active &= ~(prev - loss <= tol * np.abs(loss))
+        prev = np.where(active, loss, prev)
+        if not active.any():
+            break
+    cfg = _with_working_set(cfg, state.Z.reshape(s * n, n_atoms), max_epochs)
+    fits = []
+    for i in range(s):
+        D, b, Z = state.D[i], state.b[i], state.Z[i]
+        Zn = gram_codes(D, b, X, lam, Z, cfg.code_tol, cfg.code_steps, cfg.ws)
+        ln, lo = loss_value(X, D, Zn, b, lam, w), loss_value(X, D, Z, b, lam, w)
+        better = ln <= lo
+        fits.append(
+            DictionaryFit(
+                atoms=D,
+                bias=b,
+                codes=jnp.where(better, Zn, Z),
+                loss=jnp.where(better, ln, lo),
+                wide_bound=wide_bound,
+                lam=lam,
+                history=jax.tree.map(lambda a, i=i: a[i], state.history),
+                n_epochs=state.epoch[i],
+                parents=par[i],
+                fit_bias=bias,
+            )
+        )
+    return fits
