@@ -168,7 +168,7 @@ def main():
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
     for mode, w in runs.items():
         a1.plot(w["epoch_times"], w["epoch_losses"], "o-", ms=3, label=f"widelimit {mode}")
-    a1.scatter([t_sk], [L_sk], marker="s", c="C1", label=f"sklearn, {epochs} epochs")
+    a1.scatter([t_sk], [L_sk], marker="s", c="C3", label=f"sklearn, {epochs} epochs")
     if spams_row:
         a1.scatter([spams_row["seconds"]], [spams_row["loss"]], marker="^", c="C2", label=f"SPAMS, {epochs} epochs")
     a1.axhline(vs["wide_optimum"], color="red", lw=1, label="W(λ)")

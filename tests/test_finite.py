@@ -34,10 +34,11 @@ def test_encode_matches_sklearn_and_satisfies_kkt(rng):
     assert np.all(corr[Z == 0] <= lam + 1e-7)
 
 
-def test_full_batch_loss_never_increases_and_stays_above_the_wide_bound(rng):
+@pytest.mark.parametrize("k", [12, 80])  # 80 > 64: codes by per-point working sets
+def test_full_batch_loss_never_increases_and_stays_above_the_wide_bound(rng, k):
     X = rng.normal(size=(200, 6)) ** 3 + 1
     fit = wl.fit_dictionary(
-        X, 12, 0.4, key=jax.random.PRNGKey(0), max_epochs=25, progress=False, tol=0
+        X, k, 0.4, key=jax.random.PRNGKey(0), max_epochs=25, progress=False, tol=0
     )
     h = fit.history.trimmed(int(fit.n_epochs))
     assert np.all(np.diff(h["loss"]) <= 1e-12 * np.abs(h["loss"][1:]))
