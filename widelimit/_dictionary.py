@@ -255,14 +255,10 @@ def fit_dictionary(
     ``checkpoint_dir`` the state is saved atomically every ``checkpoint_every`` epochs and a rerun
     with the same directory resumes (an interruption loses at most one interval).
     """
-    n_atoms = check_positive_int(n_atoms, "n_atoms")
-    max_epochs = check_positive_int(max_epochs, "max_epochs")
+    X, n_atoms, lam, w, max_epochs = check_fit_inputs(X, n_atoms, lam, weights, max_epochs)
     checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
-    X = check_matrix(X, "X")
     n, d = X.shape
     dt = X.dtype
-    lam = check_lam(lam, dt)
-    w = check_weights(weights, n, dt)
     if batch_size is not None:
         batch_size = check_positive_int(batch_size, "batch_size")
         if batch_size > n:
@@ -338,6 +334,21 @@ def fit_dictionary(
         _checkpoint.save(checkpoint_dir, state, {"fingerprint": fp}, max_epochs)
     bar.close()
     cfg = _with_working_set(cfg, state.Z, e)
+    return finish_fit(cfg, state, X, w, wide_bound, parents)
+
+
+def check_fit_inputs(X, n_atoms, lam, weights, max_epochs):
+    """Validated (X, n_atoms, λ, normalised weights, max_epochs) of a fit."""
+    n_atoms = check_positive_int(n_atoms, "n_atoms")
+    max_epochs = check_positive_int(max_epochs, "max_epochs")
+    X = check_matrix(X, "X")
+    lam = check_lam(lam, X.dtype)
+    return X, n_atoms, lam, check_weights(weights, X.shape[0], X.dtype), max_epochs
+
+
+def finish_fit(cfg: _Config, state: _State, X, w, wide_bound, parents) -> DictionaryFit:
+    """The fit from a final state: codes re-encoded for the final atoms and bias (kept if better)."""
+    lam = cfg.lam
     Z_new = gram_codes(state.D, state.b, X, lam, state.Z, cfg.code_tol, cfg.code_steps, cfg.ws)
     loss_new = _loss(X, state.D, Z_new, state.b, lam, w)
     loss_old = _loss(X, state.D, state.Z, state.b, lam, w)
@@ -352,5 +363,5 @@ def fit_dictionary(
         history=state.history,
         n_epochs=state.epoch,
         parents=jnp.asarray(parents, jnp.int32),
-        fit_bias=bias,
+        fit_bias=cfg.bias,
     )

@@ -13,7 +13,6 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import ArrayLike, Float, Int, PRNGKeyArray
 
-from ._codes import gram_codes
 from ._dictionary import (
     DictionaryFit,
     History,
@@ -22,11 +21,11 @@ from ._dictionary import (
     _epoch,
     _State,
     _with_working_set,
+    check_fit_inputs,
     data_init,
+    finish_fit,
 )
-from ._objective import loss_value
 from ._solve_wide import solve_wide
-from ._validate import check_lam, check_matrix, check_positive_int, check_weights
 
 
 def _select(keep, new, old):
@@ -54,13 +53,9 @@ def fit_dictionary_seeds(
 ) -> list[DictionaryFit]:
     """``fit_dictionary`` (full batch) for ``len(keys)`` seeds in one vmapped program; returns one
     ``DictionaryFit`` per seed (``inits`` (S, K, d): per-seed initial atoms, else data-based)."""
-    n_atoms = check_positive_int(n_atoms, "n_atoms")
-    max_epochs = check_positive_int(max_epochs, "max_epochs")
-    X = check_matrix(X, "X")
+    X, n_atoms, lam, w, max_epochs = check_fit_inputs(X, n_atoms, lam, weights, max_epochs)
     n, d = X.shape
     dt = X.dtype
-    lam = check_lam(lam, dt)
-    w = check_weights(weights, n, dt)
     keys = jnp.asarray(keys)
     s = keys.shape[0]
     wide = solve_wide(X, lam, bias=bias, weights=w, throw=False)
@@ -108,24 +103,5 @@ def fit_dictionary_seeds(
         if not active.any():
             break
     cfg = _with_working_set(cfg, state.Z.reshape(s * n, n_atoms), max_epochs)
-    fits = []
-    for i in range(s):
-        D, b, Z = state.D[i], state.b[i], state.Z[i]
-        Zn = gram_codes(D, b, X, lam, Z, cfg.code_tol, cfg.code_steps, cfg.ws)
-        ln, lo = loss_value(X, D, Zn, b, lam, w), loss_value(X, D, Z, b, lam, w)
-        better = ln <= lo
-        fits.append(
-            DictionaryFit(
-                atoms=D,
-                bias=b,
-                codes=jnp.where(better, Zn, Z),
-                loss=jnp.where(better, ln, lo),
-                wide_bound=wide_bound,
-                lam=lam,
-                history=jax.tree.map(lambda a, i=i: a[i], state.history),
-                n_epochs=state.epoch[i],
-                parents=par[i],
-                fit_bias=bias,
-            )
-        )
-    return fits
+    pick = lambda i: jax.tree.map(lambda a: a[i], state)  # noqa: E731
+    return [finish_fit(cfg, pick(i), X, w, wide_bound, par[i]) for i in range(s)]
