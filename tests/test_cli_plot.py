@@ -148,7 +148,13 @@ def test_bad_files_and_options_fail_cleanly_and_keep_outputs(tmp_path, rays_file
     np.save(tmp_path / "wrong_d.npy", np.ones((4, 7)))
     (tmp_path / "fake.safetensors").write_bytes(b"nope")
     s = str(tmp_path / "s")
+    import shutil
+
+    shutil.copytree(tmp_path / "s", tmp_path / "corrupt")
+    (tmp_path / "corrupt" / "width-1.npz").write_bytes(b"PK\x03\x04truncated")
     for args in (
+        ["plot", str(tmp_path / "corrupt")],
+        ["check", str(tmp_path / "corrupt"), x, "--lam", "0.3"],
         ["wide", str(tmp_path / "missing.npy"), "--lam", "1"],
         ["wide", str(tmp_path / "bad.npy"), "--lam", "1"],
         ["wide", str(tmp_path / "one_d.npy"), "--lam", "1"],

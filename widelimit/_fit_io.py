@@ -43,7 +43,7 @@ def load_fit(path: str) -> DictionaryFit:
             a = {k: jnp.asarray(z[k]) for k in _FIT_KEYS}
             h = History(*(jnp.asarray(z[f"history_{k}"]) for k in _HIST_KEYS))
             fit_bias = bool(z["fit_bias"])
-    except (OSError, KeyError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - zip, pickle-free npz and key errors all mean a bad file
         raise ValueError(f"{path!r} is not a widelimit fit file: {e}") from e
     return DictionaryFit(history=h, fit_bias=fit_bias, **a)
 
