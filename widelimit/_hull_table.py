@@ -139,7 +139,7 @@ def hull_table(
     ≥ 0 and atoms unit rows (``check_optimality`` validates both). Rows with zero weight are ignored.
     """
     D = jnp.asarray(atoms)
-    dt = jnp.result_type(D.dtype, codes.dtype)
+    dt = jnp.result_type(D.dtype, jnp.asarray(codes[:1]).dtype)  # canonical (float32 without x64)
     n, k = codes.shape
     w = np.ones(n) if weights is None else np.asarray(weights)
     Z = codes
