@@ -31,21 +31,24 @@ class HullTable(eqx.Module):
     n_exact_pairs: int = eqx.field(static=True)
 
 
-def hull_margin(lo, hi, target, mu, fit_bias: bool):
-    """min(target − lo, hi − target) with a bias; without: −target iff no n ∈ I_i has z_j > 0.
-
-    Diagonal pairs and features with μ_j = 0 get +inf (nothing to check).
-    """
+def pair_margin(lo, hi, target, fit_bias: bool):
+    """Signed hull margin (< 0: violated): min(target − lo, hi − target) with a bias (−inf when
+    I_i is empty); without a bias −target iff target > 0 and no n ∈ I_i has z_j > 0, else +inf."""
     if fit_bias:
-        margin = jnp.minimum(target - lo, hi - target)  # −inf when I_i is empty
-    else:
-        margin = jnp.where(target > 0, jnp.where(hi > 0, jnp.inf, -target), jnp.inf)
+        return jnp.minimum(target - lo, hi - target)
+    return jnp.where(target > 0, jnp.where(hi > 0, jnp.inf, -target), jnp.inf)
+
+
+def hull_margin(lo, hi, target, mu, fit_bias: bool):
+    """``pair_margin`` for all pairs; diagonal pairs and features with μ_j = 0 get +inf."""
+    margin = pair_margin(lo, hi, target, fit_bias)
     relevant = ~jnp.eye(mu.shape[0], dtype=bool) & (mu[None, :] > 0)
     return jnp.where(relevant, margin, jnp.inf)
 
 
-def _chunks(Z, w, rows):
-    """Yield (offset, chunk, weights, n_valid), the last chunk zero-padded to ``rows``."""
+def row_chunks(Z, w, rows):
+    """Yield (offset, chunk, weights) in ``rows``-row chunks, the last one padded with zero rows
+    of zero weight (so every chunk has one shape, and rows of zero weight mark what to ignore)."""
     n = Z.shape[0]
     for s in range(0, n, rows):
         zc = jnp.asarray(Z[s : s + rows])
@@ -54,14 +57,15 @@ def _chunks(Z, w, rows):
         if m < rows:
             zc = jnp.pad(zc, ((0, rows - m), (0, 0)))
             wc = jnp.pad(wc, (0, rows - m))
-        yield s, zc, wc, m
+        yield s, zc, wc
 
 
 @eqx.filter_jit
-def _scan_chunk(state, zc, wc, offset, n_valid, top: int):
-    """Running support counts, weighted masses and top-T activations (values, row indices)."""
+def _scan_chunk(state, zc, wc, offset, top: int):
+    """Running support counts, weighted masses and top-T activations (values, row indices) of
+    the rows with positive weight."""
     count, mass, tv, ti = state
-    valid = jnp.arange(zc.shape[0]) < n_valid
+    valid = wc > 0
     active = (zc > 0) & valid[:, None]
     count = count + jnp.sum(active, axis=0, dtype=count.dtype)
     mass = mass + wc @ zc
@@ -82,9 +86,10 @@ def _depth_block(rows, count_j):
 
 
 @jax.jit
-def _exact_chunk(acc, zc, valid, dense_idx, pair_i, pair_j):
-    """Exact min/max of z_j over {z_i = 0} for rows i ∈ dense, columns j ∈ dense, and pairs."""
+def _exact_chunk(acc, zc, wc, dense_idx, pair_i, pair_j):
+    """Exact min/max of z_j over {z_i = 0, w > 0} for rows i ∈ dense, columns j ∈ dense, and pairs."""
     rlo, rhi, clo, chi, plo, phi = acc
+    valid = wc > 0
     inf = jnp.asarray(jnp.inf, zc.dtype)
     zc_in = jnp.where(valid[:, None], zc, inf)  # invalid rows never win a min ...
     zc_ax = jnp.where(valid[:, None], zc, -inf)  # ... or a max
@@ -115,6 +120,9 @@ def _exact_chunk(acc, zc, valid, dense_idx, pair_i, pair_j):
 
 
 def _take_rows(Z, idx):
+    """Rows ``idx`` of Z. Indices past the data (top-T slots a feature has no active row for, which
+    may point into padding) are clipped: ``_depth_block`` ignores those slots anyway."""
+    idx = np.minimum(idx, Z.shape[0] - 1)
     if isinstance(Z, jax.Array):
         return jnp.take(Z, jnp.asarray(idx), axis=0)
     order = np.argsort(idx, kind="stable")  # sorted reads: sequential on a memmap
@@ -142,19 +150,8 @@ def hull_table(
     dt = jnp.result_type(D.dtype, jnp.asarray(codes[:1]).dtype)  # canonical (float32 without x64)
     n, k = codes.shape
     w = np.ones(n) if weights is None else np.asarray(weights)
-    Z = codes
-    if weights is not None and np.any(w <= 0):
-        keep = np.flatnonzero(w > 0)
-        Z, w = (
-            (
-                jnp.take(codes, jnp.asarray(keep), axis=0)
-                if isinstance(codes, jax.Array)
-                else np.asarray(codes)[keep]
-            ),
-            w[keep],
-        )
-        n = len(keep)
     w = (w * (n / np.sum(w))).astype(dt)
+    n_pos = int(np.sum(w > 0))  # rows of zero weight are masked in every kernel, never copied
     top = int(min(top, n))
     rows = int(min(chunk_rows, n))
 
@@ -165,8 +162,8 @@ def hull_table(
         jnp.full((k, top), -1, dt),
         jnp.zeros((k, top), jnp.int32),
     )
-    for s, zc, wc, m in _chunks(Z, w, rows):
-        state = _scan_chunk(state, zc.astype(dt), wc, jnp.int32(s), jnp.int32(m), top)
+    for s, zc, wc in row_chunks(codes, w, rows):
+        state = _scan_chunk(state, zc.astype(dt), wc, jnp.int32(s), top)
     count, mass, tv, ti = state
     mu = mass / n
     C = D @ D.T
@@ -174,12 +171,12 @@ def hull_table(
 
     # top activations decide hi for pairs of sparse features
     count_np = np.asarray(count)
-    dense = count_np * 2 >= n
+    dense = count_np * 2 >= n_pos
     ti_np = np.asarray(ti)
     depth = np.empty((k, k), np.int32)  # depth[j, i]
     for s in range(0, k, block):
         idx = ti_np[s : s + block]
-        r = _take_rows(Z, idx.reshape(-1)).reshape(idx.shape[0], top, k)
+        r = _take_rows(codes, idx.reshape(-1)).reshape(idx.shape[0], top, k)
         depth[s : s + block] = np.asarray(_depth_block(r, count[s : s + block]))
     limit = np.minimum(count_np, top)[:, None]  # per j
     tv_np = np.asarray(tv)
@@ -206,8 +203,8 @@ def hull_table(
             jnp.full((u,), -inf, dt),
         )
         di, ai, aj = jnp.asarray(dense_idx), jnp.asarray(pi, jnp.int32), jnp.asarray(pj, jnp.int32)
-        for _, zc, _, m in _chunks(Z, w, rows):
-            acc = _exact_chunk(acc, zc.astype(dt), jnp.arange(rows) < m, di, ai, aj)
+        for _, zc, wc in row_chunks(codes, w, rows):
+            acc = _exact_chunk(acc, zc.astype(dt), wc, di, ai, aj)
         rlo, rhi, clo, chi, plo, phi = (np.asarray(a) for a in acc)
         lo[pi, pj], hi[pi, pj] = plo, phi
         lo[:, dense_idx], hi[:, dense_idx] = clo.T, chi.T

@@ -17,6 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import ArrayLike, Float, Int
 
+from ._hull_table import row_chunks
+
 NONE, NESTED, EXCLUSIVE, COACTIVE = 0, 1, 2, 3
 
 
@@ -54,8 +56,7 @@ def classify_pairs(
         raise ValueError(f"`codes` must be a non-empty 2-D array, got shape {tuple(codes.shape)}")
     n, k = codes.shape
     acc = jnp.zeros((k, k), jnp.int32)
-    for s in range(0, n, chunk_rows):
-        zc = jnp.asarray(codes[s : s + chunk_rows])
+    for _, zc, _ in row_chunks(codes, np.ones(n), min(chunk_rows, n)):  # zero padding adds nothing
         if not bool(jnp.isfinite(zc).all()):
             raise ValueError("`codes` contains NaN or Inf")
         if bool(jnp.any(zc < 0)):

@@ -14,6 +14,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from ._conditions import OptimalityReport
+from ._hull_table import pair_margin
 from ._objective import check_dictionary
 from ._validate import check_matrix, check_weights
 
@@ -65,10 +66,7 @@ def _pair_from_codes(Z, D, w, i, j, fit_bias):
     off = (zi <= 0) & (w > 0)
     lo = jnp.min(jnp.where(off, zj, jnp.inf))
     hi = jnp.max(jnp.where(off, zj, -jnp.inf))
-    if fit_bias:
-        margin = jnp.minimum(target - lo, hi - target)
-    else:
-        margin = jnp.where((target > 0) & ~(hi > 0), -target, jnp.inf)
+    margin = pair_margin(lo, hi, target, fit_bias)
     safe = lambda m: jnp.where(m > 0, m, 1)  # noqa: E731
     resp = jnp.stack([zi / safe(mu_i) - 1, zj / safe(mu_j) - 1], axis=1)
     return PairHull(i, j, lo, hi, target, margin, mu_i, mu_j, c, fit_bias, resp)

@@ -27,6 +27,9 @@ from ._dictionary import (
 )
 from ._solve_wide import solve_wide
 
+# one compiled program per configuration: the epoch of every seed at once
+_epoch_seeds = eqx.filter_jit(eqx.filter_vmap(_epoch, in_axes=(None, 0, None, None, 0, None)))
+
 
 def _select(keep, new, old):
     """Per seed: ``new`` where keep, else ``old`` (frozen seeds stay as they are)."""

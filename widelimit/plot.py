@@ -9,14 +9,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
+def _axes(ax, figsize):
+    """``ax``, or the axes of a new figure of ``figsize``."""
+    return plt.subplots(figsize=figsize)[1] if ax is None else ax
+
+
 def plot_wide(X, sol, *, ax=None, dims=(0, 1)):
     """Scatter the data (first two features, or ``dims``), encoded points coloured by their code
     ‖m_n‖, unencoded points grey, the bias b as a star and the λ-ball around it."""
     X = np.asarray(X)
     i, j = dims if X.shape[1] > 1 else (0, 0)
-    fig = None
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    ax = _axes(ax, (5.2, 4.6))
     enc = np.asarray(sol.encoded)
     codes = np.asarray(sol.code_norms)
     b = np.asarray(sol.bias)
@@ -32,9 +35,9 @@ def plot_wide(X, sol, *, ax=None, dims=(0, 1)):
         ylabel=f"feature {j}",
         title=f"wide limit: W = {float(sol.objective):.4g}, gap {float(sol.gap):.1e}",
     )
-    (fig or ax.figure).colorbar(sc, ax=ax, label="code ‖m_n‖")
+    ax.figure.colorbar(sc, ax=ax, label="code ‖m_n‖")
     ax.legend(loc="best", fontsize=7)
-    return fig or ax.figure
+    return ax.figure
 
 
 def _hull_segment(ax, x, y, **kw):
@@ -48,9 +51,7 @@ def plot_pair_hull(pair, *, ax=None, max_points: int = 4000):
     ``pair`` is a ``PairHull`` built from codes (``pair_hull(codes, i, j, atoms=...)``)."""
     if pair.responses is None:
         raise ValueError("plot_pair_hull needs a PairHull built from codes (it has no responses)")
-    fig = None
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(4.4, 4.2))
+    ax = _axes(ax, (4.4, 4.2))
     R = np.asarray(pair.responses)
     if len(R) > max_points:
         R = R[np.random.default_rng(0).choice(len(R), max_points, replace=False)]
@@ -79,7 +80,7 @@ def plot_pair_hull(pair, *, ax=None, max_points: int = 4000):
     ax.axvline(0, color="0.8", lw=0.8)
     ax.set(xlabel=f"z_{pair.i}/μ_{pair.i} − 1", ylabel=f"z_{pair.j}/μ_{pair.j} − 1")
     ax.legend(loc="upper right", fontsize=7)
-    return fig or ax.figure
+    return ax.figure
 
 
 def plot_hull_panels(panels, *, i: int = 0, j: int = 1):
@@ -133,9 +134,7 @@ def plot_report(report, *, worst: int = 10):
 
 def plot_sweep_loss(sweep, *, ax=None):
     """L(K) against width with the wide-limit asymptote W(λ) and its certified band [W_low, W]."""
-    fig = None
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(5, 3.8))
+    ax = _axes(ax, (5, 3.8))
     w = np.asarray(sweep.widths)
     ax.plot(w, sweep.loss, "o-", label="L(K), best fit")
     ax.axhline(sweep.wide_optimum, color="red", lw=1, label="W(λ): wide limit")
@@ -145,14 +144,12 @@ def plot_sweep_loss(sweep, *, ax=None):
     ax.set_xscale("log", base=2)
     ax.set(xlabel="width K", ylabel="loss L", title=f"loss against width (λ = {sweep.lam:.3g})")
     ax.legend(fontsize=8)
-    return fig or ax.figure
+    return ax.figure
 
 
 def plot_sweep_gap(sweep, *, ax=None):
     """Certified relative gap (L(K) − W_low)/|W_low| against width, log–log."""
-    fig = None
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(5, 3.8))
+    ax = _axes(ax, (5, 3.8))
     w = np.asarray(sweep.widths)
     g = np.maximum(np.asarray(sweep.gap), 1e-16)
     ax.loglog(w, g, "o-", base=2)
@@ -161,30 +158,26 @@ def plot_sweep_gap(sweep, *, ax=None):
         ax.axvline(sweep.n_rays, color="green", ls=":", label=f"{sweep.n_rays} rays")
     ax.set(xlabel="width K", ylabel="relative gap to W(λ)", title="gap to the wide limit")
     ax.legend(fontsize=8)
-    return fig or ax.figure
+    return ax.figure
 
 
 def plot_rays_covered(sweep, *, ax=None):
     """Rays covered (an atom within cosine 1 − δ) against width, with the total number of rays."""
-    fig = None
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(5, 3.8))
+    ax = _axes(ax, (5, 3.8))
     w = np.asarray(sweep.widths)
     ax.plot(w, sweep.rays_covered, "o-", label="rays covered")
     ax.axhline(sweep.n_rays, color="green", ls=":", label=f"all {sweep.n_rays} rays")
     ax.set_xscale("log", base=2)
     ax.set(xlabel="width K", ylabel="rays covered", title="splitting toward one atom per ray")
     ax.legend(fontsize=8)
-    return fig or ax.figure
+    return ax.figure
 
 
 def plot_split_tree(tree_or_sweep, *, ax=None):
     """The split tree across widths: one row per width, an atom per node, edges child → parent
     (width ∝ the child's share of its parent's code mass, colour = cosine to the parent)."""
     tree = getattr(tree_or_sweep, "tree", tree_or_sweep)
-    fig = None
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(7, 0.6 + 0.55 * len(tree.widths)))
+    ax = _axes(ax, (7, 0.6 + 0.55 * len(tree.widths)))
     pos = []
     for t, k in enumerate(tree.widths):
         order = np.arange(k)
@@ -214,4 +207,4 @@ def plot_split_tree(tree_or_sweep, *, ax=None):
     ax.set(
         title=f"split tree ({tree.method}); edge colour = cosine to parent, width = code-mass share"
     )
-    return fig or ax.figure
+    return ax.figure
