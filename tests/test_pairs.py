@@ -167,6 +167,10 @@ def test_pair_bad_inputs(rng):
         wl.pair_hull(Z, 0, 1)
     with pytest.raises(ValueError, match="nonnegative"):
         wl.pair_hull(-Z, 0, 1, atoms=D)
+    with pytest.raises(ValueError, match="not unit-norm"):  # c_ij would be wrong
+        wl.pair_hull(Z, 0, 1, atoms=2 * D)
+    with pytest.raises(ValueError, match="not unit-norm"):
+        wl.apply_perturbation(X, 2 * D, Z, b, 0.1, 0, 1, 1e-3)
     with pytest.raises(ValueError, match="eps"):
         wl.apply_perturbation(X, D, Z, b, 0.1, 0, 1, -1e-3)
     with pytest.raises(ValueError, match="nonnegative"):

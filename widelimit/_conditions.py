@@ -103,6 +103,25 @@ def _report_arrays(X, D, Z, b, lam, w, fit_bias: bool):
     )
 
 
+def unit_atoms(D, Z, normalise: bool = False):
+    """(D, Z) checked for unit atom rows (or, with ``normalise``, rescaled to them with codes
+    z_k ← z_k·||d_k|| so that D z is unchanged) and nonnegative codes; ValueError otherwise."""
+    norms = jnp.linalg.norm(D, axis=1)
+    if bool(jnp.any(jnp.abs(norms - 1) > 1e-4)):
+        if not normalise:
+            raise ValueError(
+                "`atoms` are not unit-norm (norms in "
+                f"[{float(norms.min()):.4g}, {float(norms.max()):.4g}]); pass normalise=True to rescale "
+                "atoms to unit norm and codes equivalently (z_k ← z_k·||d_k||)"
+            )
+        if bool(jnp.any(norms == 0)):
+            raise ValueError("`atoms` has zero rows; they cannot be normalised")
+        D, Z = D / norms[:, None], Z * norms[None, :]
+    if bool(jnp.any(Z < 0)):
+        raise ValueError("`codes` must be nonnegative")
+    return D, Z
+
+
 def check_optimality(
     X: Float[ArrayLike, "n_samples n_features"],
     atoms: Float[ArrayLike, "n_atoms n_features"],
@@ -124,19 +143,7 @@ def check_optimality(
     X, D, Z, b = check_dictionary(X, atoms, codes, bias)
     lam = check_lam(lam, X.dtype)
     w = check_weights(weights, X.shape[0], X.dtype)
-    norms = jnp.linalg.norm(D, axis=1)
-    if bool(jnp.any(jnp.abs(norms - 1) > 1e-4)):
-        if not normalise:
-            raise ValueError(
-                "`atoms` are not unit-norm (norms in "
-                f"[{float(norms.min()):.4g}, {float(norms.max()):.4g}]); pass normalise=True to rescale "
-                "atoms to unit norm and codes equivalently (z_k ← z_k·||d_k||)"
-            )
-        if bool(jnp.any(norms == 0)):
-            raise ValueError("`atoms` has zero rows; they cannot be normalised")
-        D, Z = D / norms[:, None], Z * norms[None, :]
-    if bool(jnp.any(Z < 0)):
-        raise ValueError("`codes` must be nonnegative")
+    D, Z = unit_atoms(D, Z, normalise)
     kkt, kkt_k, stat, direction, bres, wide, wants = _report_arrays(X, D, Z, b, lam, w, fit_bias)
     table = hull_table(Z, D, weights=np.asarray(w), bias=fit_bias)
     margin, mu = table.margin, table.mu

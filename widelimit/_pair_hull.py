@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from ._conditions import OptimalityReport
+from ._conditions import OptimalityReport, unit_atoms
 from ._hull_table import pair_margin
 from ._objective import check_dictionary
 from ._validate import check_matrix, check_weights
@@ -106,11 +106,10 @@ def pair_hull(
     D = check_matrix(atoms, "atoms")
     if D.shape[0] != Z.shape[1]:
         raise ValueError(f"`atoms` has {D.shape[0]} rows but `codes` has {Z.shape[1]} columns")
-    if bool(jnp.any(Z < 0)):
-        raise ValueError("`codes` must be nonnegative")
+    D, Z = unit_atoms(D.astype(Z.dtype), Z)
     i, j = _check_pair(i, j, Z.shape[1])
     w = check_weights(weights, Z.shape[0], Z.dtype)
-    return _pair_from_codes(Z, D.astype(Z.dtype), w, i, j, bias)
+    return _pair_from_codes(Z, D, w, i, j, bias)
 
 
 def _perturbation(p: PairHull) -> Perturbation:
@@ -168,8 +167,7 @@ def apply_perturbation(
     if not (np.isfinite(eps) and eps > 0):
         raise ValueError(f"`eps` must be a finite positive step, got {eps!r}")
     w = check_weights(weights, X.shape[0], X.dtype)
-    if bool(jnp.any(Z < 0)):
-        raise ValueError("`codes` must be nonnegative")
+    D, Z = unit_atoms(D, Z)
     i, j = _check_pair(i, j, Z.shape[1])
     pert = _perturbation(_pair_from_codes(Z, D, w, i, j, fit_bias))
     a, t = pert.a, pert.t
