@@ -1,5 +1,7 @@
 """Finite-width dictionaries, codes, splitting, the ReLU SAE and the sklearn-style estimator."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -229,13 +231,72 @@ def test_working_set_codes_equal_dense_codes(rng):
     X[:5] *= 20  # large rows: big supports
     lam = 0.3
     dense = gram_codes(D, np.zeros(d), X, lam, np.zeros((n, k)), 1e-8, 20000)
-    ws = gram_codes(D, np.zeros(d), X, lam, np.zeros((n, k)), 1e-8, 20000, ws=8)
-    assert int((np.asarray(dense) > 0).sum(1).max()) > 8  # the fallback is exercised
-    res = kkt_residual(ws, D @ D.T, X @ D.T, lam)
-    assert float(res.max()) <= 1e-8 * lam * 1.01
-    np.testing.assert_allclose(
-        float(wl.dictionary_loss(X, D, ws, None, lam)), float(wl.dictionary_loss(X, D, dense, None, lam)), rtol=1e-10
-    )
+    support = (np.asarray(dense) > 0).sum(1)
+    assert int(support.max()) > 16 and int((support >= 8).sum()) > 5  # every tier and the fallback
+    for tiers in (8, (8,), (8, 16)):
+        ws = gram_codes(D, np.zeros(d), X, lam, np.zeros((n, k)), 1e-8, 20000, ws=tiers)
+        res = kkt_residual(ws, D @ D.T, X @ D.T, lam)
+        assert float(res.max()) <= 1e-8 * lam * 1.01
+        np.testing.assert_allclose(
+            float(wl.dictionary_loss(X, D, ws, None, lam)),
+            float(wl.dictionary_loss(X, D, dense, None, lam)),
+            rtol=1e-10,
+        )
+
+
+def test_working_set_sizes_and_their_reuse():
+    from widelimit._codes import _bucket, working_set_size
+    from widelimit._dictionary import _Config, _with_working_set
+
+    assert [_bucket(n) for n in (1, 16, 17, 25, 33, 49, 65, 97, 129)] == [16, 16, 24, 32, 48, 64, 96, 128, 192]
+    Z = np.zeros((100, 500))
+    for i in range(100):
+        Z[i, : 10 if i < 95 else 30] = 1.0  # q90 of the supports: 10, max 30
+    assert working_set_size(Z, 500) == (16, 48)
+    assert working_set_size(Z, 20) == (16, 20)  # capped at n_atoms
+    cfg = _Config(1.0, True, None, 10, 1e-4, 500, True)
+    first = _with_working_set(cfg, np.zeros((100, 500)), 0)
+    assert first.ws == (64, 128) and first.support == 64  # before any codes
+    kept = _with_working_set(first, Z, 1)
+    assert kept.ws == (16, 48)  # past a factor of two: new tier sizes
+    assert kept.support == 64  # the support (q99.9 = 30 -> 32) is within a factor of two: kept
+    again = _with_working_set(dataclasses.replace(cfg, ws=(24, 96), support=48), Z, 1)
+    assert again.ws == (24, 96) and again.support == 48  # within a factor of two: kept
+    assert _with_working_set(cfg, np.zeros((100, 40)), 3) is cfg  # K ≤ 64: dense codes
+
+
+def test_atom_update_solves_the_ball_problem_and_never_increases_f(rng):
+    # The update minimises f(D) = ½ tr(D A Dᵀ) − <B, D> over ||d_k|| ≤ 1 (cvxpy reference), then
+    # returns unit directions and scales n_k ≤ 1 with n ⊙ U the ball solution.
+    import cvxpy as cp
+
+    from widelimit._atoms import atom_update
+
+    k, d, n = 6, 5, 40
+    Z = np.maximum(rng.normal(size=(n, k)), 0)
+    Z[:, 5] = 0  # an unused atom keeps its direction
+    X = rng.normal(size=(n, d))
+    A, B = Z.T @ Z, Z.T @ X
+    D0 = unit(rng.normal(size=(k, d)))
+    U, scale = atom_update(jnp.asarray(D0), jnp.asarray(A), jnp.asarray(B), 3000)
+    U, scale = np.asarray(U), np.asarray(scale)
+    np.testing.assert_allclose(np.linalg.norm(U, axis=1), 1, rtol=1e-12)
+    assert np.all(scale <= 1 + 1e-12)
+    np.testing.assert_allclose(U[5], D0[5])
+
+    Dv = cp.Variable((k - 1, d))
+    Au, Bu = A[:5, :5], B[:5]
+    Lc = np.linalg.cholesky(Au + 1e-12 * np.eye(5))
+    obj = 0.5 * cp.sum_squares(Lc.T @ Dv) - cp.sum(cp.multiply(Bu, Dv))
+    cp.Problem(cp.Minimize(obj), [cp.norm(Dv[i], 2) <= 1 for i in range(k - 1)]).solve(solver=cp.CLARABEL)
+    np.testing.assert_allclose(scale[:5, None] * U[:5], Dv.value, atol=1e-6)
+
+    def f(D):
+        return 0.5 * np.sum(D * (A @ D)) - np.sum(B * D)
+
+    for steps in (1, 2, 5):  # every step count: never above the start
+        U, scale = atom_update(jnp.asarray(D0), jnp.asarray(A), jnp.asarray(B), steps)
+        assert f(np.asarray(scale)[:, None] * np.asarray(U)) <= f(D0) + 1e-12
 
 
 def test_sparse_code_gram_equals_dense(rng):

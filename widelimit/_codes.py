@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import equinox as eqx
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jaxtyping import Array, ArrayLike, Float
 
@@ -98,57 +99,79 @@ def nonneg_lasso_cd(G, C, lam, Z0, tol, max_sweeps):
     return Z, k
 
 
-def working_set_size(Z, n_atoms: int, minimum: int = 16, quantile: float = 0.99) -> int:
-    """Working-set size for ``working_set_lasso``: 1.25 × the ``quantile`` of the support sizes
-    in Z, plus 2, rounded up to a multiple of 16 (rows with larger supports take the dense path)."""
-    q = float(jnp.quantile(jnp.sum(Z > 0, axis=1).astype(jnp.float32), quantile))
-    need = 16 * -(-int(1.25 * q + 2) // 16)
-    return int(min(n_atoms, max(minimum, need)))
+def _bucket(need: int) -> int:
+    """Smallest size ≥ need in 16·{1, 1.5, 2, 3, 4, 6, …} (few distinct sizes, so few compiles)."""
+    size = 16
+    while size < need:
+        size = size * 3 // 2 if size & (size - 1) == 0 else size * 4 // 3
+    return size
+
+
+def working_set_size(Z, n_atoms: int, minimum: int = 16) -> tuple[int, ...]:
+    """Working-set sizes (tiers) for ``working_set_lasso``, from the support sizes s_n in Z: the
+    first tier holds 1.25·q90(s) + 2 atoms, the second 1.25·max(s) + 2 (for the rows whose support
+    fills the first); each rounded up to ``_bucket`` sizes and capped at n_atoms."""
+    s = np.sum(np.asarray(Z) > 0, axis=1)
+    sizes = []
+    for q in (np.quantile(s, 0.9), s.max()):
+        size = min(n_atoms, _bucket(max(minimum, int(1.25 * q + 2))))
+        if not sizes or size > sizes[-1]:
+            sizes.append(size)
+    return tuple(sizes)
 
 
 @eqx.filter_jit
-def working_set_lasso(D, b, X, lam, Z0, tol, max_steps, ws: int, block: int = 1024):
-    """Nonnegative-lasso codes by per-point working sets of ``ws`` atoms (the support first, then
-    the most violated KKT conditions). Rows are processed ``block`` at a time, worst KKT residual
-    first: gather their Gram blocks (block × ws × ws), solve by batched coordinate descent, and
-    update their residual from λ − (x − b − Dz)·d_k (O(Kd) per row, no K × K products). Rows whose
-    support fills the working set are then solved densely (FISTA), 256 at a time."""
+def working_set_lasso(D, b, X, lam, Z0, tol, max_steps, ws: int | tuple[int, ...], block: int = 1024):
+    """Nonnegative-lasso codes by per-point working sets (the support first, then the most violated
+    KKT conditions), in tiers of increasing size ``ws``. In each tier, rows are processed ``block``
+    at a time (256 after the first tier), worst KKT residual first: gather their Gram blocks
+    (rows × ws × ws), solve by batched coordinate descent, and update their residual from
+    λ − (x − b − Dz)·d_k (O(Kd) per row, no K × K products). Rows whose support fills a tier go to
+    the next; those that fill the last are solved densely (FISTA), 256 at a time."""
     n = X.shape[0]
     Xc = X - b
     C = Xc @ D.T
     G = D @ D.T
     thresh = tol * lam
-    block = min(n, block)
+    tiers = (ws,) if isinstance(ws, int) else tuple(ws)
 
     def violation(Zr, rows):
         grad = lam - (Xc[rows] - Zr @ D) @ D.T
         return jnp.max(jnp.abs(Zr - jnp.maximum(Zr - grad, 0)), axis=1), grad
 
-    def ws_block(carry):
-        Z, v, full, i = carry
-        _, rows = lax.top_k(jnp.where(full, 0, v), block)
-        Zr = Z[rows]
-        _, grad = violation(Zr, rows)
-        _, idx = lax.top_k(jnp.where(Zr > 0, jnp.inf, -grad), ws)
-        Gs = G[idx[:, :, None], idx[:, None, :]]
-        zs, _ = nonneg_lasso_cd(
-            Gs, jnp.take_along_axis(C[rows], idx, 1), lam, jnp.take_along_axis(Zr, idx, 1), tol, max_steps
+    def tier(Z, v, todo, size, block):
+        """Solve the rows in ``todo`` on working sets of ``size``; returns Z, v and the rows whose
+        support filled the working set."""
+
+        def ws_block(carry):
+            Z, v, full, i = carry
+            _, rows = lax.top_k(jnp.where(todo & ~full, v, 0), block)
+            Zr = Z[rows]
+            _, grad = violation(Zr, rows)
+            _, idx = lax.top_k(jnp.where(Zr > 0, jnp.inf, -grad), size)
+            Gs = G[idx[:, :, None], idx[:, None, :]]
+            zs, _ = nonneg_lasso_cd(
+                Gs, jnp.take_along_axis(C[rows], idx, 1), lam, jnp.take_along_axis(Zr, idx, 1), tol, max_steps
+            )
+            Zr = jnp.zeros_like(Zr).at[jnp.arange(block)[:, None], idx].set(zs)
+            vr, _ = violation(Zr, rows)
+            return Z.at[rows].set(Zr), v.at[rows].set(vr), full.at[rows].set(jnp.all(zs > 0, axis=1)), i + 1
+
+        limit = 3 * (-(-n // block))
+        Z, v, full, _ = lax.while_loop(
+            lambda c: (jnp.max(jnp.where(todo & ~c[2], c[1], 0)) > thresh) & (c[3] < limit),
+            ws_block,
+            (Z, v, jnp.zeros(n, bool), jnp.asarray(0, jnp.int32)),
         )
-        Zr = jnp.zeros_like(Zr).at[jnp.arange(block)[:, None], idx].set(zs)
-        vr, _ = violation(Zr, rows)
-        return Z.at[rows].set(Zr), v.at[rows].set(vr), full.at[rows].set(jnp.all(zs > 0, axis=1)), i + 1
+        return Z, v, full
 
-    Z0 = jnp.maximum(Z0, 0)
-    v0 = violation(Z0, jnp.arange(n))[0]
-    full0 = jnp.zeros(n, bool)
-    limit = 3 * (-(-n // block))
-    Z, v, full, _ = lax.while_loop(
-        lambda c: (jnp.max(jnp.where(c[2], 0, c[1])) > thresh) & (c[3] < limit),
-        ws_block,
-        (Z0, v0, full0, jnp.asarray(0, jnp.int32)),
-    )
+    Z = jnp.maximum(Z0, 0)
+    v = violation(Z, jnp.arange(n))[0]
+    todo = jnp.ones(n, bool)
+    for t, size in enumerate(tiers):
+        Z, v, todo = tier(Z, v, todo, size, min(n, block if t == 0 else 256))
 
-    # rows still violating (supports that outgrew ws): dense solves, the worst 256 at a time
+    # rows still violating (supports that outgrew the last tier): dense solves, the worst 256 at a time
     dblock = min(n, 256)
     L = _lipschitz(G)
 
@@ -207,9 +230,9 @@ def decode(
     return out if bias is None else out + jnp.asarray(bias, atoms.dtype)
 
 
-def gram_codes(atoms, b, X, lam, Z0, tol, max_steps, ws: int | None = None):
+def gram_codes(atoms, b, X, lam, Z0, tol, max_steps, ws: int | tuple[int, ...] | None = None):
     """Traceable core used by the fitting loops: codes for (atoms, b) warm-started at Z0
-    (per-point working sets of ``ws`` atoms when ws < n_atoms, else the dense solver)."""
-    if ws is not None and ws < atoms.shape[0]:
+    (per-point working sets in tiers of ``ws`` atoms when ws < n_atoms, else the dense solver)."""
+    if ws is not None and min(ws if isinstance(ws, tuple) else (ws,)) < atoms.shape[0]:
         return working_set_lasso(atoms, b, X, lam, Z0, tol, max_steps, ws)
     return nonneg_lasso(atoms @ atoms.T, (X - b) @ atoms.T, lam, Z0, tol, max_steps)[0]

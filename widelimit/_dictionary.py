@@ -1,7 +1,7 @@
 """Finite-width dictionary learning (SPEC §1, §3): ``fit_dictionary`` and ``DictionaryFit``.
 
-Full batch: alternate exact codes (``_codes``), the exact bias, and monotone all-atom updates
-(``_atoms``); L(D, Z, b) never increases. Minibatch (``batch_size``): online updates in the style of
+Full batch: alternate monotone all-atom updates (``_atoms``), the exact bias and exact codes
+(``_codes``); L(D, Z, b) never increases and the codes held are exact for the atoms held. Minibatch (``batch_size``): online updates in the style of
 Mairal et al. (2010) with sufficient statistics A = Σ Zᵀ Z, B = Σ Zᵀ(X − b) decayed by
 β = 1 − batch_size/N, one ``lax.scan`` over the minibatches of each epoch.
 """
@@ -19,7 +19,7 @@ from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from . import _checkpoint
 from ._atoms import atom_update, bias_update, code_gram, normalise_rows
-from ._codes import gram_codes, working_set_size
+from ._codes import _bucket, gram_codes, working_set_size
 from ._objective import loss_value as _loss
 from ._progress import Progress
 from ._solve_wide import solve_wide
@@ -98,22 +98,27 @@ class _Config(eqx.Module):
     code_tol: float = eqx.field(static=True)
     code_steps: int = eqx.field(static=True)
     resample: bool = eqx.field(static=True)
-    ws: int | None = eqx.field(static=True, default=None)
+    ws: tuple[int, ...] | None = eqx.field(static=True, default=None)
+    support: int | None = eqx.field(static=True, default=None)
 
 
 def _full_epoch(cfg: _Config, s: _State, X, w, key):
+    """Atoms and bias for the current codes, then exact codes for them, so that the state's codes
+    are always exact for its atoms and bias (the first epoch, with no codes yet, only encodes)."""
     lam = cfg.lam
-    Zn = gram_codes(s.D, s.b, X, lam, s.Z, cfg.code_tol, cfg.code_steps, cfg.ws)
-    keep = _loss(X, s.D, Zn, s.b, lam, w) <= _loss(X, s.D, s.Z, s.b, lam, w)
-    Z = jnp.where(keep, Zn, s.Z)
+    coded = jnp.any(s.Z > 0)
     D, n_res = (s.D, 0)
     if cfg.resample:
-        D, n_res = _resample_dead(s.D, Z, X, s.b, key)
-    b = bias_update(X, Z, D, w) if cfg.bias else s.b
-    WZ = w[:, None] * Z
-    A = code_gram(Z, w, cfg.ws)
-    B = WZ.T @ (X - b)
-    D = atom_update(D, A, B, cfg.atom_steps)
+        D, n_res = _resample_dead(s.D, s.Z, X, s.b, key)
+        D, n_res = jnp.where(coded, D, s.D), jnp.where(coded, n_res, 0)
+    A = code_gram(s.Z, w, cfg.support)
+    B = (w[:, None] * s.Z).T @ (X - s.b)
+    D, scale = atom_update(D, A, B, cfg.atom_steps)
+    Z = s.Z * scale
+    b = jnp.where(coded, bias_update(X, Z, D, w), s.b) if cfg.bias else s.b
+    Zn = gram_codes(D, b, X, lam, Z, cfg.code_tol, cfg.code_steps, cfg.ws)
+    keep = _loss(X, D, Zn, b, lam, w) <= _loss(X, D, Z, b, lam, w)
+    Z = jnp.where(keep, Zn, Z)
     return eqx.tree_at(lambda t: (t.D, t.b, t.Z), s, (D, b, Z)), n_res
 
 
@@ -129,14 +134,15 @@ def _minibatch_epoch(cfg: _Config, s: _State, X, w, key):
         Xb, wb = X[idx], w[idx]
         Zb = gram_codes(D, b, Xb, cfg.lam, Z[idx], cfg.code_tol, cfg.code_steps, cfg.ws)
         WZ = wb[:, None] * Zb
-        A = beta * A + code_gram(Zb, wb, cfg.ws)
+        A = beta * A + code_gram(Zb, wb, cfg.support)
         B = beta * B + WZ.T @ (Xb - b)
         if cfg.bias:
             rsum = beta * rsum + wb @ (Xb - Zb @ D)
             count = beta * count + jnp.sum(wb)
             b = rsum / count
-        D = atom_update(D, A, B, cfg.atom_steps)
-        return (D, b, Z.at[idx].set(Zb), A, B, rsum, count), None
+        D, scale = atom_update(D, A, B, cfg.atom_steps)
+        A, B = A * scale[:, None] * scale, B * scale[:, None]
+        return (D, b, Z.at[idx].set(Zb) * scale, A, B, rsum, count), None
 
     carry = (s.D, s.b, s.Z, s.A, s.B, s.rsum, s.count)
     (D, b, Z, A, B, rsum, count), _ = jax.lax.scan(step, carry, perm)
@@ -165,26 +171,69 @@ def _epoch(cfg: _Config, s: _State, X, w, key, wide_bound):
     return eqx.tree_at(lambda t: (t.epoch, t.history), s, (e + 1, h))
 
 
+def _keep(old: int | None, new: int) -> int:
+    """A size is kept while it lies between the new need and twice it (few distinct sizes)."""
+    return old if old is not None and new <= old <= 2 * new else new
+
+
 def _with_working_set(cfg: _Config, Z, epoch: int) -> _Config:
-    """Per-point working sets (``_codes.working_set_lasso``) once K > 64, sized from the current
-    supports (multiples of 16, so the epoch recompiles only when they change); 64 before any codes."""
+    """Per-point working-set tiers (``_codes.working_set_lasso``) once K > 64, sized from the
+    current supports; (64, 128) before any codes. Also the support ``code_gram`` accumulates
+    sparsely (the 99.9 % quantile of the supports). Sizes change only past a factor of two, so a
+    fit compiles its epoch for few sizes."""
     k = Z.shape[1]
     if k <= 64:
         return cfg
-    ws = min(k, 64) if epoch == 0 and not bool(jnp.any(Z > 0)) else working_set_size(Z, k)
-    return cfg if ws == cfg.ws else dataclasses.replace(cfg, ws=ws)
+    Z = np.asarray(Z)
+    if epoch == 0 and not Z.any():
+        ws, support = (64, min(k, 128)), min(k, 64)
+    else:
+        ws = working_set_size(Z, k)
+        support = min(k, _bucket(int(np.quantile(np.sum(Z > 0, axis=1), 0.999))))
+        if cfg.ws is not None:
+            first, last = _keep(cfg.ws[0], ws[0]), _keep(cfg.ws[-1], ws[-1])
+            ws = (first, last) if last > first else (first,)
+        support = _keep(cfg.support, support)
+    if ws == cfg.ws and support == cfg.support:
+        return cfg
+    return dataclasses.replace(cfg, ws=ws, support=support)
 
 
 def _resize(h: History, n: int) -> History:
     """History arrays cut or padded (NaN / −1) to length n."""
 
     def fit(a):
+        a = np.asarray(a)
         if a.shape[0] >= n:
-            return a[:n]
-        fill = jnp.nan if jnp.issubdtype(a.dtype, jnp.floating) else -1
-        return jnp.concatenate([a, jnp.full(n - a.shape[0], fill, a.dtype)])
+            return jnp.asarray(a[:n])
+        fill = np.nan if np.issubdtype(a.dtype, np.floating) else -1
+        return jnp.asarray(np.concatenate([a, np.full(n - a.shape[0], fill, a.dtype)]))
 
     return jax.tree.map(fit, h)
+
+
+def initial_state(D0, b0, n: int, epochs: int) -> _State:
+    """The state before the first epoch: no codes, empty statistics and history (built on the
+    host, so that no small programs are compiled)."""
+    k, d = D0.shape
+    dt = np.dtype(D0.dtype)
+
+    def zeros(*shape):
+        return jnp.asarray(np.zeros(shape, dt))
+
+    nanv = np.full(epochs, np.nan, dt)
+    negi = np.full(epochs, -1, np.int32)
+    return _State(
+        D0,
+        b0,
+        zeros(n, k),
+        zeros(k, k),
+        zeros(k, d),
+        zeros(d),
+        zeros(),
+        jnp.asarray(np.int32(0)),
+        History(*(jnp.asarray(a) for a in (nanv, nanv, nanv, negi, negi))),
+    )
 
 
 def _check_init_atoms(init, n_atoms, d, dtype):
@@ -199,9 +248,12 @@ def _check_init_atoms(init, n_atoms, d, dtype):
     return normalise_rows(init.astype(dtype))
 
 
-def data_init(X, b, n_atoms, key, max_rows: int = 16384):
-    """Atoms at data directions u_n = (x_n − b)/‖x_n − b‖ by spherical k-means++ seeding: the next
-    atom is u_n with probability ∝ ‖x_n − b‖² (1 − max_k ⟨u_n, d_k⟩) (on a row subsample)."""
+@eqx.filter_jit
+def data_init(X, b, n_atoms, key, max_rows: int = 16384, rounds: int = 32):
+    """Atoms at data directions u_n = (x_n − b)/‖x_n − b‖ by spherical k-means++ seeding: atoms are
+    drawn with probability ∝ ‖x_n − b‖² (1 − max_k ⟨u_n, d_k⟩), without replacement, in ``rounds``
+    rounds of ⌈n_atoms/rounds⌉ (one per round, exact k-means++, when n_atoms ≤ rounds; on a row
+    subsample of at most ``max_rows``)."""
     n = X.shape[0]
     ks, kf, kn = jax.random.split(key, 3)
     if n > max_rows:
@@ -210,16 +262,25 @@ def data_init(X, b, n_atoms, key, max_rows: int = 16384):
     energy = jnp.sum(P * P, axis=1)
     U = P / jnp.sqrt(jnp.where(energy > 0, energy, 1))[:, None]
     tiny = jnp.finfo(X.dtype).tiny
+    rounds = min(n_atoms, rounds)
+    m = min(-(-n_atoms // rounds), U.shape[0])
+    rounds = -(-n_atoms // m)
 
     def pick(i, carry):
         D, best = carry
         p = energy * jnp.clip(1 - best, 0)
         p = jnp.where(jnp.sum(p) > 0, p, jnp.ones_like(p))  # all covered: uniform
-        idx = jax.random.categorical(jax.random.fold_in(kf, i), jnp.log(p + tiny))
-        return D.at[i].set(U[idx]), jnp.maximum(best, U @ U[idx])
+        g = jax.random.gumbel(jax.random.fold_in(kf, i), p.shape, X.dtype)
+        _, idx = jax.lax.top_k(jnp.log(p + tiny) + g, m)  # m draws ∝ p without replacement
+        new = U[idx]
+        return (
+            jax.lax.dynamic_update_slice(D, new, (i * m, 0)),
+            jnp.maximum(best, jnp.max(U @ new.T, axis=1)),
+        )
 
-    D0 = jnp.zeros((n_atoms, X.shape[1]), X.dtype)
-    D, _ = jax.lax.fori_loop(0, n_atoms, pick, (D0, jnp.full(U.shape[0], -1.0, X.dtype)))
+    D0 = jnp.zeros((rounds * m, X.shape[1]), X.dtype)
+    D, _ = jax.lax.fori_loop(0, rounds, pick, (D0, jnp.full(U.shape[0], -1.0, X.dtype)))
+    D = D[:n_atoms]
     noise = 1e-3 * jax.random.normal(kn, D.shape, D.dtype)
     D = jnp.where(jnp.linalg.norm(D, axis=1, keepdims=True) > 0, D, noise)
     return normalise_rows(D + noise)
@@ -238,7 +299,7 @@ def fit_dictionary(
     batch_size: int | None = None,
     max_epochs: int = 100,
     tol: float = 1e-6,
-    atom_steps: int = 5,
+    atom_steps: int = 10,
     code_tol: float = 1e-4,
     code_steps: int = 500,
     resample_dead: bool = True,
@@ -251,7 +312,7 @@ def fit_dictionary(
     """Learn D (unit rows), b and Z ≥ 0 minimising L = (1/2N)Σ w||x − b − Dz||² + (λ/N)Σ w||z||₁.
 
     Stops after ``max_epochs`` or when the loss decreases by less than ``tol`` (relative). The
-    returned codes are exact for the returned atoms and bias (re-encoded at the end). With
+    returned codes are exact for the returned atoms and bias (to ``code_tol``). With
     ``checkpoint_dir`` the state is saved atomically every ``checkpoint_every`` epochs and a rerun
     with the same directory resumes (an interruption loses at most one interval).
     """
@@ -266,7 +327,7 @@ def fit_dictionary(
     if init is not None:
         init = _check_init_atoms(init, n_atoms, d, dt)
     if parents is None:
-        parents = -jnp.ones(n_atoms, jnp.int32)
+        parents = np.full(n_atoms, -1, np.int32)
     elif np.shape(parents) != (n_atoms,):
         raise ValueError(f"`parents` must have shape ({n_atoms},)")
     fp = _checkpoint.fingerprint(
@@ -290,19 +351,7 @@ def fit_dictionary(
         b0 = wide.bias if bias else jnp.zeros(d, dt)
     D0 = data_init(X, b0, n_atoms, k_init) if init is None else init
     cap = _checkpoint.saved_capacity(checkpoint_dir) or max_epochs
-    nanv = jnp.full(cap, jnp.nan, dt)
-    negi = -jnp.ones(cap, jnp.int32)
-    state = _State(
-        D0,
-        b0,
-        jnp.zeros((n, n_atoms), dt),
-        jnp.zeros((n_atoms, n_atoms), dt),
-        jnp.zeros((n_atoms, d), dt),
-        jnp.zeros(d, dt),
-        jnp.zeros((), dt),
-        jnp.asarray(0, jnp.int32),
-        History(nanv, nanv, nanv, negi, negi),
-    )
+    state = initial_state(D0, b0, n, cap)
     loaded, _ = _checkpoint.load(checkpoint_dir, state, fp)
     if loaded is not None:
         state = eqx.tree_at(lambda s: s.history, loaded, _resize(loaded.history, max_epochs))
@@ -316,13 +365,13 @@ def fit_dictionary(
     prev = math.inf
     e = int(state.epoch)
     if e > 0:
-        prev = float(state.history.loss[e - 1])
+        prev = float(np.asarray(state.history.loss)[e - 1])
     while e < max_epochs:
         cfg = _with_working_set(cfg, state.Z, e)
         state = _epoch(cfg, state, X, w, jax.random.fold_in(k_run, e), wide_bound)
         e += 1
-        loss = float(state.history.loss[e - 1])
-        bar.update(e, loss=loss, gap=float(state.history.gap[e - 1]))
+        loss = float(np.asarray(state.history.loss)[e - 1])
+        bar.update(e, loss=loss, gap=float(np.asarray(state.history.gap)[e - 1]))
         if callback is not None:
             callback(e, state.history.trimmed(e))
         if checkpoint_dir is not None and (e % checkpoint_every == 0 or e == max_epochs):
@@ -333,7 +382,8 @@ def fit_dictionary(
     if checkpoint_dir is not None:
         _checkpoint.save(checkpoint_dir, state, {"fingerprint": fp}, max_epochs)
     bar.close()
-    cfg = _with_working_set(cfg, state.Z, e)
+    if batch_size is not None:
+        cfg = _with_working_set(cfg, state.Z, e)
     return finish_fit(cfg, state, X, w, wide_bound, parents)
 
 
@@ -346,18 +396,24 @@ def check_fit_inputs(X, n_atoms, lam, weights, max_epochs):
     return X, n_atoms, lam, check_weights(weights, X.shape[0], X.dtype), max_epochs
 
 
+_loss_jit = jax.jit(_loss)
+
+
 def finish_fit(cfg: _Config, state: _State, X, w, wide_bound, parents) -> DictionaryFit:
-    """The fit from a final state: codes re-encoded for the final atoms and bias (kept if better)."""
+    """The fit from a final state. Full-batch states already hold exact codes for their atoms and
+    bias; minibatch codes are re-encoded (and kept if better)."""
     lam = cfg.lam
-    Z_new = gram_codes(state.D, state.b, X, lam, state.Z, cfg.code_tol, cfg.code_steps, cfg.ws)
-    loss_new = _loss(X, state.D, Z_new, state.b, lam, w)
-    loss_old = _loss(X, state.D, state.Z, state.b, lam, w)
-    better = loss_new <= loss_old
+    Z, loss = state.Z, _loss_jit(X, state.D, state.Z, state.b, lam, w)
+    if cfg.batch_size is not None:
+        Z_new = gram_codes(state.D, state.b, X, lam, state.Z, cfg.code_tol, cfg.code_steps, cfg.ws)
+        loss_new = _loss_jit(X, state.D, Z_new, state.b, lam, w)
+        better = loss_new <= loss
+        Z, loss = jnp.where(better, Z_new, Z), jnp.where(better, loss_new, loss)
     return DictionaryFit(
         atoms=state.D,
         bias=state.b,
-        codes=jnp.where(better, Z_new, state.Z),
-        loss=jnp.where(better, loss_new, loss_old),
+        codes=Z,
+        loss=loss,
         wide_bound=wide_bound,
         lam=lam,
         history=state.history,

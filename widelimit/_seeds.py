@@ -49,7 +49,7 @@ def fit_dictionary_seeds(
     weights: Float[ArrayLike, " n_samples"] | None = None,
     max_epochs: int = 100,
     tol: float = 1e-6,
-    atom_steps: int = 5,
+    atom_steps: int = 10,
     code_tol: float = 1e-4,
     code_steps: int = 500,
     resample_dead: bool = True,
@@ -96,9 +96,8 @@ def fit_dictionary_seeds(
     prev = np.full(s, np.inf)
     for e in range(max_epochs):
         cfg = _with_working_set(cfg, state.Z.reshape(s * n, n_atoms), e)
-        step = eqx.filter_vmap(_epoch, in_axes=(None, 0, None, None, 0, None))
         epoch_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(k_run, e)
-        new = step(cfg, state, X, w, epoch_keys, wide_bound)
+        new = _epoch_seeds(cfg, state, X, w, epoch_keys, wide_bound)
         state = _select(jnp.asarray(active), new, state)
         loss = np.asarray(state.history.loss[:, e])
         active &= ~(prev - loss <= tol * np.abs(loss))

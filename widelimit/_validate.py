@@ -47,10 +47,16 @@ def check_matrix(x, name: str = "X", *, check_finite: bool = True, min_rows: int
         raise ValueError(f"`{name}` has {x.shape[0]} rows; at least {min_rows} required")
     if x.shape[1] < 1:
         raise ValueError(f"`{name}` has no columns (shape {tuple(x.shape)})")
+    host = isinstance(x, np.ndarray)  # checked by numpy: no small program to compile
+    if check_finite and host and not np.isfinite(x).all():
+        raise ValueError(f"`{name}` contains NaN or Inf")
     x = jnp.asarray(x, dtype=dtype)
-    if check_finite and _is_concrete(x) and not bool(jnp.isfinite(x).all()):
+    if check_finite and not host and _is_concrete(x) and not bool(_all_finite(x)):
         raise ValueError(f"`{name}` contains NaN or Inf")
     return x
+
+
+_all_finite = jax.jit(lambda x: jnp.isfinite(x).all())
 
 
 def check_lam(lam, dtype=jnp.float32, name: str = "lam"):
