@@ -249,20 +249,21 @@ def test_working_set_sizes_and_their_reuse():
     from widelimit._dictionary import _Config, _with_working_set
 
     assert [_bucket(n) for n in (1, 16, 17, 25, 33, 49, 65, 97, 129)] == [16, 16, 24, 32, 48, 64, 96, 128, 192]
-    Z = np.zeros((100, 500))
+    Z = np.zeros((100, 2500))
     for i in range(100):
         Z[i, : 10 if i < 95 else 30] = 1.0  # q90 of the supports: 10, max 30
-    assert working_set_size(Z, 500) == (16, 48)
+    assert working_set_size(Z, 2500) == (16, 48)
     assert working_set_size(Z, 20) == (16, 20)  # capped at n_atoms
     cfg = _Config(1.0, True, None, 10, 1e-4, 500, True)
-    first = _with_working_set(cfg, np.zeros((100, 500)), 0)
+    first = _with_working_set(cfg, np.zeros((100, 2500)), 0)
     assert first.ws == (64, 128) and first.support == 64  # before any codes
     kept = _with_working_set(first, Z, 1)
-    assert kept.ws == (16, 48)  # past a factor of two: new tier sizes
+    assert kept.ws == (16, 128)  # past a factor of two: a new first tier; the last never shrinks
     assert kept.support == 64  # the support (q99.9 = 30 -> 32) is within a factor of two: kept
     again = _with_working_set(dataclasses.replace(cfg, ws=(24, 96), support=48), Z, 1)
     assert again.ws == (24, 96) and again.support == 48  # within a factor of two: kept
     assert _with_working_set(cfg, np.zeros((100, 40)), 3) is cfg  # K ≤ 64: dense codes
+    assert _with_working_set(cfg, Z[:, :500], 1).support is None  # K < 2048: dense code Gram
 
 
 def test_atom_update_solves_the_ball_problem_and_never_increases_f(rng):

@@ -178,22 +178,23 @@ def _keep(old: int | None, new: int) -> int:
 
 def _with_working_set(cfg: _Config, Z, epoch: int) -> _Config:
     """Per-point working-set tiers (``_codes.working_set_lasso``) once K > 64, sized from the
-    current supports; (64, 128) before any codes. Also the support ``code_gram`` accumulates
-    sparsely (the 99.9 % quantile of the supports). Sizes change only past a factor of two, so a
-    fit compiles its epoch for few sizes."""
+    current supports ((64, 128) before any codes), and, once K ≥ 2048, the support ``code_gram``
+    accumulates sparsely (the 99.9 % quantile of the supports). Sizes change only past a factor
+    of two and the last tier never shrinks, so a fit compiles its epoch for few sizes."""
     k = Z.shape[1]
     if k <= 64:
         return cfg
     Z = np.asarray(Z)
     if epoch == 0 and not Z.any():
-        ws, support = (64, min(k, 128)), min(k, 64)
+        ws, support = (64, min(k, 128)), (None if k < 2048 else 64)
     else:
         ws = working_set_size(Z, k)
         support = min(k, _bucket(int(np.quantile(np.sum(Z > 0, axis=1), 0.999))))
+        support = None if k < 2048 else support  # code_gram is dense below 2048 atoms
         if cfg.ws is not None:
-            first, last = _keep(cfg.ws[0], ws[0]), _keep(cfg.ws[-1], ws[-1])
+            first, last = _keep(cfg.ws[0], ws[0]), max(cfg.ws[-1], ws[-1])
             ws = (first, last) if last > first else (first,)
-        support = _keep(cfg.support, support)
+        support = support if support is None else _keep(cfg.support, support)
     if ws == cfg.ws and support == cfg.support:
         return cfg
     return dataclasses.replace(cfg, ws=ws, support=support)
