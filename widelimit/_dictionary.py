@@ -1,8 +1,8 @@
 """Finite-width dictionary learning (SPEC §1, §3): ``fit_dictionary`` and ``DictionaryFit``.
 
 Full batch: alternate monotone all-atom updates (``_atoms``), the exact bias and exact codes
-(``_codes``); L(D, Z, b) never increases and the codes held are exact for the atoms held. Minibatch (``batch_size``): online updates in the style of
-Mairal et al. (2010) with sufficient statistics A = Σ Zᵀ Z, B = Σ Zᵀ(X − b) decayed by
+(``_codes``); L(D, Z, b) never increases and the codes held are exact for the atoms held.
+Minibatch (``batch_size``): online updates in the style of Mairal et al. (2010) with sufficient statistics A = Σ Zᵀ Z, B = Σ Zᵀ(X − b) decayed by
 β = 1 − batch_size/N, one ``lax.scan`` over the minibatches of each epoch.
 """
 
@@ -215,25 +215,24 @@ def _resize(h: History, n: int) -> History:
 
 def initial_state(D0, b0, n: int, epochs: int) -> _State:
     """The state before the first epoch: no codes, empty statistics and history (built on the
-    host, so that no small programs are compiled)."""
-    k, d = D0.shape
+    host, so that no small programs are compiled). D0 may carry leading seed axes (S, K, d)."""
+    *lead, k, d = D0.shape
     dt = np.dtype(D0.dtype)
 
-    def zeros(*shape):
-        return jnp.asarray(np.zeros(shape, dt))
+    def full(shape, value=0, dtype=dt):
+        return jnp.asarray(np.full((*lead, *shape), value, dtype))
 
-    nanv = np.full(epochs, np.nan, dt)
-    negi = np.full(epochs, -1, np.int32)
+    nanv, negi = full((epochs,), np.nan), full((epochs,), -1, np.int32)
     return _State(
         D0,
-        b0,
-        zeros(n, k),
-        zeros(k, k),
-        zeros(k, d),
-        zeros(d),
-        zeros(),
-        jnp.asarray(np.int32(0)),
-        History(*(jnp.asarray(a) for a in (nanv, nanv, nanv, negi, negi))),
+        jnp.broadcast_to(b0, (*lead, d)) if lead else b0,
+        full((n, k)),
+        full((k, k)),
+        full((k, d)),
+        full((d,)),
+        full(()),
+        full((), 0, np.int32),
+        History(nanv, nanv, nanv, negi, negi),
     )
 
 

@@ -15,15 +15,14 @@ from jaxtyping import ArrayLike, Float, Int, PRNGKeyArray
 
 from ._dictionary import (
     DictionaryFit,
-    History,
     _check_init_atoms,
     _Config,
     _epoch,
-    _State,
     _with_working_set,
     check_fit_inputs,
     data_init,
     finish_fit,
+    initial_state,
 )
 from ._solve_wide import solve_wide
 
@@ -77,19 +76,7 @@ def fit_dictionary_seeds(
     par = -jnp.ones((s, n_atoms), jnp.int32) if parents is None else jnp.asarray(parents, jnp.int32)
     if par.shape != (s, n_atoms):
         raise ValueError(f"`parents` must have shape ({s}, {n_atoms})")
-    nanv = jnp.full((s, max_epochs), jnp.nan, dt)
-    negi = -jnp.ones((s, max_epochs), jnp.int32)
-    state = _State(
-        D0,
-        jnp.broadcast_to(b0, (s, d)),
-        jnp.zeros((s, n, n_atoms), dt),
-        jnp.zeros((s, n_atoms, n_atoms), dt),
-        jnp.zeros((s, n_atoms, d), dt),
-        jnp.zeros((s, d), dt),
-        jnp.zeros((s,), dt),
-        jnp.zeros((s,), jnp.int32),
-        History(nanv, nanv, nanv, negi, negi),
-    )
+    state = initial_state(D0, b0, n, max_epochs)
     cfg = _Config(lam, bias, None, atom_steps, code_tol, code_steps, resample_dead)
     wide_bound = wide.dual_objective
     active = np.ones(s, bool)
