@@ -2,8 +2,9 @@
 
 Full batch: alternate monotone all-atom updates (``_atoms``), the exact bias and exact codes
 (``_codes``); L(D, Z, b) never increases and the codes held are exact for the atoms held.
-Minibatch (``batch_size``): online updates in the style of Mairal et al. (2010) with sufficient statistics A = Σ Zᵀ Z, B = Σ Zᵀ(X − b) decayed by
-β = 1 − batch_size/N, one ``lax.scan`` over the minibatches of each epoch.
+Minibatch (``batch_size``): online updates in the style of Mairal et al. (2010) with sufficient
+statistics A = Σ Zᵀ Z, B = Σ Zᵀ(X − b) decayed by β = 1 − batch_size/N, one ``lax.scan`` over the
+minibatches of each epoch.
 """
 
 from __future__ import annotations
