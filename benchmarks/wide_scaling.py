@@ -71,9 +71,10 @@ def vs_cvxpy(sizes, d=384):
 
 def passes(sizes, d=768):
     out = []
-    for dtype in (jnp.float32, jnp.float64):
-        for n in sizes:
-            X = jnp.asarray(sparse_coded(n, d, seed=2), dtype)
+    for n in sizes:
+        X0 = sparse_coded(n, d, seed=2)
+        for dtype in (jnp.float32, jnp.float64):
+            X = jnp.asarray(X0, dtype)
             lam = pick_lam(X)
             v = jnp.ones((d,), dtype)
             mv = jax.jit(lambda X, v: X @ v)
@@ -95,6 +96,7 @@ def passes(sizes, d=768):
             out.append(rec)
             print(rec, flush=True)
             del X
+        del X0
     return out
 
 

@@ -6,6 +6,7 @@ import pytest
 
 jax.config.update("jax_enable_x64", True)
 os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ["WIDELIMIT_COMPILE_CACHE"] = ""  # CLI tests must not write to ~/.cache
 
 
 @pytest.fixture

@@ -244,3 +244,20 @@ def test_sweep_plots(rng):
     f4 = plot.plot_split_tree(s)
     assert [t.get_text() for t in f4.axes[0].get_yticklabels()] == ["K=1", "K=2", "K=3"]
     assert len(f4.axes[0].collections) == 3  # one row of nodes per width
+
+
+def test_cli_keeps_a_persistent_compilation_cache(tmp_path, rays_file):
+    import os
+    import subprocess
+    import sys
+
+    cache = tmp_path / "xla"
+    env = dict(os.environ, WIDELIMIT_COMPILE_CACHE=str(cache), JAX_PLATFORMS="cpu")
+    cmd = [sys.executable, "-m", "widelimit.cli", "wide", str(rays_file / "x.npy"), "--lam", "0.3"]
+    first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    entries = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
+    assert entries, "no compiled program was cached"
+    second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0 and second.stdout == first.stdout
+    assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == entries  # read, not rewritten

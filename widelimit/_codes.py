@@ -13,6 +13,7 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, ArrayLike, Float
 
+from ._precision import full_precision
 from ._validate import check_lam, check_matrix
 
 
@@ -189,6 +190,7 @@ def working_set_lasso(D, b, X, lam, Z0, tol, max_steps, ws: int | tuple[int, ...
     return Z
 
 
+@full_precision
 def encode(
     atoms: Float[ArrayLike, "n_atoms n_features"],
     bias: Float[ArrayLike, " n_features"] | None,
@@ -219,6 +221,7 @@ def encode(
     return gram_codes(atoms, b, X, lam, jnp.maximum(Z0, 0), tol, max_steps)
 
 
+@full_precision
 def decode(
     atoms: Float[ArrayLike, "n_atoms n_features"],
     bias: Float[ArrayLike, " n_features"] | None,

@@ -19,6 +19,7 @@ from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
 from ._hull_table import hull_table
 from ._objective import check_dictionary
+from ._precision import full_precision
 from ._validate import check_lam, check_weights
 
 
@@ -122,6 +123,7 @@ def unit_atoms(D, Z, normalise: bool = False):
     return D, Z
 
 
+@full_precision
 def check_optimality(
     X: Float[ArrayLike, "n_samples n_features"],
     atoms: Float[ArrayLike, "n_atoms n_features"],

@@ -22,6 +22,7 @@ from . import _checkpoint
 from ._atoms import atom_update, bias_update, code_gram, normalise_rows
 from ._codes import _bucket, gram_codes, working_set_size
 from ._objective import loss_value as _loss
+from ._precision import full_precision
 from ._progress import Progress
 from ._solve_wide import solve_wide
 from ._validate import check_lam, check_matrix, check_positive_int, check_weights
@@ -287,6 +288,7 @@ def data_init(X, b, n_atoms, key, max_rows: int = 16384, rounds: int = 32):
     return normalise_rows(D + noise)
 
 
+@full_precision
 def fit_dictionary(
     X: Float[ArrayLike, "n_samples n_features"],
     n_atoms: int,

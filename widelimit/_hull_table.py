@@ -18,6 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int
 
+from ._precision import full_precision
+
 
 class HullTable(eqx.Module):
     """lo, hi (K × K) of z_j over I_i; target (1 − c_ij) μ_j; signed margin (< 0: violated)."""
@@ -131,6 +133,7 @@ def _take_rows(Z, idx):
     return jnp.asarray(out)
 
 
+@full_precision
 def hull_table(
     codes: Float[ArrayLike, "n_samples n_atoms"],
     atoms: Float[ArrayLike, "n_atoms n_features"],

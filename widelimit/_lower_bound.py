@@ -7,6 +7,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
 from ._objective import check_dictionary, loss_terms, residuals
+from ._precision import full_precision
 from ._validate import check_lam, check_weights
 from ._wide_solution import WideSolution
 
@@ -46,6 +47,7 @@ def residual_dual_bound(X, R, w, lam, bias: bool):
     return (lin - quad) / n
 
 
+@full_precision
 def wide_lower_bound(
     X: Float[ArrayLike, "n_samples n_features"],
     lam: float,

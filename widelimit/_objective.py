@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
+from ._precision import full_precision
 from ._validate import check_lam, check_matrix, check_weights
 
 
@@ -53,6 +54,7 @@ def loss_value(X, atoms, codes, bias, lam, w):
     return rec + sparse
 
 
+@full_precision
 def dictionary_loss(
     X: Float[ArrayLike, "n_samples n_features"],
     atoms: Float[ArrayLike, "n_atoms n_features"],

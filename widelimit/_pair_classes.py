@@ -18,6 +18,7 @@ import numpy as np
 from jaxtyping import ArrayLike, Float, Int
 
 from ._hull_table import row_chunks
+from ._precision import full_precision
 
 NONE, NESTED, EXCLUSIVE, COACTIVE = 0, 1, 2, 3
 
@@ -40,6 +41,7 @@ def _cooc(acc, zc):
     return acc + (b.T @ b).astype(acc.dtype)
 
 
+@full_precision
 def classify_pairs(
     codes: Float[ArrayLike, "n_samples n_atoms"],
     atoms: Float[ArrayLike, "n_atoms n_features"] | None = None,

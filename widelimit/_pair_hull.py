@@ -16,6 +16,7 @@ from jaxtyping import Array, ArrayLike, Float
 from ._conditions import OptimalityReport, unit_atoms
 from ._hull_table import pair_margin
 from ._objective import check_dictionary
+from ._precision import full_precision
 from ._validate import check_matrix, check_weights
 
 
@@ -81,6 +82,7 @@ def _check_pair(i, j, k):
     return int(i), int(j)
 
 
+@full_precision
 def pair_hull(
     report_or_codes: OptimalityReport | Float[ArrayLike, "n_samples n_atoms"],
     i: int,
@@ -129,6 +131,7 @@ def _perturbation(p: PairHull) -> Perturbation:
     return Perturbation(p.i, p.j, a, t, a * p.target + t)
 
 
+@full_precision
 def separating_perturbation(
     report_or_codes: OptimalityReport | Float[ArrayLike, "n_samples n_atoms"],
     i: int,
@@ -144,6 +147,7 @@ def separating_perturbation(
     return _perturbation(p)
 
 
+@full_precision
 def apply_perturbation(
     X: Float[ArrayLike, "n_samples n_features"],
     atoms: Float[ArrayLike, "n_atoms n_features"],

@@ -16,6 +16,7 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 from ._atoms import normalise_rows
 from ._codes import encode
 from ._objective import loss_value
+from ._precision import full_precision
 from ._solve_wide import solve_wide
 from ._validate import check_lam, check_matrix, check_positive_int
 
@@ -47,6 +48,7 @@ class ReluSAE(eqx.Module):
         return self.b_dec
 
 
+@full_precision
 def sae_loss(sae: ReluSAE, X, lam, w=None):
     """L(W_dec, encode(X), b_dec)."""
     w = jnp.ones(X.shape[0], X.dtype) if w is None else w
@@ -62,6 +64,7 @@ def init_sae(X, width: int, b_dec, key) -> ReluSAE:
     return ReluSAE(D, jnp.zeros(width, X.dtype), D, b_dec)
 
 
+@full_precision
 def train_sae(
     X: Float[ArrayLike, "n_samples n_features"],
     width: int,
@@ -110,6 +113,7 @@ def train_sae(
     return eqx.combine(params, static), losses
 
 
+@full_precision
 def amortisation_gap(
     sae: ReluSAE, X: Float[ArrayLike, "n_samples n_features"], lam: float, **encode_kw
 ):

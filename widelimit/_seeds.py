@@ -24,6 +24,7 @@ from ._dictionary import (
     finish_fit,
     initial_state,
 )
+from ._precision import full_precision
 from ._solve_wide import solve_wide
 
 # one compiled program per configuration: the epoch of every seed at once
@@ -35,6 +36,7 @@ def _select(keep, new, old):
     return jax.tree.map(lambda a, b: jnp.where(keep.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, old)
 
 
+@full_precision
 def fit_dictionary_seeds(
     X: Float[ArrayLike, "n_samples n_features"],
     n_atoms: int,

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
+from ._precision import full_precision
 from ._results import RESULTS
 from ._row_source import RowSource, is_streamable
 from ._validate import check_lam, check_lams, check_matrix, check_positive_int, check_weights
@@ -93,6 +94,7 @@ def _check_result(sol: WideSolution, X, throw: bool) -> WideSolution:
     return sol
 
 
+@full_precision
 def solve_wide(
     X: Float[ArrayLike, "n_samples n_features"] | str,
     lam: float,
@@ -161,6 +163,7 @@ def solve_wide(
     return _check_result(sol, X, throw)
 
 
+@full_precision
 def solve_wide_path(
     X: Float[ArrayLike, "n_samples n_features"],
     lams: Float[ArrayLike, " n_lams"],

@@ -15,6 +15,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from ._atoms import normalise_rows
+from ._precision import full_precision
 
 
 def _top_directions(D, Z, R, key, iters: int = 30):
@@ -38,6 +39,7 @@ def _top_directions(D, Z, R, key, iters: int = 30):
     return jax.vmap(one, in_axes=(0, 1, 0))(D, Z, v0)
 
 
+@full_precision
 def split_atoms(
     atoms: Float[ArrayLike, "n_atoms n_features"],
     X: Float[ArrayLike, "n_samples n_features"],
@@ -99,6 +101,7 @@ def _greedy_new_atoms(R, Z, lam, cand, m: int):
     return out
 
 
+@full_precision
 def grow(fit, X, n_atoms: int, *, key: PRNGKeyArray, eps: float = 0.1, candidates: int = 256):
     """Atoms for width ``n_atoms`` ≥ current width from a ``DictionaryFit``: returns
     (atoms, parents, codes) to warm-start ``fit_dictionary``.

@@ -24,6 +24,7 @@ from . import _checkpoint
 from ._conditions import check_optimality
 from ._dictionary import DictionaryFit, fit_dictionary
 from ._fit_io import atomic_save, load_fit, save_fit
+from ._precision import full_precision
 from ._progress import Progress
 from ._seeds import fit_dictionary_seeds
 from ._solve_wide import solve_wide
@@ -161,6 +162,7 @@ def _assemble(records, fits, n_rays, wide_optimum, wide_bound, lam) -> Sweep:
     )  # fmt: skip
 
 
+@full_precision
 def width_sweep(
     X: Float[ArrayLike, "n_samples n_features"],
     widths,

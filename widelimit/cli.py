@@ -57,9 +57,23 @@ def load_data(path: str, key: str | None = None) -> np.ndarray:
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
+def _compile_cache():
+    """JAX's persistent compilation cache, so repeated runs skip XLA compilation (and, on GPUs, its
+    autotuning: a width-1024 fit's first epoch fell from 66 s to 3.6 s on an H100). The directory is
+    ``$WIDELIMIT_COMPILE_CACHE``, default ``~/.cache/widelimit/xla``; an empty value turns it off."""
+    default = os.path.join(os.path.expanduser("~"), ".cache", "widelimit", "xla")
+    path = os.environ.get("WIDELIMIT_COMPILE_CACHE", default)
+    if path:
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", path)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
 def _setup(dtype: str, quiet: bool):
     if dtype not in DTYPES:
         _fail(f"--dtype must be float32 or float64, got {dtype!r}")
+    _compile_cache()
     if dtype == "float64":
         import jax
 
