@@ -37,7 +37,7 @@ def matmul_error():
     return {"default_f32_rel_err": err(f(Aj, Bj)), "full_precision_f32_rel_err": err(full_precision(lambda a, b: jax.jit(lambda a, b: a @ b)(a, b))(Aj, Bj))}
 
 
-def finite(ks=(64, 256, 1024, 4096), epochs=7):
+def finite(ks=(64, 256, 1024, 4096), epochs=10):
     ref = json.load(open(os.path.join(RESULTS, "finite_scaling.json")))["vs_sklearn_at_k"]
     X = sparse_coded(8000, 384, seed=3)
     lam = 0.1 * float(np.median(np.linalg.norm(X - X.mean(0), axis=1)))

@@ -256,9 +256,9 @@ def test_working_set_sizes_and_their_reuse():
     assert working_set_size(Z, 20) == (16, 20)  # capped at n_atoms
     cfg = _Config(1.0, True, None, 10, 1e-4, 500, True)
     first = _with_working_set(cfg, np.zeros((100, 2500)), 0)
-    assert first.ws == (64, 128) and first.support == 64  # before any codes
+    assert first.ws == (64, 256) and first.support == 64  # before any codes
     kept = _with_working_set(first, Z, 1)
-    assert kept.ws == (16, 128)  # past a factor of two: a new first tier; the last never shrinks
+    assert kept.ws == (16, 256)  # past a factor of two: a new first tier; the last never shrinks
     assert kept.support == 64  # the support (q99.9 = 30 -> 32) is within a factor of two: kept
     again = _with_working_set(dataclasses.replace(cfg, ws=(24, 96), support=48), Z, 1)
     assert again.ws == (24, 96) and again.support == 48  # within a factor of two: kept
@@ -308,3 +308,11 @@ def test_sparse_code_gram_equals_dense(rng):
     Z[:3, :40] = 1.0  # rows whose support exceeds the sparse budget
     w = rng.uniform(0, 2, n)
     np.testing.assert_allclose(code_gram(Z, w, 16), Z.T @ (w[:, None] * Z), rtol=1e-12, atol=1e-12)
+
+
+def test_gram_lipschitz_is_the_largest_eigenvalue_of_the_gram(rng):
+    from widelimit._codes import gram_lipschitz
+
+    for k, d in ((50, 8), (8, 50), (12, 12)):
+        D = rng.normal(size=(k, d))
+        np.testing.assert_allclose(float(gram_lipschitz(D)), np.linalg.eigvalsh(D @ D.T)[-1], rtol=1e-10)

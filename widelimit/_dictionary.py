@@ -180,7 +180,7 @@ def _keep(old: int | None, new: int) -> int:
 
 def _with_working_set(cfg: _Config, Z, epoch: int) -> _Config:
     """Per-point working-set tiers (``_codes.working_set_lasso``) once K > 64, sized from the
-    current supports ((64, 128) before any codes), and, once K ≥ 2048, the support ``code_gram``
+    current supports ((64, 256) before any codes), and, once K ≥ 2048, the support ``code_gram``
     accumulates sparsely (the 99.9 % quantile of the supports). Sizes change only past a factor
     of two and the last tier never shrinks, so a fit compiles its epoch for few sizes."""
     k = Z.shape[1]
@@ -188,7 +188,7 @@ def _with_working_set(cfg: _Config, Z, epoch: int) -> _Config:
         return cfg
     Z = np.asarray(Z)
     if epoch == 0 and not Z.any():
-        ws, support = (64, min(k, 128)), (None if k < 2048 else 64)
+        ws, support = (64, min(k, 256)), (None if k < 2048 else 64)
     else:
         ws = working_set_size(Z, k)
         support = min(k, _bucket(int(np.quantile(np.sum(Z > 0, axis=1), 0.999))))
