@@ -137,3 +137,37 @@ def test_chunked_pass_matches_plain(rng):
     ref = wl.solve_wide(X.astype(np.float64), 6.0)
     np.testing.assert_allclose(float(sol.objective), float(ref.objective), rtol=2e-6)
     np.testing.assert_allclose(np.asarray(sol.bias), np.asarray(ref.bias), atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-11), (np.float32, 2e-5)])
+def test_group_pass_equals_one_pass_per_bias(dtype, rtol, rng, monkeypatch):
+    # one centring serves biases within λ/4 of the reference; farther ones get their own pass
+    import widelimit._wide_pass as wide_pass
+    from widelimit._wide_pass import data_pass
+    from widelimit._wide_path import group_stats
+
+    monkeypatch.setattr(wide_pass, "_BLOCK_ELEMENTS", 2**10)  # 170-row blocks and a remainder
+    X = jnp.asarray(rng.normal(size=(3001, 6)) * 3 + 50, dtype)  # far from the origin
+    lams = jnp.asarray([2.0, 1.5, 1.0, 0.7], dtype)
+    for spread in (0.1, 3.0):  # near: the shared pass; far: exact passes (the fallback)
+        B = jnp.asarray(50 + spread * rng.normal(size=(4, 6)) / np.sqrt(6) * 0.4, dtype)
+        got = group_stats(X, jnp.ones(3001, dtype), B, lams, False)
+        for j in range(4):
+            ref = data_pass(X.astype(np.float64), jnp.ones(3001), B[j].astype(np.float64), lams[j].astype(np.float64), False, True)
+            np.testing.assert_allclose(np.asarray(got[1][j]), np.asarray(ref[1]), rtol=rtol, atol=rtol)
+            for k in (2, 3):  # G and Y, relative to their scale Σ|y|/λ
+                scale = float(jnp.sum(jnp.abs(X - B[j]))) / float(lams[j])
+                np.testing.assert_allclose(np.asarray(got[k][j]), np.asarray(ref[k]), atol=rtol * scale)
+
+
+def test_long_path_shares_passes_and_matches_single_solves(rng):
+    X = rng.standard_t(3, size=(400, 5)) + 3
+    lams = np.geomspace(0.05, 3.0, 21)  # 21 λ: three groups, the last padded
+    path = wl.solve_wide_path(X, lams, rtol=1e-13)
+    jitted = jax.jit(lambda lams: wl.solve_wide_path(X, lams, rtol=1e-13).objective)(lams)
+    for i in (0, 7, 13, 20):
+        s = wl.solve_wide(X, lams[i], rtol=1e-13)
+        np.testing.assert_allclose(float(path.objective[i]), float(s.objective), rtol=1e-12)
+        np.testing.assert_allclose(np.asarray(path.bias[i]), np.asarray(s.bias), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(jitted), np.asarray(path.objective), rtol=1e-12)
+    assert np.all(np.asarray(path.gap) <= 1e-13) and path.code_norms.shape == (21, 400)

@@ -12,13 +12,13 @@ from ._results import RESULTS
 from ._row_source import RowSource, is_streamable
 from ._validate import check_lam, check_lams, check_matrix, check_positive_int, check_weights
 from ._wide_pass import block_stats, is_sharded
+from ._wide_path import GROUP, solve_path_grouped
 from ._wide_solution import WideSolution
 from ._wide_solver import (
     WideSolver,
     default_rtol,
     raise_if_failed,
     solve_in_memory,
-    solve_path_scan,
     solve_path_vmap,
     weighted_mean,
 )
@@ -179,8 +179,9 @@ def solve_wide_path(
     """Solve W(λ) for every λ in ``lams`` in one compiled program.
 
     ``method="scan"`` (default, measured faster on CPU; see benchmarks/wide_scaling.py) solves the λ
-    in decreasing order, each warm-started at the previous bias; ``method="vmap"`` solves all λ
-    in parallel from the mean. Returns a ``WideSolution`` whose leaves have a leading λ axis in
+    in decreasing order, in groups of 8 that share each data pass (``_wide_path``), each group
+    warm-started at the last bias of the one before; ``method="vmap"`` solves all λ in parallel
+    from the mean. Returns a ``WideSolution`` whose leaves have a leading λ axis in
     the order of ``lams``.
     """
     if method not in ("scan", "vmap"):
@@ -197,8 +198,9 @@ def solve_wide_path(
         sols = solve_path_vmap(solver, X, w, lams, b0)
     else:
         order = jnp.argsort(-lams)
+        padded = jnp.concatenate([order, jnp.full(-len(order) % GROUP, order[-1])])
         b0 = _warm_start(X, w, lams[order[0]], solver)
-        sols = solve_path_scan(solver, X, w, lams[order], b0)
+        sols = solve_path_grouped(solver, X, w, lams[padded], b0)
         inv = jnp.argsort(order)
         sols = jax.tree.map(lambda a: a[inv] if getattr(a, "ndim", 0) else a, sols)
     if throw and not isinstance(sols.gap, jax.core.Tracer):

@@ -44,31 +44,42 @@ def block_rows(n_features: int) -> int:
     return max(64, _BLOCK_ELEMENTS // max(n_features, 1))
 
 
-def data_pass(X, w, b, lam, nonneg: bool, chunked: bool):
-    """``block_stats`` over all rows; in cache-sized blocks when ``chunked``."""
+def map_reduce_rows(f, X, w, chunked: bool):
+    """``f(xb, wb) -> (per_row, sums)`` over all rows, in cache-sized blocks when ``chunked``: the
+    per-row outputs (rows on their last axis) are concatenated and the sums added."""
     n, d = X.shape
     B = block_rows(d)
     if not chunked or n <= 2 * B:
-        return block_stats(X, w, b, lam, nonneg)
+        return f(X, w)
     nb, rem = divmod(n, B)
-    dt = jnp.result_type(X.dtype, b.dtype)
+    shapes = jax.eval_shape(f, X[:B], w[:B])
 
     def body(i, carry):
-        n1, q, G, Y = carry
-        xb = lax.dynamic_slice_in_dim(X, i * B, B)
-        wb = lax.dynamic_slice_in_dim(w, i * B, B)
-        n1b, qb, Gb, Yb = block_stats(xb, wb, b, lam, nonneg)
-        n1 = lax.dynamic_update_slice_in_dim(n1, n1b, i * B, 0)
-        q = lax.dynamic_update_slice_in_dim(q, qb, i * B, 0)
-        return n1, q, G + Gb, Y + Yb
+        rows, sums = carry
+        rows_b, sums_b = f(lax.dynamic_slice_in_dim(X, i * B, B), lax.dynamic_slice_in_dim(w, i * B, B))
+        rows = jax.tree.map(lambda a, ab: lax.dynamic_update_slice_in_dim(a, ab, i * B, -1), rows, rows_b)
+        return rows, jax.tree.map(jnp.add, sums, sums_b)
 
-    init = (jnp.zeros((n,), dt), jnp.zeros((n,), dt), jnp.zeros((d,), dt), jnp.zeros((d,), dt))
-    n1, q, G, Y = lax.fori_loop(0, nb, body, init)
+    init = (
+        jax.tree.map(lambda s: jnp.zeros((*s.shape[:-1], n), s.dtype), shapes[0]),
+        jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes[1]),
+    )
+    rows, sums = lax.fori_loop(0, nb, body, init)
     if rem:
-        n1r, qr, Gr, Yr = block_stats(X[nb * B :], w[nb * B :], b, lam, nonneg)
-        n1 = n1.at[nb * B :].set(n1r)
-        q = q.at[nb * B :].set(qr)
-        G, Y = G + Gr, Y + Yr
+        rows_r, sums_r = f(X[nb * B :], w[nb * B :])
+        rows = jax.tree.map(lambda a, ar: a.at[..., nb * B :].set(ar), rows, rows_r)
+        sums = jax.tree.map(jnp.add, sums, sums_r)
+    return rows, sums
+
+
+def data_pass(X, w, b, lam, nonneg: bool, chunked: bool):
+    """``block_stats`` over all rows; in cache-sized blocks when ``chunked``."""
+
+    def f(xb, wb):
+        n1, q, G, Y = block_stats(xb, wb, b, lam, nonneg)
+        return (n1, q), (G, Y)
+
+    (n1, q), (G, Y) = map_reduce_rows(f, X, w, chunked)
     return n1, q, G, Y
 
 

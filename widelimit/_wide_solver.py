@@ -69,6 +69,12 @@ class WideSolver(eqx.Module):
             fit_bias=self.bias,
         )
 
+    def unfinished(self, n1, q, w, G, Y):
+        """Whether the certified relative gap of these pass statistics is still above rtol (and
+        the objective finite): the loop's condition, without its step limit."""
+        primal, gap = certificate(n1, q, w, G, Y, True)
+        return (relative(gap, primal) > self.rtol) & jnp.isfinite(primal)
+
     def __call__(self, X, w, lam, b0) -> WideSolution:
         def stats(b):
             return data_pass(X, w, b, lam, self.nonneg_atoms, self.chunked)
@@ -78,14 +84,9 @@ class WideSolver(eqx.Module):
             n1, q, G, Y = stats(b0)
             return self.finish(b0, lam, n1, q, w, G, Y, 0)
 
-        def gap_of(n1, q, G, Y):
-            primal, gap = certificate(n1, q, w, G, Y, True)
-            return primal, relative(gap, primal)
-
         def cond(state):
             b, n1, q, G, Y, step = state
-            primal, rel = gap_of(n1, q, G, Y)
-            return (rel > self.rtol) & (step < self.max_steps) & jnp.isfinite(primal)
+            return self.unfinished(n1, q, w, G, Y) & (step < self.max_steps)
 
         def body(state):
             b, n1, q, G, Y, step = state
@@ -114,15 +115,3 @@ def _vmapped(solver, X, w, lams, b0):
 
 
 solve_path_vmap = eqx.filter_jit(_vmapped)
-
-
-def _scanned(solver, X, w, lams, b0):
-    def f(b, lam):
-        sol = solver(X, w, lam, b)
-        return sol.bias, sol
-
-    _, sols = lax.scan(f, b0, lams)
-    return sols
-
-
-solve_path_scan = eqx.filter_jit(_scanned)
