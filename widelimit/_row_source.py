@@ -1,8 +1,9 @@
 """Row-chunk sources for data larger than memory: ``.npy`` paths, numpy memmaps, chunk iterables.
 
 Every source yields C-contiguous numpy blocks of at most ``chunk_rows`` rows and can be iterated many
-times (one iteration per solver pass). File sources read into one reused buffer and never map the
-whole file into the process, so resident memory stays at about one chunk.
+times (one iteration per solver pass). File sources read into two reused half-chunk buffers (so that
+reading the next block overlaps computing on the last) and never map the whole file into the
+process, so resident memory stays at about one chunk.
 """
 
 from __future__ import annotations
@@ -113,6 +114,17 @@ class RowSource:
             chunk_rows = max(1024, (64 << 20) // (self.n_features * max(self.dtype.itemsize, 4)))
         self.chunk_rows = int(chunk_rows)
 
+    @property
+    def pipelined(self) -> bool:
+        """File and memmap sources fill two alternating buffers of half a chunk each: a consumer may
+        keep using the last chunk while the next one is read (never the one before it)."""
+        return self._kind in ("npy", "memmap")
+
+    @property
+    def block_rows(self) -> int:
+        """Rows per yielded block: half a chunk when ``pipelined`` (same memory), else a chunk."""
+        return max(1, self.chunk_rows // 2) if self.pipelined else self.chunk_rows
+
     def __iter__(self) -> Iterator[np.ndarray]:
         if self._kind == "npy":
             yield from self._iter_file()
@@ -131,24 +143,26 @@ class RowSource:
 
     def _iter_file(self):
         n, d = self.shape
-        buf = aligned_empty((self.chunk_rows, d), self.dtype)
+        B = self.block_rows
+        bufs = [aligned_empty((B, d), self.dtype) for _ in range(2)]
         with open(self._path, "rb", buffering=0) as f:
             f.seek(self._offset)
-            for start in range(0, n, self.chunk_rows):
-                rows = min(self.chunk_rows, n - start)
-                view = buf[:rows]
+            for i, start in enumerate(range(0, n, B)):
+                rows = min(B, n - start)
+                view = bufs[i % 2][:rows]
                 got = f.readinto(memoryview(view).cast("B"))
                 if got != view.nbytes:
                     raise ValueError(f"`{self.name}`: file {self._path!r} is truncated")
                 yield view
 
     def _iter_memmap(self):
-        n, _ = self.shape
-        buf = aligned_empty((self.chunk_rows, self.shape[1]), self.dtype)
+        n, d = self.shape
+        B = self.block_rows
+        bufs = [aligned_empty((B, d), self.dtype) for _ in range(2)]
         mm = getattr(self._array, "_mmap", None)
-        for start in range(0, n, self.chunk_rows):
-            rows = min(self.chunk_rows, n - start)
-            np.copyto(buf[:rows], self._array[start : start + rows])
+        for i, start in enumerate(range(0, n, B)):
+            rows = min(B, n - start)
+            np.copyto(bufs[i % 2][:rows], self._array[start : start + rows])
             if mm is not None and hasattr(mm, "madvise"):
                 mm.madvise(mmap.MADV_DONTNEED)  # drop the mapped pages we just copied
-            yield buf[:rows]
+            yield bufs[i % 2][:rows]

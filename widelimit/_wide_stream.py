@@ -27,17 +27,29 @@ def _weights_for(weights, n_rows: int, dtype):
 
 
 def _pass(source: RowSource, w, b, lam, nonneg, dtype):
-    """Stream every chunk once: returns numpy (n1, q) and float64 sums (G, Y).
+    """Stream every block once: returns numpy (n1, q) and float64 sums (G, Y).
 
-    Page-aligned chunks are used by XLA without a copy; the results are fetched (synchronising)
-    before the source overwrites its buffer with the next chunk.
+    Page-aligned blocks are used by XLA without a copy. With a ``pipelined`` source the statistics
+    of a block are dispatched (asynchronously) before those of the block before are fetched, so the
+    next read overlaps the computation; a source's buffer is refilled only after its results are in.
     """
-    B = source.chunk_rows
+    B = source.block_rows
     n1s, qs = [], []
-    G = np.zeros(source.n_features)
-    Y = np.zeros(source.n_features)
-    start = 0
+    sums = np.zeros((2, source.n_features))
     ones = np.ones(B, dtype)
+    start = 0
+    pending = None
+
+    def collect(p):
+        start, rows, (n1, q, Gb, Yb) = p
+        q = np.asarray(q)[:rows]
+        if not np.all(np.isfinite(q)):
+            raise ValueError(f"`X` contains NaN or Inf (in rows {start}..{start + rows - 1})")
+        n1s.append(np.asarray(n1)[:rows])
+        qs.append(q)
+        sums[0] += np.asarray(Gb, np.float64)
+        sums[1] += np.asarray(Yb, np.float64)
+
     for chunk in source:
         rows = chunk.shape[0]
         if rows == B and chunk.dtype == dtype:
@@ -50,16 +62,17 @@ def _pass(source: RowSource, w, b, lam, nonneg, dtype):
         else:
             wb = np.zeros(B, dtype)
             wb[:rows] = 1.0 if w is None else w[start : start + rows]
-        n1, q, Gb, Yb = _block_stats(jax.device_put(xb), jax.device_put(wb), b, lam, nonneg, True)
-        q = np.asarray(q)[:rows]
-        if not np.all(np.isfinite(q)):
-            raise ValueError(f"`X` contains NaN or Inf (in rows {start}..{start + rows - 1})")
-        n1s.append(np.asarray(n1)[:rows])
-        qs.append(q)
-        G += np.asarray(Gb, np.float64)
-        Y += np.asarray(Yb, np.float64)
+        out = (start, rows, _block_stats(jax.device_put(xb), jax.device_put(wb), b, lam, nonneg, True))
+        if pending is not None:
+            collect(pending)
+        pending = out
+        if not source.pipelined:
+            collect(pending)
+            pending = None
         start += rows
-    return np.concatenate(n1s), np.concatenate(qs), G, Y
+    if pending is not None:
+        collect(pending)
+    return np.concatenate(n1s), np.concatenate(qs), sums[0], sums[1]
 
 
 def solve_streaming(
