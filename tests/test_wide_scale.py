@@ -96,3 +96,24 @@ def test_stream_memmap_slice_reads_the_right_rows(data, tmp_path):
     np.save(path, data)
     mm = np.load(path, mmap_mode="r")[1234:4321]
     _agree(wl.solve_wide(mm, 1.5, chunk_rows=500), wl.solve_wide(data[1234:4321], 1.5))
+
+
+def test_file_sources_alternate_two_half_chunk_buffers(data, tmp_path):
+    # the streaming pass reads block i+1 while block i is computed on: the two must never share
+    # memory, and block i+1 may reuse only block i-1's buffer
+    from widelimit._row_source import RowSource
+
+    path = tmp_path / "x.npy"
+    np.save(path, data)
+    for X in (str(path), np.load(path, mmap_mode="r")):
+        src = RowSource(X, chunk_rows=1000)
+        assert src.pipelined and src.block_rows == 500
+        blocks, copies = [], []
+        for blk in src:
+            assert not any(np.shares_memory(blk, b) for b in blocks[-1:])
+            blocks.append(blk)
+            copies.append(blk.copy())
+        assert len({b.ctypes.data for b in blocks}) == 2
+        np.testing.assert_array_equal(np.concatenate(copies), data)
+    chunks = RowSource([data[:700], data[700:]], chunk_rows=1000)
+    assert not chunks.pipelined and chunks.block_rows == 1000
