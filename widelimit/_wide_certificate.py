@@ -48,12 +48,30 @@ def certificate(n1, q, w, G, Y, bias: bool):
     if not bias:
         return primal, gap_b
     t = 2.0 ** -jnp.arange(1, _SLACK_LEVELS + 1, dtype=q.dtype)
-    in_s = (q[None, :] <= 1 - t[:, None]) & (w[None, :] > 0)
-    w_s = jnp.sum(jnp.where(in_s, w[None, :], 0), axis=1)
+    w_s = slack_weights(q, w, t)
     gsq = jnp.sum(G * G)
     feasible = (w_s > 0) & (jnp.sqrt(gsq) <= t * w_s)
     gap_a = jnp.where(feasible, 0.5 * gsq / (jnp.where(w_s > 0, w_s, 1) * n_eff), jnp.inf)
     return primal, jnp.minimum(gap_b, jnp.min(gap_a))
+
+
+def slack_weights(q, w, t):
+    """w_s[i] = Σ_n w_n [q_n ≤ 1 − t_i] (w_n > 0) for decreasing t, in O(N): the levels a point
+    meets are those from its first one on, so the sums are a cumulative histogram of first levels
+    (found from log2 and checked with the comparison itself)."""
+    levels = t.shape[0]
+
+    def meets(i):
+        return (i < levels) & (q <= 1 - t[jnp.clip(i, 0, levels - 1)])
+
+    gap = jnp.where(q < 1, 1 - q, 1)
+    guess = jnp.clip(jnp.ceil(-jnp.log2(gap)) - 1, 0, levels).astype(jnp.int32)
+    first = jnp.where(
+        (guess > 0) & meets(guess - 1), guess - 1, jnp.where(meets(guess), guess, guess + 1)
+    )
+    first = jnp.where(q < 1, jnp.minimum(first, levels), levels)
+    hist = jnp.zeros(levels + 1, w.dtype).at[first].add(jnp.where(w > 0, w, 0))
+    return jnp.cumsum(hist)[:levels]
 
 
 def relative(gap, primal):

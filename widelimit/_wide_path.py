@@ -4,8 +4,8 @@ For the biases b_j of a group, each block of rows is centred once at a reference
 bias b_r: y = x − b_r and ||x − b_j||² = ||y||² − 2⟨y, δ_j⟩ + ||δ_j||² with δ_j = b_j − b_r, one
 (rows × m) product; G_j = Σ w a_j (y − δ_j)/λ_j and Y_j come from one (m × rows) product with y.
 While every ||δ_j|| ≤ λ_j/4, the rounding error of ||x − b_j||² stays within a small multiple of
-eps·(||x − b_j||² + λ_j²), as in the direct pass; otherwise (and with nonnegative atoms) each bias
-gets its own direct pass. Groups are solved in decreasing λ, each started at the last bias of the
+eps·(||x − b_j||² + λ_j²), as in the direct pass; otherwise each bias gets its own pass, centred at
+itself (and with nonnegative atoms, the direct pass). Groups are solved in decreasing λ, each started at the last bias of the
 group before, and a group's biases are updated together until every one is certified.
 """
 
@@ -24,10 +24,10 @@ GROUP = 8
 _REF_RADIUS = 0.25
 
 
-def _shared_block(xb, wb, B, lams):
-    """(q (m, rows)), (G (m, d), Y (m, d)) for the biases B of one group, from one centring."""
-    delta = B - B[0]
-    y = xb - B[0]
+def _shared_block(xb, wb, B, lams, ref):
+    """(q (m, rows)), (G (m, d), Y (m, d)) for the biases B of one group, centred at B[ref]."""
+    delta = B - B[ref]
+    y = xb - B[ref]
     d2 = jnp.sum(y * y, axis=1)[:, None] - 2 * (y @ delta.T) + jnp.sum(delta * delta, axis=1)
     q = jnp.sqrt(jnp.maximum(d2, 0)) / lams
     a = wb[:, None] * huber_weight(q)
@@ -37,20 +37,32 @@ def _shared_block(xb, wb, B, lams):
 
 
 def group_stats(X, w, B, lams, nonneg: bool, chunked: bool = True):
-    """Pass statistics (n1, q, G, Y), each with a leading group axis, at the biases B (m, d)."""
+    """Pass statistics (n1, q, G, Y), each with a leading group axis, at the biases B (m, d).
 
-    def exact():
-        return jax.vmap(lambda b, lam: data_pass(X, w, b, lam, nonneg, chunked))(B, lams)
-
+    One pass centred at B[0] when every bias lies within λ_j/4 of it; otherwise one pass per bias,
+    each centred at that bias (which is the direct computation). A loop of one or m passes rather
+    than ``lax.cond``, whose operand copies cost XLA:CPU about a third of a pass."""
     if nonneg:
-        return exact()
-
-    def shared():
-        (q,), (G, Y) = map_reduce_rows(lambda xb, wb: _shared_block(xb, wb, B, lams), X, w, chunked)
-        return jnp.zeros_like(q), q, G, Y
-
+        return jax.vmap(lambda b, lam: data_pass(X, w, b, lam, True, chunked))(B, lams)
+    m = B.shape[0]
     near = jnp.all(jnp.linalg.norm(B - B[0], axis=1) <= _REF_RADIUS * lams)
-    return lax.cond(near, shared, exact)
+
+    def one_pass(j, acc):
+        ref = jnp.where(near, 0, j)
+        (q,), (G, Y) = map_reduce_rows(
+            lambda xb, wb: _shared_block(xb, wb, B, lams, ref), X, w, chunked
+        )
+        take = near | (jnp.arange(m) == j)
+        return tuple(
+            jnp.where(take.reshape(-1, *(1,) * (a.ndim - 1)), new, a)
+            for a, new in zip(acc, (q, G, Y), strict=True)
+        )
+
+    n, d = X.shape
+    dt = jnp.result_type(X.dtype, B.dtype)
+    init = (jnp.zeros((m, n), dt), jnp.zeros((m, d), dt), jnp.zeros((m, d), dt))
+    q, G, Y = lax.fori_loop(0, jnp.where(near, 1, m), one_pass, init)
+    return jnp.zeros_like(q), q, G, Y
 
 
 def solve_group(solver: WideSolver, X, w, lams, b0) -> WideSolution:
@@ -60,25 +72,26 @@ def solve_group(solver: WideSolver, X, w, lams, b0) -> WideSolution:
     stats = group_stats(X, w, B, lams, solver.nonneg_atoms)
     steps = jnp.zeros((m,), jnp.int32)
 
-    def todo(stats):
-        return jax.vmap(solver.unfinished, in_axes=(0, 0, None, 0, 0))(*stats[:2], w, *stats[2:])
-
-    def cond(state):
-        _, stats, steps = state
-        return jnp.any(todo(stats) & (steps < solver.max_steps))
+    def todo(stats, steps):
+        unfinished = jax.vmap(solver.unfinished, in_axes=(0, 0, None, 0, 0))
+        return unfinished(*stats[:2], w, *stats[2:]) & (steps < solver.max_steps)
 
     def body(state):
-        B, stats, steps = state
-        move = todo(stats) & (steps < solver.max_steps)
+        B, stats, steps, move = state
         n1, q, G, Y = stats
         Bn = jax.vmap(solver.step_bias, in_axes=(0, 0, 0, None, 0))(B, lams, q, w, G)
         B = jnp.where(move[:, None], Bn, B)
-        return B, group_stats(X, w, B, lams, solver.nonneg_atoms), steps + move
+        stats, steps = group_stats(X, w, B, lams, solver.nonneg_atoms), steps + move
+        return B, stats, steps, todo(stats, steps)
 
     if solver.bias:
-        B, stats, steps = lax.while_loop(cond, body, (B, stats, steps))
+        B, stats, steps, _ = lax.while_loop(
+            lambda s: jnp.any(s[3]), body, (B, stats, steps, todo(stats, steps))
+        )
     n1, q, G, Y = stats
-    return jax.vmap(solver.finish, in_axes=(0, 0, 0, 0, None, 0, 0, 0))(B, lams, n1, q, w, G, Y, steps)
+    return jax.vmap(solver.finish, in_axes=(0, 0, 0, 0, None, 0, 0, 0))(
+        B, lams, n1, q, w, G, Y, steps
+    )
 
 
 @eqx.filter_jit
@@ -90,4 +103,6 @@ def solve_path_grouped(solver: WideSolver, X, w, lams, b0) -> WideSolution:
         return sols.bias[-1], sols
 
     _, sols = lax.scan(f, b0, lams.reshape(-1, GROUP))
-    return jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]) if getattr(a, "ndim", 0) > 1 else a, sols)
+    return jax.tree.map(
+        lambda a: a.reshape(-1, *a.shape[2:]) if getattr(a, "ndim", 0) > 1 else a, sols
+    )
