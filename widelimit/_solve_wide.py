@@ -67,11 +67,13 @@ def _trim(sol: WideSolution, n: int) -> WideSolution:
 
 
 def _warm_start(X, w, lam, solver: WideSolver):
-    """Bias estimate from a strided subsample (cheap) or the weighted mean for small data."""
+    """Bias estimate from a strided subsample of _WARM_START_ROWS rows when that is at most 1/32 of
+    the data, else the weighted mean (one pass). Neither saves an IRLS step on the benchmark data;
+    a larger share costs more than the mean (N = 1e5, d = 768: 14.9 passes against 11.5)."""
     n = X.shape[0]
     if not solver.bias:
         return jnp.zeros((X.shape[1],), X.dtype)
-    if n <= 4 * _WARM_START_ROWS:
+    if n < 32 * _WARM_START_ROWS:
         return weighted_mean(X, w)
     stride = n // _WARM_START_ROWS
     Xs, ws = X[::stride], w[::stride]
