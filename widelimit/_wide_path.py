@@ -5,8 +5,9 @@ bias b_r: y = x − b_r and ||x − b_j||² = ||y||² − 2⟨y, δ_j⟩ + ||δ_
 (rows × m) product; G_j = Σ w a_j (y − δ_j)/λ_j and Y_j come from one (m × rows) product with y.
 While every ||δ_j|| ≤ λ_j/4, the rounding error of ||x − b_j||² stays within a small multiple of
 eps·(||x − b_j||² + λ_j²), as in the direct pass; otherwise each bias gets its own pass, centred at
-itself (and with nonnegative atoms, the direct pass). Groups are solved in decreasing λ, each started at the last bias of the
-group before, and a group's biases are updated together until every one is certified.
+itself (and with nonnegative atoms, the direct pass). Groups are solved in decreasing λ, each
+started at the last bias of the group before, and a group's biases are updated together until every
+one is certified.
 """
 
 from __future__ import annotations
