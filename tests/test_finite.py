@@ -52,6 +52,32 @@ def test_full_batch_loss_never_increases_and_stays_above_the_wide_bound(rng, k):
     assert np.all(h["gap"] > 0)
 
 
+def _planted(seed, n=1500, d=16, k=24):
+    r = np.random.default_rng(seed)
+    D = unit(r.normal(size=(k, d)))
+    Z = (r.random((n, k)) < 0.08) * r.uniform(0.5, 2.0, (n, k))
+    return Z @ D + 2 * r.normal(size=d) + 0.01 * r.normal(size=(n, d))
+
+
+def test_momentum_extrapolates_and_rejections_keep_the_loss_monotone():
+    X = _planted(3)
+    fits = {
+        m: wl.fit_dictionary(X, 48, 0.1, key=jax.random.PRNGKey(1), max_epochs=8, tol=0,
+                             progress=False, momentum=m)  # fmt: skip
+        for m in (0.0, 0.8, 50.0)
+    }
+    loss = {m: f.history.trimmed(8)["loss"] for m, f in fits.items()}
+    # the first two epochs (encode, plain step) agree; the inertial steps then get further
+    np.testing.assert_allclose(loss[0.8][:2], loss[0.0][:2], rtol=1e-6)
+    assert loss[0.8][-1] < loss[0.0][-1] - 1e-3 * abs(loss[0.0][-1])
+    for m, f in fits.items():  # β = 50 overshoots: rejected steps fall back to the plain update
+        assert np.all(np.diff(loss[m]) <= 1e-6 * np.abs(loss[m][1:])), m
+        np.testing.assert_allclose(np.linalg.norm(np.asarray(f.atoms), axis=1), 1, rtol=1e-5)
+        # the codes held are exact for the atoms held (to code_tol)
+        Z = wl.encode(f.atoms, f.bias, X, 0.1, init=f.codes, tol=1e-6)
+        assert float(f.loss) <= float(wl.dictionary_loss(X, f.atoms, Z, f.bias, 0.1)) * (1 + 1e-4)
+
+
 def test_planted_dictionary_recovery():
     r = np.random.default_rng(7)
     d, k, n = 16, 24, 1500
@@ -202,6 +228,9 @@ def test_sklearn_style_estimator(rng):
         (dict(init=np.zeros((2, 3))), "`init` has zero rows"),
         (dict(init=np.ones((0, 3))), "`init` has 0 rows"),
         (dict(batch_size=1000), "`batch_size`"),
+        (dict(momentum=-0.1), "`momentum`"),
+        (dict(momentum=np.nan), "`momentum`"),
+        (dict(momentum="fast"), "`momentum`"),
     ],
 )
 def test_bad_inputs(kw, match, tmp_path):

@@ -1,7 +1,10 @@
 """Finite-width dictionary learning (SPEC §1, §3): ``fit_dictionary`` and ``DictionaryFit``.
 
 Full batch: alternate monotone all-atom updates (``_atoms``), the exact bias and exact codes
-(``_codes``); L(D, Z, b) never increases and the codes held are exact for the atoms held.
+(``_codes``), with an inertial step: the codes are solved for atoms extrapolated along the last
+epoch's move, D_e = normalise(D' + μ(D' − D'_prev)), and kept only if that beats the plain update
+(D', old codes); L(D, Z, b) never increases and the codes held are exact for the atoms held
+(after a rejected extrapolation the next epoch, or the end of the fit, solves them again).
 Minibatch (``batch_size``): online updates in the style of Mairal et al. (2010) with sufficient
 statistics A = Σ Zᵀ Z, B = Σ Zᵀ(X − b) decayed by β = 1 − batch_size/N, one ``lax.scan`` over the
 minibatches of each epoch.
@@ -69,6 +72,8 @@ class DictionaryFit(eqx.Module):
 
 class _State(eqx.Module):
     D: Array
+    D_prev: Array  # the last epoch's plain atom update, for the inertial step
+    extrapolate: Array  # whether the next epoch extrapolates (not after a rejection)
     b: Array
     Z: Array
     A: Array
@@ -80,7 +85,8 @@ class _State(eqx.Module):
 
 
 def _resample_dead(D, Z, X, b, key):
-    """Replace atoms no point uses with residual directions of the worst-reconstructed points."""
+    """Replace atoms no point uses with residual directions of the worst-reconstructed points;
+    returns (atoms, mask of the replaced ones)."""
     dead = jnp.sum(Z, axis=0) <= 0
     R = X - b - Z @ D
     rn = jnp.linalg.norm(R, axis=1)
@@ -89,7 +95,7 @@ def _resample_dead(D, Z, X, b, key):
     rank = jnp.clip(jnp.cumsum(dead) - 1, 0, top.shape[0] - 1)
     cand = normalise_rows(R[top[rank]])
     ok = dead & (jnp.linalg.norm(cand, axis=1) > 0)
-    return jnp.where(ok[:, None], cand, D), jnp.sum(ok)
+    return jnp.where(ok[:, None], cand, D), ok
 
 
 class _Config(eqx.Module):
@@ -100,28 +106,39 @@ class _Config(eqx.Module):
     code_tol: float = eqx.field(static=True)
     code_steps: int = eqx.field(static=True)
     resample: bool = eqx.field(static=True)
+    momentum: float = eqx.field(static=True, default=0.0)
     ws: tuple[int, ...] | None = eqx.field(static=True, default=None)
     support: int | None = eqx.field(static=True, default=None)
 
 
 def _full_epoch(cfg: _Config, s: _State, X, w, key):
-    """Atoms and bias for the current codes, then exact codes for them, so that the state's codes
-    are always exact for its atoms and bias (the first epoch, with no codes yet, only encodes)."""
+    """Atoms and bias for the current codes, then exact codes for them (at the extrapolated atoms
+    when that is better), so that L never increases (the first epoch, with no codes yet, only
+    encodes). Returns (state, atoms resampled, loss)."""
     lam = cfg.lam
     coded = jnp.any(s.Z > 0)
-    D, n_res = (s.D, 0)
+    D, fresh = s.D, jnp.zeros(s.D.shape[0], bool)
     if cfg.resample:
-        D, n_res = _resample_dead(s.D, s.Z, X, s.b, key)
-        D, n_res = jnp.where(coded, D, s.D), jnp.where(coded, n_res, 0)
+        D, fresh = _resample_dead(s.D, s.Z, X, s.b, key)
+        fresh = fresh & coded
+        D = jnp.where(coded, D, s.D)
     A = code_gram(s.Z, w, cfg.support)
     B = (w[:, None] * s.Z).T @ (X - s.b)
     D, scale = atom_update(D, A, B, cfg.atom_steps)
     Z = s.Z * scale
     b = jnp.where(coded, bias_update(X, Z, D, w), s.b) if cfg.bias else s.b
-    Zn = gram_codes(D, b, X, lam, Z, cfg.code_tol, cfg.code_steps, cfg.ws)
-    keep = _loss(X, D, Zn, b, lam, w) <= _loss(X, D, Z, b, lam, w)
-    Z = jnp.where(keep, Zn, Z)
-    return eqx.tree_at(lambda t: (t.D, t.b, t.Z), s, (D, b, Z)), n_res
+    move = jnp.where(s.extrapolate & ~fresh[:, None], cfg.momentum * (D - s.D_prev), 0)
+    if cfg.momentum:  # extrapolated atoms, unless the move nearly cancels an atom
+        Dm = D + move
+        De = jnp.where(jnp.linalg.norm(Dm, axis=1, keepdims=True) >= 0.5, normalise_rows(Dm), D)
+    else:
+        De = D
+    Ze = gram_codes(De, b, X, lam, Z, cfg.code_tol, cfg.code_steps, cfg.ws)
+    loss_e, loss_plain = _loss(X, De, Ze, b, lam, w), _loss(X, D, Z, b, lam, w)
+    keep = loss_e <= loss_plain
+    new = (jnp.where(keep, De, D), D, keep & coded, b, jnp.where(keep, Ze, Z))
+    s = eqx.tree_at(lambda t: (t.D, t.D_prev, t.extrapolate, t.b, t.Z), s, new)
+    return s, jnp.sum(fresh), jnp.minimum(loss_e, loss_plain)
 
 
 def _minibatch_epoch(cfg: _Config, s: _State, X, w, key):
@@ -150,17 +167,19 @@ def _minibatch_epoch(cfg: _Config, s: _State, X, w, key):
     (D, b, Z, A, B, rsum, count), _ = jax.lax.scan(step, carry, perm)
     n_res = 0
     if cfg.resample:
-        D, n_res = _resample_dead(D, Z, X, b, key)
-    return _State(D, b, Z, A, B, rsum, count, s.epoch, s.history), n_res
+        D, fresh = _resample_dead(D, Z, X, b, key)
+        n_res = jnp.sum(fresh)
+    s = eqx.tree_at(lambda t: (t.D, t.b, t.Z, t.A, t.B, t.rsum, t.count), s, (D, b, Z, A, B, rsum, count))
+    return s, n_res
 
 
 @eqx.filter_jit
 def _epoch(cfg: _Config, s: _State, X, w, key, wide_bound):
     if cfg.batch_size is None:
-        s, n_res = _full_epoch(cfg, s, X, w, key)
+        s, n_res, loss = _full_epoch(cfg, s, X, w, key)
     else:
         s, n_res = _minibatch_epoch(cfg, s, X, w, key)
-    loss = _loss(X, s.D, s.Z, s.b, cfg.lam, w)
+        loss = _loss(X, s.D, s.Z, s.b, cfg.lam, w)
     e = s.epoch
     h = s.history
     h = History(
@@ -227,6 +246,8 @@ def initial_state(D0, b0, n: int, epochs: int) -> _State:
     nanv, negi = full((epochs,), np.nan), full((epochs,), -1, np.int32)
     return _State(
         D0,
+        D0,
+        full((), False, np.bool_),
         jnp.broadcast_to(b0, (*lead, d)) if lead else b0,
         full((n, k)),
         full((k, k)),
@@ -306,6 +327,7 @@ def fit_dictionary(
     code_tol: float = 1e-4,
     code_steps: int = 500,
     resample_dead: bool = True,
+    momentum: float = 0.8,
     callback=None,
     checkpoint_dir: str | None = None,
     checkpoint_every: int = 5,
@@ -318,8 +340,14 @@ def fit_dictionary(
     returned codes are exact for the returned atoms and bias (to ``code_tol``). With
     ``checkpoint_dir`` the state is saved atomically every ``checkpoint_every`` epochs and a rerun
     with the same directory resumes (an interruption loses at most one interval).
+
+    Full batch, each epoch solves the codes for atoms extrapolated along the last epoch's move,
+    normalise(D' + momentum·(D' − D'_prev)), and keeps them only when that lowers L below the plain
+    update (``momentum=0`` turns this off; on the K = 1024 benchmark it reached sklearn's objective
+    two epochs sooner).
     """
     X, n_atoms, lam, w, max_epochs = check_fit_inputs(X, n_atoms, lam, weights, max_epochs)
+    momentum = check_momentum(momentum)
     checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
     n, d = X.shape
     dt = X.dtype
@@ -363,7 +391,7 @@ def fit_dictionary(
         _checkpoint.save(checkpoint_dir, state, {"fingerprint": fp}, max_epochs)
     else:
         state = eqx.tree_at(lambda s: s.history, state, _resize(state.history, max_epochs))
-    cfg = _Config(lam, bias, batch_size, atom_steps, code_tol, code_steps, resample_dead)
+    cfg = _Config(lam, bias, batch_size, atom_steps, code_tol, code_steps, resample_dead, momentum)
     bar = Progress(max_epochs, f"fit_dictionary K={n_atoms}", progress)
     prev = math.inf
     e = int(state.epoch)
@@ -390,6 +418,17 @@ def fit_dictionary(
     return finish_fit(cfg, state, X, w, wide_bound, parents)
 
 
+def check_momentum(momentum) -> float:
+    """The inertial factor μ of full-batch fits: finite and ≥ 0."""
+    try:
+        m = float(momentum)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"`momentum` must be a number, got {momentum!r}") from e
+    if not (np.isfinite(m) and m >= 0):
+        raise ValueError(f"`momentum` must be finite and >= 0, got {momentum}")
+    return m
+
+
 def check_fit_inputs(X, n_atoms, lam, weights, max_epochs):
     """Validated (X, n_atoms, λ, normalised weights, max_epochs) of a fit."""
     n_atoms = check_positive_int(n_atoms, "n_atoms")
@@ -403,11 +442,13 @@ _loss_jit = jax.jit(_loss)
 
 
 def finish_fit(cfg: _Config, state: _State, X, w, wide_bound, parents) -> DictionaryFit:
-    """The fit from a final state. Full-batch states already hold exact codes for their atoms and
-    bias; minibatch codes are re-encoded (and kept if better)."""
+    """The fit from a final state. Full-batch states hold exact codes for their atoms and bias,
+    except after a rejected extrapolation; those and minibatch codes are re-encoded (and kept if
+    better)."""
     lam = cfg.lam
     Z, loss = state.Z, _loss_jit(X, state.D, state.Z, state.b, lam, w)
-    if cfg.batch_size is not None:
+    rejected = cfg.momentum and int(state.epoch) > 1 and not bool(state.extrapolate)
+    if cfg.batch_size is not None or rejected:
         Z_new = gram_codes(state.D, state.b, X, lam, state.Z, cfg.code_tol, cfg.code_steps, cfg.ws)
         loss_new = _loss_jit(X, state.D, Z_new, state.b, lam, w)
         better = loss_new <= loss

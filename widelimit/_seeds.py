@@ -20,6 +20,7 @@ from ._dictionary import (
     _epoch,
     _with_working_set,
     check_fit_inputs,
+    check_momentum,
     data_init,
     finish_fit,
     initial_state,
@@ -54,10 +55,12 @@ def fit_dictionary_seeds(
     code_tol: float = 1e-4,
     code_steps: int = 500,
     resample_dead: bool = True,
+    momentum: float = 0.8,
 ) -> list[DictionaryFit]:
     """``fit_dictionary`` (full batch) for ``len(keys)`` seeds in one vmapped program; returns one
     ``DictionaryFit`` per seed (``inits`` (S, K, d): per-seed initial atoms, else data-based)."""
     X, n_atoms, lam, w, max_epochs = check_fit_inputs(X, n_atoms, lam, weights, max_epochs)
+    momentum = check_momentum(momentum)
     n, d = X.shape
     dt = X.dtype
     keys = jnp.asarray(keys)
@@ -79,7 +82,7 @@ def fit_dictionary_seeds(
     if par.shape != (s, n_atoms):
         raise ValueError(f"`parents` must have shape ({s}, {n_atoms})")
     state = initial_state(D0, b0, n, max_epochs)
-    cfg = _Config(lam, bias, None, atom_steps, code_tol, code_steps, resample_dead)
+    cfg = _Config(lam, bias, None, atom_steps, code_tol, code_steps, resample_dead, momentum)
     wide_bound = wide.dual_objective
     active = np.ones(s, bool)
     prev = np.full(s, np.inf)
