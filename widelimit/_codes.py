@@ -136,8 +136,9 @@ def working_set_lasso(D, b, X, lam, Z0, tol, max_steps, ws: int | tuple[int, ...
     KKT conditions), in tiers of increasing size ``ws``. In each tier, rows are processed ``block``
     at a time (256 after the first tier), worst KKT residual first: gather their Gram blocks
     (rows × ws × ws), solve by batched coordinate descent, and update their residual from
-    λ − (x − b − Dz)·d_k (O(Kd) per row, no K × K products). Rows whose support fills a tier go to
-    the next; those that fill the last are solved densely (FISTA), 64 at a time."""
+    λ − (x − b − Dz)·d_k (O(Kd) per row, no K × K products), kept for every row (N × K) so that it
+    is computed once per solve and once per solved block. Rows whose support fills a tier go to the
+    next; those that fill the last are solved densely (FISTA), 64 at a time."""
     n = X.shape[0]
     Xc = X - b
     C = Xc @ D.T
@@ -149,37 +150,37 @@ def working_set_lasso(D, b, X, lam, Z0, tol, max_steps, ws: int | tuple[int, ...
         grad = lam - (Xc[rows] - Zr @ D) @ D.T
         return jnp.max(jnp.abs(Zr - jnp.maximum(Zr - grad, 0)), axis=1), grad
 
-    def tier(Z, v, todo, size, block):
+    def tier(Z, v, grads, todo, size, block):
         """Solve the rows in ``todo`` on working sets of ``size``; returns Z, v and the rows whose
         support filled the working set."""
 
         def ws_block(carry):
-            Z, v, full, i = carry
+            Z, v, grads, full, i = carry
             _, rows = lax.top_k(jnp.where(todo & ~full, v, 0), block)
             Zr = Z[rows]
-            _, grad = violation(Zr, rows)
-            _, idx = lax.top_k(jnp.where(Zr > 0, jnp.inf, -grad), size)
+            _, idx = lax.top_k(jnp.where(Zr > 0, jnp.inf, -grads[rows]), size)
             Gs = G[idx[:, :, None], idx[:, None, :]]
             zs, _ = nonneg_lasso_cd(
                 Gs, jnp.take_along_axis(C[rows], idx, 1), lam, jnp.take_along_axis(Zr, idx, 1), tol, max_steps
             )
             Zr = jnp.zeros_like(Zr).at[jnp.arange(block)[:, None], idx].set(zs)
-            vr, _ = violation(Zr, rows)
-            return Z.at[rows].set(Zr), v.at[rows].set(vr), full.at[rows].set(jnp.all(zs > 0, axis=1)), i + 1
+            vr, gr = violation(Zr, rows)
+            filled = jnp.all(zs > 0, axis=1)
+            return Z.at[rows].set(Zr), v.at[rows].set(vr), grads.at[rows].set(gr), full.at[rows].set(filled), i + 1
 
         limit = 3 * (-(-n // block))
-        Z, v, full, _ = lax.while_loop(
-            lambda c: (jnp.max(jnp.where(todo & ~c[2], c[1], 0)) > thresh) & (c[3] < limit),
+        Z, v, grads, full, _ = lax.while_loop(
+            lambda c: (jnp.max(jnp.where(todo & ~c[3], c[1], 0)) > thresh) & (c[4] < limit),
             ws_block,
-            (Z, v, jnp.zeros(n, bool), jnp.asarray(0, jnp.int32)),
+            (Z, v, grads, jnp.zeros(n, bool), jnp.asarray(0, jnp.int32)),
         )
-        return Z, v, full
+        return Z, v, grads, full
 
     Z = jnp.maximum(Z0, 0)
-    v = violation(Z, jnp.arange(n))[0]
+    v, grads = violation(Z, jnp.arange(n))
     todo = jnp.ones(n, bool)
     for t, size in enumerate(tiers):
-        Z, v, todo = tier(Z, v, todo, size, min(n, block if t == 0 else 256))
+        Z, v, grads, todo = tier(Z, v, grads, todo, size, min(n, block if t == 0 else 256))
 
     # rows still violating (supports that outgrew the last tier): dense solves, the worst 64 at a time
     dblock = min(n, 64)
