@@ -78,6 +78,27 @@ def test_momentum_extrapolates_and_rejections_keep_the_loss_monotone():
         assert float(f.loss) <= float(wl.dictionary_loss(X, f.atoms, Z, f.bias, 0.1)) * (1 + 1e-4)
 
 
+def test_epoch_code_tolerance_schedule_and_exact_returned_codes():
+    from widelimit._dictionary import epoch_code_tol
+
+    losses = np.array([10.0, 9.0, 8.99, 8.98999999])
+    assert epoch_code_tol(1e-4, losses, 0) == epoch_code_tol(1e-4, losses, 1) == 1e-2
+    assert epoch_code_tol(1e-4, losses, 2) == 1e-2  # a 11 % decrease: loose codes
+    np.testing.assert_allclose(epoch_code_tol(1e-4, losses, 3), 0.01 / 8.99)
+    assert epoch_code_tol(1e-4, losses, 4) == 1e-4  # converging: exact codes
+    assert epoch_code_tol(0.1, losses, 2) == 0.1  # never tighter than asked
+    # a fit stopped while its epochs still ran loose returns codes solved to code_tol
+    X = _planted(5, n=400)
+    lam, code_tol = 0.1, 1e-5
+    fit = wl.fit_dictionary(X, 40, lam, key=jax.random.PRNGKey(2), max_epochs=3, tol=0,
+                            progress=False, code_tol=code_tol)  # fmt: skip
+    D, Z, b = (np.asarray(a, np.float64) for a in (fit.atoms, fit.codes, fit.bias))
+    grad = lam - (X - b - Z @ D) @ D.T
+    kkt = np.abs(Z - np.maximum(Z - grad, 0)).max()
+    assert kkt <= 2 * code_tol * lam, kkt
+    assert (Z > 0).any()
+
+
 def test_planted_dictionary_recovery():
     r = np.random.default_rng(7)
     d, k, n = 16, 24, 1500
