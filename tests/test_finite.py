@@ -295,10 +295,10 @@ def test_working_set_codes_equal_dense_codes(rng):
 
 
 def test_working_set_sizes_and_their_reuse():
-    from widelimit._codes import _bucket, working_set_size
+    from widelimit._codes import bucket_size, working_set_size
     from widelimit._dictionary import _Config, _with_working_set
 
-    assert [_bucket(n) for n in (1, 16, 17, 25, 33, 49, 65, 97, 129)] == [16, 16, 24, 32, 48, 64, 96, 128, 192]
+    assert [bucket_size(n) for n in (1, 16, 17, 25, 33, 49, 65, 97, 129)] == [16, 16, 24, 32, 48, 64, 96, 128, 192]
     Z = np.zeros((100, 2500))
     for i in range(100):
         Z[i, : 10 if i < 95 else 30] = 1.0  # q90 of the supports: 10, max 30

@@ -109,7 +109,7 @@ def nonneg_lasso_cd(G, C, lam, Z0, tol, max_sweeps):
     return Z, k
 
 
-def _bucket(need: int) -> int:
+def bucket_size(need: int) -> int:
     """Smallest size ≥ need in 16·{1, 1.5, 2, 3, 4, 6, …} (few distinct sizes, so few compiles)."""
     size = 16
     while size < need:
@@ -120,11 +120,11 @@ def _bucket(need: int) -> int:
 def working_set_size(Z, n_atoms: int, minimum: int = 16) -> tuple[int, ...]:
     """Working-set sizes (tiers) for ``working_set_lasso``, from the support sizes s_n in Z: the
     first tier holds 1.25·q90(s) + 2 atoms, the second 1.25·max(s) + 2 (for the rows whose support
-    fills the first); each rounded up to ``_bucket`` sizes and capped at n_atoms."""
+    fills the first); each rounded up to ``bucket_size`` sizes and capped at n_atoms."""
     s = np.sum(np.asarray(Z) > 0, axis=1)
     sizes = []
     for q in (np.quantile(s, 0.9), s.max()):
-        size = min(n_atoms, _bucket(max(minimum, int(1.25 * q + 2))))
+        size = min(n_atoms, bucket_size(max(minimum, int(1.25 * q + 2))))
         if not sizes or size > sizes[-1]:
             sizes.append(size)
     return tuple(sizes)

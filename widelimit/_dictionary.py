@@ -23,7 +23,7 @@ from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from . import _checkpoint
 from ._atoms import atom_update, bias_update, code_gram, normalise_rows
-from ._codes import _bucket, gram_codes, working_set_size
+from ._codes import bucket_size, gram_codes, working_set_size
 from ._objective import loss_value as _loss
 from ._precision import full_precision
 from ._progress import Progress
@@ -228,7 +228,7 @@ def _with_working_set(cfg: _Config, Z, epoch: int) -> _Config:
         ws, support = (64, min(k, 256)), (None if k < 2048 else 64)
     else:
         ws = working_set_size(Z, k)
-        support = min(k, _bucket(int(np.quantile(np.sum(Z > 0, axis=1), 0.999))))
+        support = min(k, bucket_size(int(np.quantile(np.sum(Z > 0, axis=1), 0.999))))
         support = None if k < 2048 else support  # code_gram is dense below 2048 atoms
         if cfg.ws is not None:
             first, last = _keep(cfg.ws[0], ws[0]), max(cfg.ws[-1], ws[-1])
