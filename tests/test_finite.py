@@ -212,6 +212,12 @@ def test_checkpoint_resume_equals_uninterrupted(tmp_path, rng):
     np.testing.assert_allclose(float(resumed.loss), float(full.loss), rtol=1e-12)
     with pytest.raises(ValueError, match="different problem"):
         wl.fit_dictionary(X, 8, 0.3, max_epochs=2, checkpoint_dir=str(tmp_path), **kw)
+    # a state file of another layout (an older version, or damage) is refused and left as it is
+    (state,) = tmp_path.glob("state-*.eqx")
+    state.write_bytes(state.read_bytes()[:100])
+    with pytest.raises(ValueError, match="corrupt or was written by another version"):
+        wl.fit_dictionary(X, 7, 0.3, max_epochs=8, checkpoint_dir=str(tmp_path), **kw)
+    assert state.stat().st_size == 100
 
 
 def test_minibatch_and_float32(rng):

@@ -80,7 +80,10 @@ def load(directory: str | None, like, fp: dict):
     try:
         state = eqx.tree_deserialise_leaves(_leaves_file(directory), like)
     except Exception as e:  # noqa: BLE001 - any failure means an unusable checkpoint
-        raise ValueError(f"checkpoint in {directory!r} is corrupt: {e}") from e
+        raise ValueError(
+            f"checkpoint in {directory!r} is corrupt or was written by another version of "
+            f"widelimit (its state has another layout): {e}"
+        ) from e
     return state, manifest
 
 
