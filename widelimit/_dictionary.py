@@ -437,6 +437,9 @@ def fit_dictionary(
     bar.close()
     if batch_size is not None:
         cfg = _with_working_set(cfg, state.Z, e)
+    elif e > 0:  # the last epoch's code tolerance (also when a finished checkpoint was resumed)
+        tol_e = epoch_code_tol(code_tol, np.asarray(state.history.loss), e - 1)
+        cfg = dataclasses.replace(cfg, epoch_tol=jnp.asarray(tol_e, dt))
     return finish_fit(cfg, state, X, w, wide_bound, parents)
 
 
