@@ -7,9 +7,11 @@ each active with probability 0.02, lognormal(0, 0.75) magnitudes, a bias b ~ 2·
 (a) Time to reach scikit-learn's objective at K = 1024: sklearn ``MiniBatchDictionaryLearning``
     (positive_code, fit_algorithm="cd", alpha = λ, centred data) runs E epochs; its final objective
     is L(atoms normalised, exact codes, b = mean). widelimit runs full batch and with minibatches
-    of 2000 (the better is the headline); its time is the first epoch whose loss
-    (codes solved to code_tol, an upper bound on the exact-code loss) is ≤ that value, counted from
-    the call (compilation and the wide solve included). SPAMS ``trainDL`` (posAlpha) likewise.
+    of 2000 (the better is the headline); its time is the first epoch whose loss (of the codes that
+    epoch holds, an upper bound on the exact-code loss) is ≤ that value, counted from the call
+    (compilation and the wide solve included). SPAMS ``trainDL`` (posAlpha) likewise. The full-batch
+    fit is then run once more in the same process, its programs compiled, as for the second seed,
+    λ or width of a sweep (``full_batch_compiled``, reported apart from the headline).
 (b) Time per epoch for K ∈ {64, 256, 1024, 4096} (steady state: median of epochs 7–10) and its
     fitted log–log slope in K; the first epoch and the mean over all 10 (compilation included) too.
 Writes benchmarks/results/finite_scaling.json and .png; ``--quick`` runs small sizes only.
@@ -109,7 +111,9 @@ def main():
         spams_row = {"seconds": sp[0], "loss": L_sp, "l0": l0_sp}
         print(f"SPAMS K={k}: {sp[0]:.1f}s, L={L_sp:.5g}", flush=True)
     runs = {}
-    for mode, bs in (("full_batch", None), ("minibatch_2000", 2000)):
+    # full_batch_compiled: the same full-batch fit again in this process, its programs compiled (as
+    # for the second seed, λ or width of a sweep); the headline counts compilation (the first run)
+    for mode, bs in (("full_batch", None), ("minibatch_2000", 2000), ("full_batch_compiled", None)):
         times, losses, fit = run_widelimit(X, k, lam, max(3 * epochs, 12), batch_size=bs)
         L_wl, l0_wl = exact_loss(X, fit.atoms, fit.bias, lam)
 
@@ -124,11 +128,14 @@ def main():
         }  # fmt: skip
         print(mode, runs[mode], flush=True)
 
-    def best(key):
-        ts = [r[key] for r in runs.values() if r[key] is not None]
+    cold = {k: r for k, r in runs.items() if k != "full_batch_compiled"}
+
+    def best_cold(key):
+        ts = [r[key] for r in cold.values() if r[key] is not None]
         return min(ts) if ts else None
 
-    t_hit_sk, t_hit_sp = best("time_to_sklearn_loss"), best("time_to_spams_loss")
+    t_hit_sk, t_hit_sp = best_cold("time_to_sklearn_loss"), best_cold("time_to_spams_loss")
+    t_warm = runs["full_batch_compiled"]["time_to_sklearn_loss"]
     vs = {
         "k": k, "epochs": epochs, "lam": lam, "wide_optimum": float(wide.objective),
         "sklearn": {"seconds": t_sk, "loss": L_sk, "l0": l0_sk},
@@ -136,6 +143,7 @@ def main():
         "widelimit": runs,
         "speedup_vs_sklearn": (t_sk / t_hit_sk) if t_hit_sk else None,
         "speedup_vs_spams": (spams_row["seconds"] / t_hit_sp) if spams_row and t_hit_sp else None,
+        "speedup_vs_sklearn_compiled": (t_sk / t_warm) if t_warm else None,
     }  # fmt: skip
     print(vs, flush=True)
 
