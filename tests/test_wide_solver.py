@@ -160,6 +160,29 @@ def test_group_pass_equals_one_pass_per_bias(dtype, rtol, rng, monkeypatch):
                 np.testing.assert_allclose(np.asarray(got[k][j]), np.asarray(ref[k]), atol=rtol * scale)
 
 
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-11), (np.float32, 2e-5)])
+def test_known_distance_pass_equals_direct_passes(dtype, rtol, rng, monkeypatch):
+    # a group started at the last bias of the one before reuses that pass's distances
+    import widelimit._wide_pass as wide_pass
+    from widelimit._wide_pass import data_pass
+    from widelimit._wide_path import known_distance_stats
+
+    monkeypatch.setattr(wide_pass, "_BLOCK_ELEMENTS", 2**10)  # 170-row blocks and a remainder
+    X = jnp.asarray(rng.normal(size=(3001, 6)) * 3 + 50, dtype)
+    w = jnp.asarray(rng.uniform(0.5, 1.5, 3001), dtype)
+    b = jnp.asarray(50 + rng.normal(size=6), dtype)
+    lam0, lams = 1.3, jnp.asarray([2.0, 1.5, 1.0, 0.7], dtype)
+    q0 = data_pass(X, w, b, jnp.asarray(lam0, dtype), False, True)[1]
+    got = known_distance_stats(X, w, b, q0, lam0, lams)
+    for j in range(4):
+        X64, w64, b64 = (np.asarray(a, np.float64) for a in (X, w, b))
+        ref = data_pass(X64, w64, b64, float(lams[j]), False, True)
+        np.testing.assert_allclose(np.asarray(got[1][j]), np.asarray(ref[1]), rtol=rtol)
+        for k in (2, 3):
+            scale = float(np.sum(np.abs(X64 - b64))) / float(lams[j])
+            np.testing.assert_allclose(np.asarray(got[k][j]), np.asarray(ref[k]), atol=rtol * scale)
+
+
 def test_long_path_shares_passes_and_matches_single_solves(rng):
     X = rng.standard_t(3, size=(400, 5)) + 3
     lams = np.geomspace(0.05, 3.0, 21)  # 21 λ: three groups, the last padded

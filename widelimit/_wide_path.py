@@ -6,8 +6,10 @@ bias b_r: y = x − b_r and ||x − b_j||² = ||y||² − 2⟨y, δ_j⟩ + ||δ_
 While every ||δ_j|| ≤ λ_j/4, the rounding error of ||x − b_j||² stays within a small multiple of
 eps·(||x − b_j||² + λ_j²), as in the direct pass; otherwise each bias gets its own pass, centred at
 itself (and with nonnegative atoms, the direct pass). Groups are solved in decreasing λ, each
-started at the last bias of the group before, and a group's biases are updated together until every
-one is certified.
+started at the last bias b of the group before, and a group's biases are updated together until every
+one is certified. A group's first pass reuses the distances of that group's last pass at b
+(q_j = q·λ_last/λ_j), so it only forms G and Y; at small λ, where the bias no longer moves, that is
+the whole cost of a group.
 """
 
 from __future__ import annotations
@@ -66,11 +68,38 @@ def group_stats(X, w, B, lams, nonneg: bool, chunked: bool = True):
     return jnp.zeros_like(q), q, G, Y
 
 
-def solve_group(solver: WideSolver, X, w, lams, b0) -> WideSolution:
-    """All λ of ``lams`` (m,) from the bias b0, updated together until each is certified."""
+def _known_distance_block(xb, wq, b, lams, lam0):
+    """(q (m, rows)), (G, Y) for biases all at b when q0 = ||x − b||/λ0 is known: q_j = q0·λ0/λ_j, so
+    only the (m × rows) product with y = x − b is left (no distance reduction)."""
+    wb, q0 = wq[:, 0], wq[:, 1]
+    y = xb - b
+    q = q0[None, :] * (lam0 / lams)[:, None]
+    a = wb[None, :] * huber_weight(q)
+    G = (a @ y) / lams[:, None]
+    Y = (wb @ y)[None, :] / lams[:, None]
+    return (q,), (G, Y)
+
+
+def known_distance_stats(X, w, b, q0, lam0, lams, chunked: bool = True):
+    """Pass statistics (n1, q, G, Y) at the bias b for every λ of ``lams``, from the distances
+    q0 = ||x − b||/λ0 of an earlier pass at the same b (atoms unrestricted)."""
+    wq = jnp.stack([w, q0.astype(w.dtype)], axis=1)
+    (q,), (G, Y) = map_reduce_rows(
+        lambda xb, wqb: _known_distance_block(xb, wqb, b, lams, lam0), X, wq, chunked
+    )
+    return jnp.zeros_like(q), q, G, Y
+
+
+def solve_group(solver: WideSolver, X, w, lams, b0, q0=None, lam0=None):
+    """All λ of ``lams`` (m,) from the bias b0, updated together until each is certified; returns
+    (solutions, q of the last λ's final pass). With q0 = ||x − b0||/λ0 from an earlier pass the
+    first statistics skip the distance computation."""
     m = lams.shape[0]
     B = jnp.broadcast_to(jnp.zeros_like(b0) if not solver.bias else b0, (m, b0.shape[0]))
-    stats = group_stats(X, w, B, lams, solver.nonneg_atoms)
+    if q0 is None or solver.nonneg_atoms:
+        stats = group_stats(X, w, B, lams, solver.nonneg_atoms)
+    else:
+        stats = known_distance_stats(X, w, B[0], q0, lam0, lams)
     steps = jnp.zeros((m,), jnp.int32)
 
     def todo(stats, steps):
@@ -90,20 +119,27 @@ def solve_group(solver: WideSolver, X, w, lams, b0) -> WideSolution:
             lambda s: jnp.any(s[3]), body, (B, stats, steps, todo(stats, steps))
         )
     n1, q, G, Y = stats
-    return jax.vmap(solver.finish, in_axes=(0, 0, 0, 0, None, 0, 0, 0))(
+    sols = jax.vmap(solver.finish, in_axes=(0, 0, 0, 0, None, 0, 0, 0))(
         B, lams, n1, q, w, G, Y, steps
     )
+    return sols, q[-1]
 
 
 @eqx.filter_jit
 def solve_path_grouped(solver: WideSolver, X, w, lams, b0) -> WideSolution:
-    """``lams`` in decreasing order, a multiple of GROUP long: groups under ``lax.scan``."""
+    """``lams`` in decreasing order, a multiple of GROUP long: groups under ``lax.scan``, each
+    started at the last bias of the group before, whose final distances it reuses (a group whose
+    biases stay put, as at small λ, then costs one (m × rows) product and no distance pass)."""
+    groups = lams.reshape(-1, GROUP)
+    first, q = solve_group(solver, X, w, groups[0], b0)
 
-    def f(b, lg):
-        sols = solve_group(solver, X, w, lg, b)
-        return sols.bias[-1], sols
+    def f(carry, lg):
+        b, q_last, lam_last = carry
+        sols, q = solve_group(solver, X, w, lg, b, q_last, lam_last)
+        return (sols.bias[-1], q, lg[-1]), sols
 
-    _, sols = lax.scan(f, b0, lams.reshape(-1, GROUP))
+    _, rest = lax.scan(f, (first.bias[-1], q, groups[0, -1]), groups[1:])
+    sols = jax.tree.map(lambda a, r: jnp.concatenate([a[None], r]), first, rest)
     return jax.tree.map(
         lambda a: a.reshape(-1, *a.shape[2:]) if getattr(a, "ndim", 0) > 1 else a, sols
     )
