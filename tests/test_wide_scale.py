@@ -1,10 +1,12 @@
 """Streaming and multi-device paths agree with the in-memory solve."""
 
+import logging
 import os
 import subprocess
 import sys
 import textwrap
 
+import jax
 import numpy as np
 import pytest
 
@@ -117,3 +119,20 @@ def test_file_sources_alternate_two_half_chunk_buffers(data, tmp_path):
         np.testing.assert_array_equal(np.concatenate(copies), data)
     chunks = RowSource([data[:700], data[700:]], chunk_rows=1000)
     assert not chunks.pipelined and chunks.block_rows == 1000
+
+
+def test_stream_compiles_nothing_for_a_new_number_of_rows(tmp_path, caplog):
+    # the certificate's per-point part is summed block by block, so after one streamed solve
+    # another one over a file with a different number of rows (same chunks) compiles nothing
+    rng = np.random.default_rng(5)
+    for n in (3000, 4500):
+        np.save(tmp_path / f"x{n}.npy", (rng.standard_t(3, size=(n, 7)) + 2).astype(np.float32))
+    wl.solve_wide(str(tmp_path / "x3000.npy"), 1.5, chunk_rows=1000)
+    with jax.log_compiles(), caplog.at_level(logging.WARNING):
+        caplog.clear()
+        sol = wl.solve_wide(str(tmp_path / "x4500.npy"), 1.5, chunk_rows=1000)
+    compiles = [r.getMessage() for r in caplog.records if "Compiling" in r.getMessage()]
+    assert compiles == []
+    ref = wl.solve_wide(np.load(tmp_path / "x4500.npy"), 1.5)
+    np.testing.assert_allclose(float(sol.objective), float(ref.objective), rtol=1e-5)
+    assert sol.code_norms.shape == (4500,)

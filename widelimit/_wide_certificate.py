@@ -14,7 +14,10 @@ Two feasible dual points are built from one data pass and the better one is kept
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax.numpy as jnp
+from jaxtyping import Array
 
 from ._wide_pass import huber_weight
 
@@ -26,40 +29,77 @@ def pointwise_objective(n1, q):
     return 0.5 * n1 + jnp.where(q <= 1, 0.5 * q * q, q - 0.5)
 
 
+class PointSums(NamedTuple):
+    """The per-point part of the certificate, additive over blocks of rows (``rmax`` by maximum):
+    Σw, Σw f, Σw ry, Σw rr, Σw a (the IRLS curvature), max ||r̂_n|| and the histogram of the first
+    slack level each point meets (``slack_weights``)."""
+
+    n_eff: Array
+    wf: Array
+    wry: Array
+    wrr: Array
+    wa: Array
+    rmax: Array
+    hist: Array
+
+
+def point_sums(n1, q, w) -> PointSums:
+    """``PointSums`` of one block of points (ry = ⟨r̂, ŷ⟩ = n1 + a q², rr = ||r̂||² = n1 + a² q²)."""
+    a = huber_weight(q)
+    rnorm = jnp.where(w > 0, a * q, 0)
+    return PointSums(
+        jnp.sum(w),
+        jnp.sum(w * pointwise_objective(n1, q)),
+        jnp.sum(w * (n1 + a * q * q)),
+        jnp.sum(w * (n1 + a * a * q * q)),
+        jnp.sum(w * a),
+        jnp.max(rnorm, initial=0),
+        _level_histogram(q, w),
+    )
+
+
+def add_sums(s: PointSums, t: PointSums) -> PointSums:
+    """The sums of two blocks of points together."""
+    total = PointSums(*(a + b for a, b in zip(s, t, strict=True)))
+    return total._replace(rmax=jnp.maximum(s.rmax, t.rmax))
+
+
 def certificate(n1, q, w, G, Y, bias: bool):
     """Return (primal, gap) in λ units (multiply by λ² for the objective's units)."""
-    n_eff = jnp.sum(w)
-    a = huber_weight(q)
-    f = pointwise_objective(n1, q)
-    primal = jnp.sum(w * f) / n_eff
-    ry = n1 + a * q * q
-    rr = n1 + a * a * q * q
-    rnorm = jnp.where(w > 0, a * q, 0)
+    return certificate_from_sums(point_sums(n1, q, w), G, Y, bias)
+
+
+def certificate_from_sums(s: PointSums, G, Y, bias: bool):
+    """(primal, gap) from the per-point sums and the pass's G = Σ w r̂ and Y = Σ w ŷ."""
+    n_eff = s.n_eff
+    primal = s.wf / n_eff
+    dt = jnp.result_type(primal)
     if bias:
         gbar = G / n_eff
         gnorm = jnp.linalg.norm(gbar)
     else:
         gbar = jnp.zeros_like(G)
-        gnorm = jnp.zeros((), q.dtype)
-    s = jnp.minimum(1, 1 / jnp.maximum(jnp.max(rnorm) + gnorm, jnp.finfo(q.dtype).tiny))
-    gap_b = jnp.sum(w * (1 - s) * (ry - 0.5 * (1 + s) * rr)) / n_eff
-    gap_b = gap_b + (s * jnp.dot(gbar, Y) - 0.5 * s * s * n_eff * gnorm**2) / n_eff
+        gnorm = jnp.zeros((), dt)
+    sc = jnp.minimum(1, 1 / jnp.maximum(s.rmax + gnorm, jnp.finfo(dt).tiny))
+    gap_b = ((1 - sc) * s.wry - 0.5 * (1 - sc) * (1 + sc) * s.wrr) / n_eff
+    gap_b = gap_b + (sc * jnp.dot(gbar, Y) - 0.5 * sc * sc * n_eff * gnorm**2) / n_eff
     gap_b = jnp.maximum(gap_b, 0)
     if not bias:
         return primal, gap_b
-    t = 2.0 ** -jnp.arange(1, _SLACK_LEVELS + 1, dtype=q.dtype)
-    w_s = slack_weights(q, w, t)
+    t = 2.0 ** -jnp.arange(1, _SLACK_LEVELS + 1, dtype=dt)
+    w_s = jnp.cumsum(s.hist)[:_SLACK_LEVELS]
     gsq = jnp.sum(G * G)
     feasible = (w_s > 0) & (jnp.sqrt(gsq) <= t * w_s)
     gap_a = jnp.where(feasible, 0.5 * gsq / (jnp.where(w_s > 0, w_s, 1) * n_eff), jnp.inf)
     return primal, jnp.minimum(gap_b, jnp.min(gap_a))
 
 
-def slack_weights(q, w, t):
-    """w_s[i] = Σ_n w_n [q_n ≤ 1 − t_i] (w_n > 0) for decreasing t, in O(N): the levels a point
-    meets are those from its first one on, so the sums are a cumulative histogram of first levels
-    (found from log2 and checked with the comparison itself)."""
-    levels = t.shape[0]
+def _level_histogram(q, w):
+    """hist[i] = Σ_n w_n [the first slack level point n meets is i] (w_n > 0; i = levels: none), for
+    the levels t_i = 2^-(i+1): the levels a point meets are those from its first one on (found from
+    log2 and checked with the comparison itself), so their weights are a cumulative sum of hist."""
+    levels = _SLACK_LEVELS
+    t = 2.0 ** -jnp.arange(1, levels + 1, dtype=q.dtype)
 
     def meets(i):
         return (i < levels) & (q <= 1 - t[jnp.clip(i, 0, levels - 1)])
@@ -70,8 +110,12 @@ def slack_weights(q, w, t):
         (guess > 0) & meets(guess - 1), guess - 1, jnp.where(meets(guess), guess, guess + 1)
     )
     first = jnp.where(q < 1, jnp.minimum(first, levels), levels)
-    hist = jnp.zeros(levels + 1, w.dtype).at[first].add(jnp.where(w > 0, w, 0))
-    return jnp.cumsum(hist)[:levels]
+    return jnp.zeros(levels + 1, w.dtype).at[first].add(jnp.where(w > 0, w, 0))
+
+
+def slack_weights(q, w):
+    """w_s[i] = Σ_n w_n [q_n ≤ 1 − t_i] (w_n > 0) for the slack levels t_i = 2^-(i+1), in O(N)."""
+    return jnp.cumsum(_level_histogram(q, w))[:_SLACK_LEVELS]
 
 
 def relative(gap, primal):

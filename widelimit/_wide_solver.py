@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from ._results import RESULTS
-from ._wide_certificate import certificate, relative
+from ._wide_certificate import PointSums, certificate, certificate_from_sums, point_sums, relative
 from ._wide_pass import data_pass, huber_weight
 from ._wide_solution import WideSolution
 
@@ -42,9 +42,20 @@ class WideSolver(eqx.Module):
             curv = jnp.sum(w * huber_weight(q))
         return b + lam * G / curv
 
+    def step_from_sums(self, b, lam, sums: PointSums, G):
+        """``step_bias`` from a pass's ``PointSums`` (the streamed solve)."""
+        return b + lam * G / (sums.n_eff if self.nonneg_atoms else sums.wa)
+
     def finish(self, b, lam, n1, q, w, G, Y, steps):
         """Certificate and ``WideSolution`` for the bias ``b`` and its pass statistics."""
-        primal, gap = certificate(n1, q, w, G, Y, self.bias)
+        return self.finish_from_sums(
+            b, lam, point_sums(n1, q, w), G, Y, steps, lam * jnp.maximum(q - 1, 0), q > 1
+        )
+
+    def finish_from_sums(self, b, lam, sums: PointSums, G, Y, steps, code_norms, encoded):
+        """``finish`` from the per-point sums, with the code norms λ·max(q − 1, 0) and the mask
+        q > 1 given (the streamed solve computes them on the host)."""
+        primal, gap = certificate_from_sums(sums, G, Y, self.bias)
         rel = relative(gap, primal)
         finite = jnp.isfinite(primal) & jnp.all(jnp.isfinite(b))
         result = RESULTS.where(
@@ -53,7 +64,6 @@ class WideSolver(eqx.Module):
             RESULTS.nonfinite,
         )
         scale = lam * lam
-        codes = lam * jnp.maximum(q - 1, 0)
         return WideSolution(
             bias=b,
             lam=lam,
@@ -62,8 +72,8 @@ class WideSolver(eqx.Module):
             gap=rel,
             abs_gap=scale * gap,
             num_steps=jnp.asarray(steps, jnp.int32),
-            code_norms=codes,
-            encoded=q > 1,
+            code_norms=code_norms,
+            encoded=encoded,
             result=result,
             nonneg_atoms=self.nonneg_atoms,
             fit_bias=self.bias,

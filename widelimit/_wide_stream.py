@@ -2,7 +2,9 @@
 
 The same update and certificate as the in-memory solver; the per-chunk statistics run in one
 compiled function (chunks are padded with zero-weight rows to a fixed shape), the sums G and Y are
-accumulated in float64, and only O(n_samples) scalars are kept between passes.
+accumulated in float64, and only O(n_samples) scalars are kept between passes. The certificate's
+per-point part is summed block by block (``PointSums``), so after warming up on a small file a
+streamed solve compiles nothing for a new number of rows.
 """
 
 from __future__ import annotations
@@ -15,10 +17,19 @@ import numpy as np
 
 from ._row_source import RowSource
 from ._validate import check_lam, check_weights
+from ._wide_certificate import PointSums, point_sums
 from ._wide_pass import data_pass
 from ._wide_solver import WideSolver, default_rtol, solve_in_memory, weighted_mean
 
-_block_stats = jax.jit(data_pass, static_argnums=(4, 5))
+
+def _block(xb, wb, b, lam, nonneg: bool):
+    """q, the certificate's ``PointSums`` and (G, Y) of one block: nothing of length n_samples is
+    left to compute after the pass, so a streamed solve compiles nothing that depends on N."""
+    n1, q, G, Y = data_pass(xb, wb, b, lam, nonneg, True)
+    return q, point_sums(n1, q, wb), G, Y
+
+
+_block_stats = jax.jit(_block, static_argnums=(4,))
 
 
 def _weights_for(weights, n_rows: int, dtype):
@@ -27,28 +38,33 @@ def _weights_for(weights, n_rows: int, dtype):
 
 
 def _pass(source: RowSource, w, b, lam, nonneg, dtype):
-    """Stream every block once: returns numpy (n1, q) and float64 sums (G, Y).
+    """Stream every block once: returns numpy q, the float64 ``PointSums`` and float64 (G, Y).
 
     Page-aligned blocks are used by XLA without a copy. With a ``pipelined`` source the statistics
     of a block are dispatched (asynchronously) before those of the block before are fetched, so the
     next read overlaps the computation; a source's buffer is refilled only after its results are in.
     """
     B = source.block_rows
-    n1s, qs = [], []
-    sums = np.zeros((2, source.n_features))
+    qs = []
+    sums = None
+    GY = np.zeros((2, source.n_features))
     ones = np.ones(B, dtype)
     start = 0
     pending = None
 
     def collect(p):
-        start, rows, (n1, q, Gb, Yb) = p
+        nonlocal sums
+        start, rows, (q, ps, Gb, Yb) = p
         q = np.asarray(q)[:rows]
         if not np.all(np.isfinite(q)):
             raise ValueError(f"`X` contains NaN or Inf (in rows {start}..{start + rows - 1})")
-        n1s.append(np.asarray(n1)[:rows])
         qs.append(q)
-        sums[0] += np.asarray(Gb, np.float64)
-        sums[1] += np.asarray(Yb, np.float64)
+        ps = PointSums(*(np.asarray(a, np.float64) for a in ps))
+        sums = ps if sums is None else PointSums(*(
+            np.maximum(a, c) if k == "rmax" else a + c for k, a, c in zip(ps._fields, sums, ps, strict=True)
+        ))  # fmt: skip
+        GY[0] += np.asarray(Gb, np.float64)
+        GY[1] += np.asarray(Yb, np.float64)
 
     for chunk in source:
         rows = chunk.shape[0]
@@ -62,7 +78,7 @@ def _pass(source: RowSource, w, b, lam, nonneg, dtype):
         else:
             wb = np.zeros(B, dtype)
             wb[:rows] = 1.0 if w is None else w[start : start + rows]
-        out = (start, rows, _block_stats(jax.device_put(xb), jax.device_put(wb), b, lam, nonneg, True))
+        out = (start, rows, _block_stats(jax.device_put(xb), jax.device_put(wb), b, lam, nonneg))
         if pending is not None:
             collect(pending)
         pending = out
@@ -72,7 +88,7 @@ def _pass(source: RowSource, w, b, lam, nonneg, dtype):
         start += rows
     if pending is not None:
         collect(pending)
-    return np.concatenate(n1s), np.concatenate(qs), sums[0], sums[1]
+    return np.concatenate(qs), sums, GY[0], GY[1]
 
 
 def solve_streaming(
@@ -114,28 +130,29 @@ def solve_streaming(
         b = solve_in_memory(sub, Xf, wf, lam, weighted_mean(Xf, wf)).bias
 
     run = functools.partial(_pass, source, w, lam=lam, nonneg=nonneg_atoms, dtype=dtype)
-    n1, q, G, Y = run(b=b)
-    wj = jnp.ones(q.shape[0], dtype) if w is None else jnp.asarray(w, dtype)
-    steps = 0
 
-    def cert(b, n1, q, G, Y, steps):
-        return solver.finish(
+    def cert(b, q, sums, G, Y, steps):
+        sums = PointSums(*(jnp.asarray(a, dtype) for a in sums))
+        lam_np = float(lam)
+        return sums, solver.finish_from_sums(
             b,
             lam,
-            jnp.asarray(n1),
-            jnp.asarray(q),
-            wj,
+            sums,
             jnp.asarray(G, dtype),
             jnp.asarray(Y, dtype),
             steps,
+            jax.device_put((lam_np * np.maximum(q - 1, 0)).astype(dtype)),
+            jax.device_put(q > 1),
         )
 
-    sol = cert(b, n1, q, G, Y, steps)
+    steps = 0
+    q, point, G, Y = run(b=b)
+    sums, sol = cert(b, q, point, G, Y, steps)
     while bias and float(sol.gap) > rtol and steps < max_steps:
-        b = solver.step_bias(b, lam, jnp.asarray(q), wj, jnp.asarray(G, dtype))
-        n1, q, G, Y = run(b=b)
+        b = solver.step_from_sums(b, lam, sums, jnp.asarray(G, dtype))
+        q, point, G, Y = run(b=b)
         steps += 1
-        sol = cert(b, n1, q, G, Y, steps)
+        sums, sol = cert(b, q, point, G, Y, steps)
     from ._solve_wide import _check_result
 
     return _check_result(sol, None, throw)
