@@ -128,9 +128,8 @@ def _full_epoch(cfg: _Config, s: _State, X, w, key):
     D, scale = atom_update(D, A, B, cfg.atom_steps)
     Z = s.Z * scale
     b = jnp.where(coded, bias_update(X, Z, D, w), s.b) if cfg.bias else s.b
-    move = jnp.where(s.extrapolate & ~fresh[:, None], cfg.momentum * (D - s.D_prev), 0)
     if cfg.momentum:  # extrapolated atoms, unless the move nearly cancels an atom
-        Dm = D + move
+        Dm = D + jnp.where(s.extrapolate & ~fresh[:, None], cfg.momentum * (D - s.D_prev), 0)
         De = jnp.where(jnp.linalg.norm(Dm, axis=1, keepdims=True) >= 0.5, normalise_rows(Dm), D)
     else:
         De = D

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array
 
 from ._wide_pass import huber_weight
@@ -59,9 +60,9 @@ def point_sums(n1, q, w) -> PointSums:
 
 
 def add_sums(s: PointSums, t: PointSums) -> PointSums:
-    """The sums of two blocks of points together."""
+    """The sums of two blocks of points together (numpy, for accumulating on the host)."""
     total = PointSums(*(a + b for a, b in zip(s, t, strict=True)))
-    return total._replace(rmax=jnp.maximum(s.rmax, t.rmax))
+    return total._replace(rmax=np.maximum(s.rmax, t.rmax))
 
 
 def certificate(n1, q, w, G, Y, bias: bool):

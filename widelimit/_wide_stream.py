@@ -17,7 +17,7 @@ import numpy as np
 
 from ._row_source import RowSource
 from ._validate import check_lam, check_weights
-from ._wide_certificate import PointSums, point_sums
+from ._wide_certificate import PointSums, add_sums, point_sums
 from ._wide_pass import data_pass
 from ._wide_solver import WideSolver, default_rtol, solve_in_memory, weighted_mean
 
@@ -60,9 +60,7 @@ def _pass(source: RowSource, w, b, lam, nonneg, dtype):
             raise ValueError(f"`X` contains NaN or Inf (in rows {start}..{start + rows - 1})")
         qs.append(q)
         ps = PointSums(*(np.asarray(a, np.float64) for a in ps))
-        sums = ps if sums is None else PointSums(*(
-            np.maximum(a, c) if k == "rmax" else a + c for k, a, c in zip(ps._fields, sums, ps, strict=True)
-        ))  # fmt: skip
+        sums = ps if sums is None else add_sums(sums, ps)
         GY[0] += np.asarray(Gb, np.float64)
         GY[1] += np.asarray(Yb, np.float64)
 
@@ -133,7 +131,6 @@ def solve_streaming(
 
     def cert(b, q, sums, G, Y, steps):
         sums = PointSums(*(jnp.asarray(a, dtype) for a in sums))
-        lam_np = float(lam)
         return sums, solver.finish_from_sums(
             b,
             lam,
@@ -141,7 +138,7 @@ def solve_streaming(
             jnp.asarray(G, dtype),
             jnp.asarray(Y, dtype),
             steps,
-            jax.device_put((lam_np * np.maximum(q - 1, 0)).astype(dtype)),
+            jax.device_put((float(lam) * np.maximum(q - 1, 0)).astype(dtype)),
             jax.device_put(q > 1),
         )
 
