@@ -212,3 +212,38 @@ def test_slack_weights_equal_the_direct_sums(dtype, rng):
     direct = np.sum(np.where((q[None] <= 1 - t[:, None]) & (w[None] > 0), w[None], 0), axis=1)
     got = np.asarray(slack_weights(jnp.asarray(q), jnp.asarray(w)))
     np.testing.assert_allclose(got, direct, rtol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-11), (np.float32, 2e-5)])
+@pytest.mark.parametrize("n", [4000, 3001])  # 250-row batched sums; no divisor in range: c @ X
+def test_fast_pass_equals_direct_pass(dtype, rtol, n, rng):
+    # the in-memory solver's pass: squared distances, then sums of the raw rows (not of x − b)
+    from widelimit._wide_pass import data_pass, fast_pass, sum_rows_batch, weighted_row_sum
+
+    assert (sum_rows_batch(n) is None) == (n == 3001)
+    X = jnp.asarray(rng.normal(size=(n, 6)) * 3 + 5, dtype)
+    w = jnp.asarray(rng.uniform(0, 2, n), dtype)
+    b = jnp.asarray(5 + rng.normal(size=6), dtype)
+    wx = weighted_row_sum(w, X)
+    np.testing.assert_allclose(np.asarray(wx), np.asarray(w @ X), rtol=rtol)
+    got = jax.jit(fast_pass)(X, w, b, jnp.asarray(4.0, dtype), wx)
+    X64, w64, b64 = (np.asarray(a, np.float64) for a in (X, w, b))
+    ref = data_pass(X64, w64, b64, 4.0, False, True)
+    np.testing.assert_allclose(np.asarray(got[1]), np.asarray(ref[1]), rtol=rtol)
+    scale = float(np.sum(w64[:, None] * np.abs(X64 - b64))) / 4.0
+    for k in (2, 3):
+        np.testing.assert_allclose(np.asarray(got[k]), np.asarray(ref[k]), atol=rtol * scale)
+
+
+def test_fast_pass_falls_back_far_from_the_origin(rng):
+    # raw-row sums at ||b|| = 1e5 × the spread would lose G to float32 rounding; the pass then
+    # forms x − b itself (with the fallback off, G is off by ~1e-3 of its scale)
+    from widelimit._wide_pass import data_pass, fast_pass, weighted_row_sum
+
+    X = jnp.asarray(rng.normal(size=(4000, 6)) + 1e5, jnp.float32)
+    w = jnp.ones(4000, jnp.float32)
+    b = jnp.asarray(np.asarray(X, np.float64).mean(0) + 0.1, jnp.float32)
+    got = fast_pass(X, w, b, jnp.float32(1.0), weighted_row_sum(w, X))
+    ref = data_pass(np.asarray(X, np.float64), np.ones(4000), np.asarray(b, np.float64), 1.0, False, True)
+    scale = float(np.sum(np.abs(np.asarray(X, np.float64) - np.asarray(b, np.float64))))
+    np.testing.assert_allclose(np.asarray(got[2]), np.asarray(ref[2]), atol=1e-5 * scale)

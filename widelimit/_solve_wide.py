@@ -23,8 +23,6 @@ from ._wide_solver import (
     weighted_mean,
 )
 
-_WARM_START_ROWS = 16384
-
 
 def _check_init(init, d, dtype):
     if init is None:
@@ -64,22 +62,6 @@ def _trim(sol: WideSolution, n: int) -> WideSolution:
             "encoded": sol.encoded[..., :n],
         }
     )
-
-
-def _warm_start(X, w, lam, solver: WideSolver):
-    """Bias estimate from a strided subsample of _WARM_START_ROWS rows when that is at most 1/32 of
-    the data, else the weighted mean (one pass). Neither saves an IRLS step on the benchmark data;
-    a larger share costs more than the mean (N = 1e5, d = 768: 14.9 passes against 11.5)."""
-    n = X.shape[0]
-    if not solver.bias:
-        return jnp.zeros((X.shape[1],), X.dtype)
-    if n < 32 * _WARM_START_ROWS:
-        return weighted_mean(X, w)
-    stride = n // _WARM_START_ROWS
-    Xs, ws = X[::stride], w[::stride]
-    ws = jnp.where(jnp.sum(ws) > 0, ws, jnp.ones_like(ws))
-    sub = WideSolver(solver.rtol, 200, True, solver.nonneg_atoms, chunked=False)
-    return solve_in_memory(sub, Xs, ws, lam, weighted_mean(Xs, ws)).bias
 
 
 def _check_result(sol: WideSolution, X, throw: bool) -> WideSolution:
@@ -128,7 +110,7 @@ def solve_wide(
             float32 certifies ~1e-6 when some points lie within λ of b; otherwise ~1e-5.
         max_steps: at most this many bias updates.
         throw: raise if the tolerance is not reached (else inspect ``result``).
-        init: initial bias (default: a subsample estimate or the weighted mean).
+        init: initial bias (default: the weighted mean).
         devices: ``"all"`` or a list of devices to shard the rows over (b is replicated).
         chunk_rows: rows per chunk when streaming.
     """
@@ -159,8 +141,6 @@ def solve_wide(
     if devices is not None and not isinstance(X, jax.core.Tracer):
         X, w, n_real = _shard(X, w, devices)
     solver = WideSolver(rtol, max_steps, bias, nonneg_atoms, chunked=not is_sharded(X))
-    if b0 is None:
-        b0 = _warm_start(X, w, lam, solver)
     sol = _trim(solve_in_memory(solver, X, w, lam, b0), n_real)
     return _check_result(sol, X, throw)
 
@@ -201,7 +181,7 @@ def solve_wide_path(
     else:
         order = jnp.argsort(-lams)
         padded = jnp.concatenate([order, jnp.full(-len(order) % GROUP, order[-1])])
-        b0 = _warm_start(X, w, lams[order[0]], solver)
+        b0 = weighted_mean(X, w) if bias else jnp.zeros((d,), X.dtype)
         sols = solve_path_grouped(solver, X, w, lams[padded], b0)
         inv = jnp.argsort(order)
         sols = jax.tree.map(lambda a: a[inv] if getattr(a, "ndim", 0) else a, sols)

@@ -7,6 +7,8 @@ summed over points it returns ``G = Σ w_n r̂_n`` (the residual sum, r̂ = ψ(�
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -81,6 +83,63 @@ def data_pass(X, w, b, lam, nonneg: bool, chunked: bool):
 
     (n1, q), (G, Y) = map_reduce_rows(f, X, w, chunked)
     return n1, q, G, Y
+
+
+# Rows per batch of ``weighted_row_sum``: a divisor of N in this range, the nearest to 256 in ratio
+# (measured at N = 2^20, d = 768 on XLA:CPU: batches of 128–512 rows run at the speed of ``X @ v``,
+# 64 or 1024 at 1.2x, one ``c @ X`` at ~1.9x).
+_SUM_ROWS = (64, 2048)
+
+# The fast pass sums raw rows, G = (Σ c x − b Σ c)/λ, whose rounding grows with ||x||/||x − b||;
+# above this ratio of ||b|| to the RMS distance it falls back to ``data_pass`` (which forms x − b).
+_MAX_OFFSET = 16.0
+
+
+def sum_rows_batch(n: int) -> int | None:
+    """The batch size of ``weighted_row_sum`` for n rows (None: no divisor in ``_SUM_ROWS``)."""
+    lo, hi = _SUM_ROWS
+    sizes = [B for B in range(lo, min(hi, n // 4) + 1) if n % B == 0]
+    return min(sizes, key=lambda B: abs(math.log(B / 256)), default=None)
+
+
+def weighted_row_sum(c, X):
+    """Σ_n c_n x_n, as a batch of (B × d) products when N has a divisor B in ``_SUM_ROWS`` (the
+    reshape is free; slicing off a remainder would copy X), else as ``c @ X``."""
+    n, d = X.shape
+    B = sum_rows_batch(n)
+    if B is None:
+        return c @ X
+    k = n // B
+    return jnp.einsum("kn,knd->kd", c.reshape(k, B), X.reshape(k, B, d)).sum(0)
+
+
+def _root(s):
+    """Identity that keeps a row reduction the root of its fusion: XLA:CPU runs
+    ``sum((X − b)², 1)`` at the speed of ``X @ v`` but ~5x slower with ``sqrt`` fused after it."""
+    info = jnp.finfo(s.dtype)
+    return lax.reduce_precision(s, exponent_bits=info.nexp, mantissa_bits=info.nmant)
+
+
+def fast_pass(X, w, b, lam, wx):
+    """``data_pass`` (no nonnegative atoms) from two reads of X that each run near ``X @ v`` speed:
+    the squared distances s_n = ||x_n − b||² (q = √s/λ), then G = (Σ c_n x_n − b Σ c_n)/λ with c = w·a(q), and
+    Y = (wx − b Σ w)/λ from ``wx = Σ w_n x_n``. Falls back to ``data_pass`` when ||b|| is more than
+    ``_MAX_OFFSET`` times the RMS distance, where the raw-row sums would lose precision, or s
+    overflows or underflows at the scale of λ (data_pass works in λ units)."""
+    s = _root(jnp.sum(jnp.square(X - b), axis=1))  # λ applied after: ~1.3x faster
+    q = jnp.sqrt(s) / lam
+    n_eff = jnp.sum(w)
+    rms = jnp.sqrt(jnp.sum(w * s) / n_eff)
+    tiny = jnp.finfo(s.dtype).tiny
+    # Raw sums are accurate enough, and s neither overflowed nor underflowed at the scale of λ.
+    near = (jnp.linalg.norm(b) <= _MAX_OFFSET * rms) & jnp.isfinite(rms) & (lam * lam > tiny * 2**24)
+
+    def raw(_):
+        c = w * huber_weight(q)
+        G = (weighted_row_sum(c, X) - b * jnp.sum(c)) / lam
+        return jnp.zeros_like(q), q, G, (wx - b * n_eff) / lam
+
+    return lax.cond(near, raw, lambda _: data_pass(X, w, b, lam, False, True), None)
 
 
 def is_sharded(X) -> bool:

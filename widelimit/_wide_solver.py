@@ -16,7 +16,7 @@ from jax import lax
 
 from ._results import RESULTS
 from ._wide_certificate import PointSums, certificate, certificate_from_sums, point_sums, relative
-from ._wide_pass import data_pass, huber_weight
+from ._wide_pass import data_pass, fast_pass, huber_weight, weighted_row_sum
 from ._wide_solution import WideSolution
 
 
@@ -85,8 +85,18 @@ class WideSolver(eqx.Module):
         primal, gap = certificate(n1, q, w, G, Y, True)
         return (relative(gap, primal) > self.rtol) & jnp.isfinite(primal)
 
-    def __call__(self, X, w, lam, b0) -> WideSolution:
+    def __call__(self, X, w, lam, b0=None) -> WideSolution:
+        """Solve from ``b0`` (default: the weighted mean)."""
+        fast = self.chunked and not self.nonneg_atoms and self.bias
+        wx = None
+        if fast or (self.bias and b0 is None):
+            wx = weighted_row_sum(w, X) if self.chunked else w @ X
+        if b0 is None:
+            b0 = wx / jnp.sum(w) if self.bias else jnp.zeros(X.shape[1], X.dtype)
+
         def stats(b):
+            if fast:
+                return fast_pass(X, w, b, lam, wx)
             return data_pass(X, w, b, lam, self.nonneg_atoms, self.chunked)
 
         if not self.bias:
@@ -109,7 +119,7 @@ class WideSolver(eqx.Module):
 
 
 def weighted_mean(X, w):
-    return (w @ X) / jnp.sum(w)
+    return weighted_row_sum(w, X) / jnp.sum(w)
 
 
 def raise_if_failed(sol: WideSolution) -> WideSolution:
@@ -117,7 +127,7 @@ def raise_if_failed(sol: WideSolution) -> WideSolution:
     return sol.result.error_if(sol, sol.result != RESULTS.successful)
 
 
-solve_in_memory = eqx.filter_jit(lambda solver, X, w, lam, b0: solver(X, w, lam, b0))
+solve_in_memory = eqx.filter_jit(lambda solver, X, w, lam, b0=None: solver(X, w, lam, b0))
 
 
 def _vmapped(solver, X, w, lams, b0):
