@@ -210,7 +210,7 @@ def test_slack_weights_equal_the_direct_sums(dtype, rng):
     w = rng.uniform(0, 2, q.shape).astype(dtype)
     w[::7] = 0
     direct = np.sum(np.where((q[None] <= 1 - t[:, None]) & (w[None] > 0), w[None], 0), axis=1)
-    got = np.asarray(slack_weights(jnp.asarray(q), jnp.asarray(w)))
+    got = np.asarray(slack_weights(jnp.asarray(q), jnp.asarray(w), jnp.asarray(t)))
     np.testing.assert_allclose(got, direct, rtol=1e-5 if dtype == np.float32 else 1e-12)
 
 

@@ -177,6 +177,7 @@ def solve_wide_path(
     solver = WideSolver(rtol, max_steps, bias, nonneg_atoms, chunked=True)
     if method == "vmap":
         b0 = weighted_mean(X, w) if bias else jnp.zeros((d,), X.dtype)
+        solver = WideSolver(rtol, max_steps, bias, nonneg_atoms, raw_sums=False)
         sols = solve_path_vmap(solver, X, w, lams, b0)
     else:
         order = jnp.argsort(-lams)

@@ -9,7 +9,9 @@ Two feasible dual points are built from one data pass and the better one is kept
 * SPEC's point: u_n = s·w_n (r_n − ḡ), ḡ = Σ w r/Σ w, s = min(1, 1/(max ||r_n|| + ||ḡ||)). Its gap is
   first order in ||ḡ||.
 * Slack point: u_n = w_n r_n outside S, w_n (r_n − δ) on S = {q_n ≤ 1 − t}, δ = Σ w r / Σ_S w,
-  feasible when ||δ|| ≤ t. Its gap is exactly ½||Σ w r||² / (Σ_S w · Σ w): second order.
+  feasible when ||δ|| ≤ t. Its gap is exactly ½||Σ w r||² / (Σ_S w · Σ w): second order. It is tried
+  at a ladder of levels t: fixed (2^-1 … 2^-24) where the sums are taken before G is known (the
+  streamed solve), else ``slack_levels`` fitted to G.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from jaxtyping import Array
 
 from ._wide_pass import huber_weight
 
-_SLACK_LEVELS = 24
+_SLACK_LEVELS = 24  # fixed levels t_i = 2^-(i+1)
 
 
 def pointwise_objective(n1, q):
@@ -31,9 +33,9 @@ def pointwise_objective(n1, q):
 
 
 class PointSums(NamedTuple):
-    """The per-point part of the certificate, additive over blocks of rows (``rmax`` by maximum):
-    Σw, Σw f, Σw ry, Σw rr, Σw a (the IRLS curvature), max ||r̂_n|| and the histogram of the first
-    slack level each point meets (``slack_weights``)."""
+    """The per-point part of the certificate, additive over blocks of rows (``rmax`` by maximum,
+    ``slack_t`` shared): Σw, Σw f, Σw ry, Σw rr, Σw a (the IRLS curvature), max ||r̂_n||, and the
+    weight Σ_S w of the points with slack at each level of ``slack_t`` (``slack_weights``)."""
 
     n_eff: Array
     wf: Array
@@ -41,13 +43,35 @@ class PointSums(NamedTuple):
     wrr: Array
     wa: Array
     rmax: Array
-    hist: Array
+    slack_t: Array
+    slack_w: Array
 
 
-def point_sums(n1, q, w) -> PointSums:
-    """``PointSums`` of one block of points (ry = ⟨r̂, ŷ⟩ = n1 + a q², rr = ||r̂||² = n1 + a² q²)."""
+def fixed_levels(dtype):
+    """t_i = 2^-(i+1), i < 24."""
+    return 2.0 ** -jnp.arange(1, _SLACK_LEVELS + 1, dtype=dtype)
+
+
+def slack_levels(G, n_eff):
+    """24 levels geometrically spaced from τ = ||G||/Σw (the smallest that can be feasible, as
+    Σ_S w ≤ Σw) to ½."""
+    tau = jnp.maximum(jnp.linalg.norm(G) / n_eff, jnp.finfo(G.dtype).tiny)
+    k = jnp.arange(_SLACK_LEVELS, dtype=G.dtype) / (_SLACK_LEVELS - 1)
+    return tau * jnp.exp(k * jnp.log(0.5 / tau))
+
+
+def slack_weights(q, w, t):
+    """Σ_n w_n [q_n ≤ 1 − t_i] (w_n > 0) for each level t_i, as one (levels × N) product."""
+    inside = (q[..., None, :] <= (1 - t)[:, None]).astype(w.dtype)
+    return inside @ jnp.where(w > 0, w, 0)
+
+
+def point_sums(n1, q, w, slack_t=None) -> PointSums:
+    """``PointSums`` of one block of points (ry = ⟨r̂, ŷ⟩ = n1 + a q², rr = ||r̂||² = n1 + a² q²),
+    with slack levels ``slack_t`` (default ``fixed_levels``)."""
     a = huber_weight(q)
     rnorm = jnp.where(w > 0, a * q, 0)
+    t = fixed_levels(q.dtype) if slack_t is None else slack_t
     return PointSums(
         jnp.sum(w),
         jnp.sum(w * pointwise_objective(n1, q)),
@@ -55,19 +79,20 @@ def point_sums(n1, q, w) -> PointSums:
         jnp.sum(w * (n1 + a * a * q * q)),
         jnp.sum(w * a),
         jnp.max(rnorm, initial=0),
-        _level_histogram(q, w),
+        t,
+        slack_weights(q, w, t),
     )
 
 
 def add_sums(s: PointSums, t: PointSums) -> PointSums:
-    """The sums of two blocks of points together (numpy, for accumulating on the host)."""
+    """The sums of two blocks of points (at the same levels) together (numpy, on the host)."""
     total = PointSums(*(a + b for a, b in zip(s, t, strict=True)))
-    return total._replace(rmax=np.maximum(s.rmax, t.rmax))
+    return total._replace(rmax=np.maximum(s.rmax, t.rmax), slack_t=s.slack_t)
 
 
 def certificate(n1, q, w, G, Y, bias: bool):
     """Return (primal, gap) in λ units (multiply by λ² for the objective's units)."""
-    return certificate_from_sums(point_sums(n1, q, w), G, Y, bias)
+    return certificate_from_sums(point_sums(n1, q, w, slack_levels(G, jnp.sum(w))), G, Y, bias)
 
 
 def certificate_from_sums(s: PointSums, G, Y, bias: bool):
@@ -87,36 +112,11 @@ def certificate_from_sums(s: PointSums, G, Y, bias: bool):
     gap_b = jnp.maximum(gap_b, 0)
     if not bias:
         return primal, gap_b
-    t = 2.0 ** -jnp.arange(1, _SLACK_LEVELS + 1, dtype=dt)
-    w_s = jnp.cumsum(s.hist)[:_SLACK_LEVELS]
+    t, w_s = s.slack_t, s.slack_w
     gsq = jnp.sum(G * G)
     feasible = (w_s > 0) & (jnp.sqrt(gsq) <= t * w_s)
     gap_a = jnp.where(feasible, 0.5 * gsq / (jnp.where(w_s > 0, w_s, 1) * n_eff), jnp.inf)
     return primal, jnp.minimum(gap_b, jnp.min(gap_a))
-
-
-def _level_histogram(q, w):
-    """hist[i] = Σ_n w_n [the first slack level point n meets is i] (w_n > 0; i = levels: none), for
-    the levels t_i = 2^-(i+1): the levels a point meets are those from its first one on (found from
-    log2 and checked with the comparison itself), so their weights are a cumulative sum of hist."""
-    levels = _SLACK_LEVELS
-    t = 2.0 ** -jnp.arange(1, levels + 1, dtype=q.dtype)
-
-    def meets(i):
-        return (i < levels) & (q <= 1 - t[jnp.clip(i, 0, levels - 1)])
-
-    gap = jnp.where(q < 1, 1 - q, 1)
-    guess = jnp.clip(jnp.ceil(-jnp.log2(gap)) - 1, 0, levels).astype(jnp.int32)
-    first = jnp.where(
-        (guess > 0) & meets(guess - 1), guess - 1, jnp.where(meets(guess), guess, guess + 1)
-    )
-    first = jnp.where(q < 1, jnp.minimum(first, levels), levels)
-    return jnp.zeros(levels + 1, w.dtype).at[first].add(jnp.where(w > 0, w, 0))
-
-
-def slack_weights(q, w):
-    """w_s[i] = Σ_n w_n [q_n ≤ 1 − t_i] (w_n > 0) for the slack levels t_i = 2^-(i+1), in O(N)."""
-    return jnp.cumsum(_level_histogram(q, w))[:_SLACK_LEVELS]
 
 
 def relative(gap, primal):

@@ -19,7 +19,15 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ._wide_pass import data_pass, huber_weight, map_reduce_rows
+from ._wide_pass import (
+    centred_row_sums,
+    data_pass,
+    huber_weight,
+    map_reduce_rows,
+    raw_sums_ok,
+    squared_distances,
+    weighted_row_sum,
+)
 from ._wide_solution import WideSolution
 from ._wide_solver import WideSolver
 
@@ -39,12 +47,34 @@ def _shared_block(xb, wb, B, lams, ref):
     return (q.T,), (G, Y)
 
 
-def group_stats(X, w, B, lams, nonneg: bool, chunked: bool = True):
+def _shared_pass(X, w, B, lams, ref, wx):
+    """(q (m, N), G, Y) at the biases B, centred at B[ref]: ||x − b_j||² = s − 2⟨x − b_r, δ_j⟩ +
+    ||δ_j||² with s = ``squared_distances`` to b_r, and G from ``centred_row_sums``; by blocks of
+    x − b_r (``_shared_block``) where not ``raw_sums_ok``."""
+    r = B[ref]
+    delta = B - r
+    s = squared_distances(X, r)
+
+    def raw(_):
+        d2 = s[:, None] - 2 * (X @ delta.T - r @ delta.T) + jnp.sum(delta * delta, axis=1)
+        q = jnp.sqrt(jnp.maximum(d2, 0)) / lams
+        a = w[:, None] * huber_weight(q)
+        return q.T, centred_row_sums(a, X, B, lams), (wx - jnp.sum(w) * B) / lams[:, None]
+
+    def direct(_):
+        (q,), (G, Y) = map_reduce_rows(lambda xb, wb: _shared_block(xb, wb, B, lams, ref), X, w, True)
+        return q, G, Y
+
+    return lax.cond(raw_sums_ok(r, s, w, jnp.min(lams)), raw, direct, None)
+
+
+def group_stats(X, w, B, lams, nonneg: bool, chunked: bool = True, wx=None):
     """Pass statistics (n1, q, G, Y), each with a leading group axis, at the biases B (m, d).
 
     One pass centred at B[0] when every bias lies within λ_j/4 of it; otherwise one pass per bias,
     each centred at that bias (which is the direct computation). A loop of one or m passes rather
-    than ``lax.cond``, whose operand copies cost XLA:CPU about a third of a pass."""
+    than ``lax.cond``, whose operand copies cost XLA:CPU about a third of a pass. With ``wx`` =
+    Σ w x (unsharded data), each pass is a ``_shared_pass``."""
     if nonneg:
         return jax.vmap(lambda b, lam: data_pass(X, w, b, lam, True, chunked))(B, lams)
     m = B.shape[0]
@@ -52,13 +82,17 @@ def group_stats(X, w, B, lams, nonneg: bool, chunked: bool = True):
 
     def one_pass(j, acc):
         ref = jnp.where(near, 0, j)
-        (q,), (G, Y) = map_reduce_rows(
-            lambda xb, wb: _shared_block(xb, wb, B, lams, ref), X, w, chunked
-        )
+        if wx is not None:
+            new = _shared_pass(X, w, B, lams, ref, wx)
+        else:
+            (q,), (G, Y) = map_reduce_rows(
+                lambda xb, wb: _shared_block(xb, wb, B, lams, ref), X, w, chunked
+            )
+            new = (q, G, Y)
         take = near | (jnp.arange(m) == j)
         return tuple(
-            jnp.where(take.reshape(-1, *(1,) * (a.ndim - 1)), new, a)
-            for a, new in zip(acc, (q, G, Y), strict=True)
+            jnp.where(take.reshape(-1, *(1,) * (a.ndim - 1)), n, a)
+            for a, n in zip(acc, new, strict=True)
         )
 
     n, d = X.shape
@@ -80,48 +114,66 @@ def _known_distance_block(xb, wq, b, lams, lam0):
     return (q,), (G, Y)
 
 
-def known_distance_stats(X, w, b, q0, lam0, lams, chunked: bool = True):
+def known_distance_stats(X, w, b, q0, lam0, lams, chunked: bool = True, wx=None):
     """Pass statistics (n1, q, G, Y) at the bias b for every λ of ``lams``, from the distances
-    q0 = ||x − b||/λ0 of an earlier pass at the same b (atoms unrestricted)."""
+    q0 = ||x − b||/λ0 of an earlier pass at the same b (atoms unrestricted). With ``wx`` = Σ w x,
+    G comes from ``centred_row_sums`` where ``raw_sums_ok``."""
     wq = jnp.stack([w, q0.astype(w.dtype)], axis=1)
-    (q,), (G, Y) = map_reduce_rows(
-        lambda xb, wqb: _known_distance_block(xb, wqb, b, lams, lam0), X, wq, chunked
-    )
+
+    def direct(_):
+        (q,), (G, Y) = map_reduce_rows(
+            lambda xb, wqb: _known_distance_block(xb, wqb, b, lams, lam0), X, wq, chunked
+        )
+        return q, G, Y
+
+    if wx is None:
+        q, G, Y = direct(None)
+        return jnp.zeros_like(q), q, G, Y
+
+    def raw(_):
+        q = q0[None, :] * (lam0 / lams)[:, None]
+        a = w[None, :] * huber_weight(q)
+        B = jnp.broadcast_to(b, (lams.shape[0], b.shape[0]))
+        return q, centred_row_sums(a.T, X, B, lams), (wx - jnp.sum(w) * B) / lams[:, None]
+
+    s = jnp.square(q0 * lam0)
+    q, G, Y = lax.cond(raw_sums_ok(b, s, w, jnp.min(lams)), raw, direct, None)
     return jnp.zeros_like(q), q, G, Y
 
 
-def solve_group(solver: WideSolver, X, w, lams, b0, q0=None, lam0=None):
+def solve_group(solver: WideSolver, X, w, lams, b0, q0=None, lam0=None, wx=None):
     """All λ of ``lams`` (m,) from the bias b0, updated together until each is certified; returns
     (solutions, q of the last λ's final pass). With q0 = ||x − b0||/λ0 from an earlier pass the
     first statistics skip the distance computation."""
     m = lams.shape[0]
     B = jnp.broadcast_to(jnp.zeros_like(b0) if not solver.bias else b0, (m, b0.shape[0]))
     if q0 is None or solver.nonneg_atoms:
-        stats = group_stats(X, w, B, lams, solver.nonneg_atoms)
+        stats = group_stats(X, w, B, lams, solver.nonneg_atoms, wx=wx)
     else:
-        stats = known_distance_stats(X, w, B[0], q0, lam0, lams)
+        stats = known_distance_stats(X, w, B[0], q0, lam0, lams, wx=wx)
+    sums_of = jax.vmap(solver.sums, in_axes=(0, 0, None, 0))
+    n1, q, G, Y = stats
+    stats = (q, sums_of(n1, q, w, G), G, Y)
     steps = jnp.zeros((m,), jnp.int32)
 
     def todo(stats, steps):
-        unfinished = jax.vmap(solver.unfinished, in_axes=(0, 0, None, 0, 0))
-        return unfinished(*stats[:2], w, *stats[2:]) & (steps < solver.max_steps)
+        q, sums, G, Y = stats
+        return jax.vmap(solver.unfinished)(sums, G, Y) & (steps < solver.max_steps)
 
     def body(state):
         B, stats, steps, move = state
-        n1, q, G, Y = stats
-        Bn = jax.vmap(solver.step_bias, in_axes=(0, 0, 0, None, 0))(B, lams, q, w, G)
-        B = jnp.where(move[:, None], Bn, B)
-        stats, steps = group_stats(X, w, B, lams, solver.nonneg_atoms), steps + move
+        q, sums, G, Y = stats
+        B = jnp.where(move[:, None], jax.vmap(solver.step)(B, lams, sums, G), B)
+        n1, q, G, Y = group_stats(X, w, B, lams, solver.nonneg_atoms, wx=wx)
+        stats, steps = (q, sums_of(n1, q, w, G), G, Y), steps + move
         return B, stats, steps, todo(stats, steps)
 
     if solver.bias:
         B, stats, steps, _ = lax.while_loop(
             lambda s: jnp.any(s[3]), body, (B, stats, steps, todo(stats, steps))
         )
-    n1, q, G, Y = stats
-    sols = jax.vmap(solver.finish, in_axes=(0, 0, 0, 0, None, 0, 0, 0))(
-        B, lams, n1, q, w, G, Y, steps
-    )
+    q, sums, G, Y = stats
+    sols = jax.vmap(solver.finish)(B, lams, q, sums, G, Y, steps)
     return sols, q[-1]
 
 
@@ -131,11 +183,12 @@ def solve_path_grouped(solver: WideSolver, X, w, lams, b0) -> WideSolution:
     started at the last bias of the group before, whose final distances it reuses (a group whose
     biases stay put, as at small λ, then costs one (m × rows) product and no distance pass)."""
     groups = lams.reshape(-1, GROUP)
-    first, q = solve_group(solver, X, w, groups[0], b0)
+    wx = weighted_row_sum(w, X)
+    first, q = solve_group(solver, X, w, groups[0], b0, wx=wx)
 
     def f(carry, lg):
         b, q_last, lam_last = carry
-        sols, q = solve_group(solver, X, w, lg, b, q_last, lam_last)
+        sols, q = solve_group(solver, X, w, lg, b, q_last, lam_last, wx)
         return (sols.bias[-1], q, lg[-1]), sols
 
     _, rest = lax.scan(f, (first.bias[-1], q, groups[0, -1]), groups[1:])

@@ -15,8 +15,14 @@ import jax.numpy as jnp
 from jax import lax
 
 from ._results import RESULTS
-from ._wide_certificate import PointSums, certificate, certificate_from_sums, point_sums, relative
-from ._wide_pass import data_pass, fast_pass, huber_weight, weighted_row_sum
+from ._wide_certificate import (
+    PointSums,
+    certificate_from_sums,
+    point_sums,
+    relative,
+    slack_levels,
+)
+from ._wide_pass import data_pass, fast_pass, weighted_row_sum
 from ._wide_solution import WideSolution
 
 
@@ -33,28 +39,25 @@ class WideSolver(eqx.Module):
     bias: bool = eqx.field(static=True, default=True)
     nonneg_atoms: bool = eqx.field(static=True, default=False)
     chunked: bool = eqx.field(static=True, default=True)
+    # ``fast_pass`` (unrestricted atoms, unsharded rows); off when vmapped over λ, where its
+    # ``lax.cond`` would run both of its branches
+    raw_sums: bool = eqx.field(static=True, default=True)
 
-    def step_bias(self, b, lam, q, w, G):
-        """One bias update from the statistics of a pass at ``b``."""
-        if self.nonneg_atoms:
-            curv = jnp.sum(w)
-        else:
-            curv = jnp.sum(w * huber_weight(q))
-        return b + lam * G / curv
+    def sums(self, n1, q, w, G) -> PointSums:
+        """The certificate's ``PointSums`` of a pass, at slack levels fitted to its G."""
+        return point_sums(n1, q, w, slack_levels(G, jnp.sum(w)))
 
-    def step_from_sums(self, b, lam, sums: PointSums, G):
-        """``step_bias`` from a pass's ``PointSums`` (the streamed solve)."""
+    def step(self, b, lam, sums: PointSums, G):
+        """One bias update from a pass at ``b``: b + λG/Σ w a (IRLS), or b + λG/Σ w (nonneg)."""
         return b + lam * G / (sums.n_eff if self.nonneg_atoms else sums.wa)
 
-    def finish(self, b, lam, n1, q, w, G, Y, steps):
-        """Certificate and ``WideSolution`` for the bias ``b`` and its pass statistics."""
-        return self.finish_from_sums(
-            b, lam, point_sums(n1, q, w), G, Y, steps, lam * jnp.maximum(q - 1, 0), q > 1
-        )
+    def finish(self, b, lam, q, sums: PointSums, G, Y, steps):
+        """Certificate and ``WideSolution`` at the bias ``b`` from its pass."""
+        return self.finish_from_sums(b, lam, sums, G, Y, steps, lam * jnp.maximum(q - 1, 0), q > 1)
 
     def finish_from_sums(self, b, lam, sums: PointSums, G, Y, steps, code_norms, encoded):
-        """``finish`` from the per-point sums, with the code norms λ·max(q − 1, 0) and the mask
-        q > 1 given (the streamed solve computes them on the host)."""
+        """``finish`` with the code norms λ·max(q − 1, 0) and the mask q > 1 given (the streamed
+        solve computes them on the host)."""
         primal, gap = certificate_from_sums(sums, G, Y, self.bias)
         rel = relative(gap, primal)
         finite = jnp.isfinite(primal) & jnp.all(jnp.isfinite(b))
@@ -79,15 +82,15 @@ class WideSolver(eqx.Module):
             fit_bias=self.bias,
         )
 
-    def unfinished(self, n1, q, w, G, Y):
-        """Whether the certified relative gap of these pass statistics is still above rtol (and
-        the objective finite): the loop's condition, without its step limit."""
-        primal, gap = certificate(n1, q, w, G, Y, True)
+    def unfinished(self, sums: PointSums, G, Y):
+        """Whether the certified relative gap of a pass is still above rtol (and the objective
+        finite): the loop's condition, without its step limit."""
+        primal, gap = certificate_from_sums(sums, G, Y, True)
         return (relative(gap, primal) > self.rtol) & jnp.isfinite(primal)
 
     def __call__(self, X, w, lam, b0=None) -> WideSolution:
         """Solve from ``b0`` (default: the weighted mean)."""
-        fast = self.chunked and not self.nonneg_atoms and self.bias
+        fast = self.raw_sums and self.chunked and not self.nonneg_atoms and self.bias
         wx = None
         if fast or (self.bias and b0 is None):
             wx = weighted_row_sum(w, X) if self.chunked else w @ X
@@ -96,26 +99,27 @@ class WideSolver(eqx.Module):
 
         def stats(b):
             if fast:
-                return fast_pass(X, w, b, lam, wx)
-            return data_pass(X, w, b, lam, self.nonneg_atoms, self.chunked)
+                n1, q, G, Y = fast_pass(X, w, b, lam, wx)
+            else:
+                n1, q, G, Y = data_pass(X, w, b, lam, self.nonneg_atoms, self.chunked)
+            return q, self.sums(n1, q, w, G), G, Y
 
         if not self.bias:
             b0 = jnp.zeros_like(b0)
-            n1, q, G, Y = stats(b0)
-            return self.finish(b0, lam, n1, q, w, G, Y, 0)
+            return self.finish(b0, lam, *stats(b0), 0)
 
         def cond(state):
-            b, n1, q, G, Y, step = state
-            return self.unfinished(n1, q, w, G, Y) & (step < self.max_steps)
+            b, q, sums, G, Y, step = state
+            return self.unfinished(sums, G, Y) & (step < self.max_steps)
 
         def body(state):
-            b, n1, q, G, Y, step = state
-            b = self.step_bias(b, lam, q, w, G)
+            b, q, sums, G, Y, step = state
+            b = self.step(b, lam, sums, G)
             return (b, *stats(b), step + 1)
 
         state = (b0, *stats(b0), jnp.asarray(0, jnp.int32))
-        b, n1, q, G, Y, step = lax.while_loop(cond, body, state)
-        return self.finish(b, lam, n1, q, w, G, Y, step)
+        b, q, sums, G, Y, step = lax.while_loop(cond, body, state)
+        return self.finish(b, lam, q, sums, G, Y, step)
 
 
 def weighted_mean(X, w):

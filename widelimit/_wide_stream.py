@@ -146,7 +146,7 @@ def solve_streaming(
     q, point, G, Y = run(b=b)
     sums, sol = cert(b, q, point, G, Y, steps)
     while bias and float(sol.gap) > rtol and steps < max_steps:
-        b = solver.step_from_sums(b, lam, sums, jnp.asarray(G, dtype))
+        b = solver.step(b, lam, sums, jnp.asarray(G, dtype))
         q, point, G, Y = run(b=b)
         steps += 1
         sums, sol = cert(b, q, point, G, Y, steps)
