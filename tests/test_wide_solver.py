@@ -198,20 +198,25 @@ def test_long_path_shares_passes_and_matches_single_solves(rng):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_slack_weights_equal_the_direct_sums(dtype, rng):
-    from widelimit._wide_certificate import slack_weights
+    # the O(N) histogram from logarithms is exact at and next to every level, for the fixed ladder
+    # and for ladders fitted to G (from τ = ||G||/Σw to ½)
+    from widelimit._wide_certificate import fixed_levels, slack_levels, slack_weights
 
-    t = 2.0 ** -np.arange(1, 25, dtype=dtype)
-    edges = (1 - t).astype(dtype)
-    q = np.concatenate([
-        rng.uniform(0, 2, 500), rng.uniform(0.999, 1.0, 200), edges,
-        np.nextafter(edges, 2 * np.ones_like(edges)), np.nextafter(edges, np.zeros_like(edges)),
-        [0.0, 1.0, np.nextafter(dtype(1), dtype(0))],
-    ]).astype(dtype)  # fmt: skip
-    w = rng.uniform(0, 2, q.shape).astype(dtype)
-    w[::7] = 0
-    direct = np.sum(np.where((q[None] <= 1 - t[:, None]) & (w[None] > 0), w[None], 0), axis=1)
-    got = np.asarray(slack_weights(jnp.asarray(q), jnp.asarray(w), jnp.asarray(t)))
-    np.testing.assert_allclose(got, direct, rtol=1e-5 if dtype == np.float32 else 1e-12)
+    ladders = [np.asarray(fixed_levels(dtype))]
+    for tau in (1e-5, 1e-3, 0.7):
+        ladders.append(np.asarray(slack_levels(jnp.asarray([tau * 10.0], dtype), 10.0)))
+    for t in ladders:
+        edges = (1 - t).astype(dtype)
+        q = np.concatenate([
+            rng.uniform(0, 2, 500), rng.uniform(0.999, 1.0, 200), edges,
+            np.nextafter(edges, 2 * np.ones_like(edges)), np.nextafter(edges, np.zeros_like(edges)),
+            [0.0, 1.0, np.nextafter(dtype(1), dtype(0))],
+        ]).astype(dtype)  # fmt: skip
+        w = rng.uniform(0, 2, q.shape).astype(dtype)
+        w[::7] = 0
+        direct = np.sum(np.where((q[None] <= 1 - t[:, None]) & (w[None] > 0), w[None], 0), axis=1)
+        got = np.asarray(slack_weights(jnp.asarray(q), jnp.asarray(w), jnp.asarray(t)))
+        np.testing.assert_allclose(got, direct, rtol=1e-5 if dtype == np.float32 else 1e-12)
 
 
 @pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-11), (np.float32, 2e-5)])
