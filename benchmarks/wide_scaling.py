@@ -24,8 +24,8 @@ import widelimit as wl  # noqa: E402
 
 def pick_lam(X, rule="half_median"):
     """λ from the distances to the mean (on a 4096-row subsample). ``"half_median"``: half the
-    median distance; at d = 768 the distances concentrate, so every point is encoded (all lie
-    outside the λ-ball around b). ``"q05"``: their 5th percentile, so about 95 % are encoded and
+    median distance; at d = 768 the distances concentrate, so all but a few points in 10^5 are
+    encoded (lie outside the λ-ball around b). ``"q05"``: their 5th percentile, so about 95 % are encoded and
     some lie within λ of b (where the certificate is second order in the bias residual)."""
     Xs = np.asarray(X[:: max(1, len(X) // 4096)], np.float64)
     dist = np.linalg.norm(Xs - Xs.mean(0), axis=1)
