@@ -174,16 +174,15 @@ def solve_wide_path(
     lams = check_lams(lams, X.dtype)
     w = check_weights(weights, n, X.dtype)
     rtol = default_rtol(X.dtype) if rtol is None else float(rtol)
-    solver = WideSolver(rtol, max_steps, bias, nonneg_atoms, chunked=True)
+    # the vmapped solve keeps the direct pass (``WideSolver.raw_sums``)
+    solver = WideSolver(rtol, max_steps, bias, nonneg_atoms, raw_sums=method == "scan")
     if method == "vmap":
         b0 = weighted_mean(X, w) if bias else jnp.zeros((d,), X.dtype)
-        solver = WideSolver(rtol, max_steps, bias, nonneg_atoms, raw_sums=False)
         sols = solve_path_vmap(solver, X, w, lams, b0)
     else:
         order = jnp.argsort(-lams)
         padded = jnp.concatenate([order, jnp.full(-len(order) % GROUP, order[-1])])
-        b0 = weighted_mean(X, w) if bias else jnp.zeros((d,), X.dtype)
-        sols = solve_path_grouped(solver, X, w, lams[padded], b0)
+        sols = solve_path_grouped(solver, X, w, lams[padded])
         inv = jnp.argsort(order)
         sols = jax.tree.map(lambda a: a[inv] if getattr(a, "ndim", 0) else a, sols)
     if throw and not isinstance(sols.gap, jax.core.Tracer):

@@ -24,7 +24,7 @@ from jaxtyping import Array
 
 from ._wide_pass import huber_weight
 
-_SLACK_LEVELS = 24  # fixed levels t_i = 2^-(i+1)
+_SLACK_LEVELS = 24  # levels in each ladder (``fixed_levels``, ``slack_levels``)
 
 
 def pointwise_objective(n1, q):
@@ -100,11 +100,6 @@ def add_sums(s: PointSums, t: PointSums) -> PointSums:
     """The sums of two blocks of points (at the same levels) together (numpy, on the host)."""
     total = PointSums(*(a + b for a, b in zip(s, t, strict=True)))
     return total._replace(rmax=np.maximum(s.rmax, t.rmax), slack_t=s.slack_t)
-
-
-def certificate(n1, q, w, G, Y, bias: bool):
-    """Return (primal, gap) in λ units (multiply by λ² for the objective's units)."""
-    return certificate_from_sums(point_sums(n1, q, w, slack_levels(G, jnp.sum(w))), G, Y, bias)
 
 
 def certificate_from_sums(s: PointSums, G, Y, bias: bool):

@@ -178,13 +178,14 @@ def solve_group(solver: WideSolver, X, w, lams, b0, q0=None, lam0=None, wx=None)
 
 
 @eqx.filter_jit
-def solve_path_grouped(solver: WideSolver, X, w, lams, b0) -> WideSolution:
-    """``lams`` in decreasing order, a multiple of GROUP long: groups under ``lax.scan``, each
-    started at the last bias of the group before, whose final distances it reuses (a group whose
-    biases stay put, as at small λ, then costs one (m × rows) product and no distance pass)."""
+def solve_path_grouped(solver: WideSolver, X, w, lams) -> WideSolution:
+    """``lams`` in decreasing order, a multiple of GROUP long: groups under ``lax.scan``, the first
+    started at the weighted mean, each later one at the last bias of the group before, whose final
+    distances it reuses (a group whose biases stay put, as at small λ, then costs one (m × rows)
+    product and no distance pass)."""
     groups = lams.reshape(-1, GROUP)
     wx = weighted_row_sum(w, X)
-    first, q = solve_group(solver, X, w, groups[0], b0, wx=wx)
+    first, q = solve_group(solver, X, w, groups[0], wx / jnp.sum(w), wx=wx)
 
     def f(carry, lg):
         b, q_last, lam_last = carry

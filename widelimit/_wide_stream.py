@@ -19,7 +19,7 @@ from ._row_source import RowSource
 from ._validate import check_lam, check_weights
 from ._wide_certificate import PointSums, add_sums, point_sums
 from ._wide_pass import data_pass
-from ._wide_solver import WideSolver, default_rtol, solve_in_memory, weighted_mean
+from ._wide_solver import WideSolver, default_rtol, solve_in_memory
 
 
 def _block(xb, wb, b, lam, nonneg: bool):
@@ -125,7 +125,7 @@ def solve_streaming(
         )
         Xf = jnp.asarray(first)
         sub = WideSolver(rtol, 200, True, nonneg_atoms, chunked=False)
-        b = solve_in_memory(sub, Xf, wf, lam, weighted_mean(Xf, wf)).bias
+        b = solve_in_memory(sub, Xf, wf, lam).bias
 
     run = functools.partial(_pass, source, w, lam=lam, nonneg=nonneg_atoms, dtype=dtype)
 
