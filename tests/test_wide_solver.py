@@ -199,8 +199,15 @@ def test_long_path_shares_passes_and_matches_single_solves(rng):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_slack_weights_equal_the_direct_sums(dtype, rng):
     # the O(N) histogram from logarithms is exact at and next to every level, for the fixed ladder
-    # and for ladders fitted to G (from τ = ||G||/Σw to ½)
-    from widelimit._wide_certificate import fixed_levels, slack_levels, slack_weights
+    # and for ladders fitted to G (from τ = ||G||/Σw to ½); so are the direct comparisons that
+    # ``point_sums`` uses for the short fitted ladders
+    from widelimit._wide_certificate import (
+        direct_slack_weights,
+        fixed_levels,
+        point_sums,
+        slack_levels,
+        slack_weights,
+    )
 
     ladders = [np.asarray(fixed_levels(dtype))]
     for tau in (1e-5, 1e-3, 0.7):
@@ -215,8 +222,12 @@ def test_slack_weights_equal_the_direct_sums(dtype, rng):
         w = rng.uniform(0, 2, q.shape).astype(dtype)
         w[::7] = 0
         direct = np.sum(np.where((q[None] <= 1 - t[:, None]) & (w[None] > 0), w[None], 0), axis=1)
-        got = np.asarray(slack_weights(jnp.asarray(q), jnp.asarray(w), jnp.asarray(t)))
-        np.testing.assert_allclose(got, direct, rtol=1e-5 if dtype == np.float32 else 1e-12)
+        tol = 1e-5 if dtype == np.float32 else 1e-12
+        qj, wj, tj = jnp.asarray(q), jnp.asarray(w), jnp.asarray(t)
+        np.testing.assert_allclose(np.asarray(slack_weights(qj, wj, tj)), direct, rtol=tol)
+        np.testing.assert_allclose(np.asarray(direct_slack_weights(qj, wj, tj)), direct, rtol=tol)
+        sums = point_sums(jnp.zeros_like(qj), qj, wj, tj)
+        np.testing.assert_allclose(np.asarray(sums.slack_w), direct, rtol=tol)
 
 
 @pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-11), (np.float32, 2e-5)])

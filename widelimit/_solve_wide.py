@@ -12,7 +12,7 @@ from ._results import RESULTS
 from ._row_source import RowSource, is_streamable
 from ._validate import check_lam, check_lams, check_matrix, check_positive_int, check_weights
 from ._wide_pass import block_stats, is_sharded
-from ._wide_path import GROUP, solve_path_grouped
+from ._wide_path import solve_path_grouped
 from ._wide_solution import WideSolution
 from ._wide_solver import (
     WideSolver,
@@ -180,11 +180,7 @@ def solve_wide_path(
         b0 = weighted_mean(X, w) if bias else jnp.zeros((d,), X.dtype)
         sols = solve_path_vmap(solver, X, w, lams, b0)
     else:
-        order = jnp.argsort(-lams)
-        padded = jnp.concatenate([order, jnp.full(-len(order) % GROUP, order[-1])])
-        sols = solve_path_grouped(solver, X, w, lams[padded])
-        inv = jnp.argsort(order)
-        sols = jax.tree.map(lambda a: a[inv] if getattr(a, "ndim", 0) else a, sols)
+        sols = solve_path_grouped(solver, X, w, lams)
     if throw and not isinstance(sols.gap, jax.core.Tracer):
         bad = np.asarray(sols.result._value != RESULTS.successful._value)
         if bad.any():

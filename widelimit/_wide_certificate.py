@@ -24,7 +24,8 @@ from jaxtyping import Array
 
 from ._wide_pass import huber_weight
 
-_SLACK_LEVELS = 24  # levels in each ladder (``fixed_levels``, ``slack_levels``)
+_SLACK_LEVELS = 24  # levels of the fixed ladder (``fixed_levels``)
+_FITTED_LEVELS = 8  # levels of a ladder fitted to G (``slack_levels``)
 
 
 def pointwise_objective(n1, q):
@@ -53,10 +54,10 @@ def fixed_levels(dtype):
 
 
 def slack_levels(G, n_eff):
-    """24 levels geometrically spaced from τ = ||G||/Σw (the smallest that can be feasible, as
-    Σ_S w ≤ Σw) to max(½, 2τ)."""
+    """``_FITTED_LEVELS`` levels geometrically spaced from τ = ||G||/Σw (the smallest that can be
+    feasible, as Σ_S w ≤ Σw) to max(½, 2τ)."""
     tau = jnp.maximum(jnp.linalg.norm(G) / n_eff, jnp.finfo(G.dtype).tiny)
-    k = jnp.arange(_SLACK_LEVELS, dtype=G.dtype) / (_SLACK_LEVELS - 1)
+    k = jnp.arange(_FITTED_LEVELS, dtype=G.dtype) / (_FITTED_LEVELS - 1)
     return tau * jnp.exp(k * jnp.log(jnp.maximum(0.5 / tau, 2)))
 
 
@@ -78,6 +79,12 @@ def slack_weights(q, w, t):
     return jnp.cumsum(hist[::-1])[::-1][1:]
 
 
+def direct_slack_weights(q, w, t):
+    """Σ_n w_n [q_n ≤ 1 − t_i] (w_n > 0) by comparing every point with every level: faster than
+    ``slack_weights`` for a short ladder (8 levels: 4 ms against 6 ms at N = 10^6)."""
+    return jnp.sum(jnp.where((q[None, :] <= 1 - t[:, None]) & (w > 0), w, 0), axis=1)
+
+
 def point_sums(n1, q, w, slack_t=None) -> PointSums:
     """``PointSums`` of one block of points (ry = ⟨r̂, ŷ⟩ = n1 + a q², rr = ||r̂||² = n1 + a² q²),
     with slack levels ``slack_t`` (default ``fixed_levels``)."""
@@ -92,7 +99,7 @@ def point_sums(n1, q, w, slack_t=None) -> PointSums:
         jnp.sum(w * a),
         jnp.max(rnorm, initial=0),
         t,
-        slack_weights(q, w, t),
+        slack_weights(q, w, t) if t.shape[-1] > _FITTED_LEVELS else direct_slack_weights(q, w, t),
     )
 
 

@@ -179,6 +179,17 @@ def solve_group(solver: WideSolver, X, w, lams, b0, q0=None, lam0=None, wx=None)
 
 @eqx.filter_jit
 def solve_path_grouped(solver: WideSolver, X, w, lams) -> WideSolution:
+    """Every λ of ``lams`` (any order), solved in decreasing order (padded to a multiple of GROUP
+    with the smallest) by ``solve_sorted_path``; the solutions are returned in the order of
+    ``lams``. One compiled program: the sorting costs no separate dispatches."""
+    order = jnp.argsort(-lams)
+    pad = -lams.shape[0] % GROUP
+    sols = solve_sorted_path(solver, X, w, lams[jnp.concatenate([order, jnp.full(pad, order[-1])])])
+    inv = jnp.argsort(order)
+    return jax.tree.map(lambda a: a[inv] if getattr(a, "ndim", 0) else a, sols)
+
+
+def solve_sorted_path(solver: WideSolver, X, w, lams) -> WideSolution:
     """``lams`` in decreasing order, a multiple of GROUP long: groups under ``lax.scan``, the first
     started at the weighted mean, each later one at the last bias of the group before, whose final
     distances it reuses (a group whose biases stay put, as at small λ, then costs one (m × rows)
