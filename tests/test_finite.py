@@ -374,3 +374,21 @@ def test_gram_lipschitz_is_the_largest_eigenvalue_of_the_gram(rng):
         top = np.linalg.eigvalsh(D @ D.T)[-1]
         np.testing.assert_allclose(float(gram_lipschitz(D)), top, rtol=1e-10)
         np.testing.assert_allclose(float(gram_lipschitz(D, D @ D.T)), top, rtol=1e-10)
+
+
+def test_data_init_draws_unit_data_directions_deterministically(rng):
+    from widelimit._dictionary import data_init
+
+    X = jnp.asarray(rng.normal(size=(50, 5)) + 3.0)
+    b = jnp.mean(X, axis=0)
+    U = np.asarray(X - b) / np.linalg.norm(np.asarray(X - b), axis=1, keepdims=True)
+    for n_atoms, max_rows in ((8, 16384), (8, 20), (70, 16384)):  # subsample; more atoms than rows
+        D = np.asarray(data_init(X, b, n_atoms, jax.random.key(1), max_rows=max_rows))
+        assert D.shape == (n_atoms, 5) and D.dtype == np.asarray(X).dtype
+        np.testing.assert_allclose(np.linalg.norm(D, axis=1), 1, rtol=1e-6)
+        assert (U @ D.T).max(0).min() > 0.999  # each atom is a data direction (up to 1e-3 noise)
+        np.testing.assert_array_equal(D, np.asarray(data_init(X, b, n_atoms, jax.random.key(1), max_rows=max_rows)))
+        assert not np.allclose(D, np.asarray(data_init(X, b, n_atoms, jax.random.key(2), max_rows=max_rows)))
+    # k-means++ spreads the first atoms: 8 draws from 50 points never repeat a direction
+    D = np.asarray(data_init(X, b, 8, jax.random.key(3)))
+    assert np.sort(np.abs(D @ D.T - np.eye(8)).ravel())[-1] < 0.999

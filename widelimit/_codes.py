@@ -141,7 +141,6 @@ def working_set_lasso(D, b, X, lam, Z0, tol, max_steps, ws: int | tuple[int, ...
     next; those that fill the last are solved densely (FISTA), 64 at a time."""
     n = X.shape[0]
     Xc = X - b
-    C = Xc @ D.T
     G = D @ D.T
     thresh = tol * lam
     tiers = (ws,) if isinstance(ws, int) else tuple(ws)
@@ -160,9 +159,12 @@ def working_set_lasso(D, b, X, lam, Z0, tol, max_steps, ws: int | tuple[int, ...
             Zr = Z[rows]
             _, idx = lax.top_k(jnp.where(Zr > 0, jnp.inf, -grads[rows]), size)
             Gs = G[idx[:, :, None], idx[:, None, :]]
-            zs, _ = nonneg_lasso_cd(
-                Gs, jnp.take_along_axis(C[rows], idx, 1), lam, jnp.take_along_axis(Zr, idx, 1), tol, max_steps
-            )
+            zs = jnp.take_along_axis(Zr, idx, 1)
+            # c = D(x − b) on the working set from the kept gradient λ − c + Gz, not from an
+            # (N × K) product: exact when the support fits in the working set (else the row's
+            # KKT residual, computed exactly below, sends it back for another solve)
+            Cs = lam - jnp.take_along_axis(grads[rows], idx, 1) + jnp.einsum("rj,rjk->rk", zs, Gs)
+            zs, _ = nonneg_lasso_cd(Gs, Cs, lam, zs, tol, max_steps)
             Zr = jnp.zeros_like(Zr).at[jnp.arange(block)[:, None], idx].set(zs)
             vr, gr = violation(Zr, rows)
             filled = jnp.all(zs > 0, axis=1)
@@ -187,15 +189,17 @@ def working_set_lasso(D, b, X, lam, Z0, tol, max_steps, ws: int | tuple[int, ...
     L = lax.cond(jnp.max(v) > thresh, gram_lipschitz, lambda D: jnp.ones((), D.dtype), D)
 
     def dense_rows(carry):
-        Z, v, i = carry
+        Z, v, grads, i = carry
         _, rows = lax.top_k(v, dblock)
-        zb, _ = nonneg_lasso(G, C[rows], lam, Z[rows], tol, max_steps, L=L)
-        return Z.at[rows].set(zb), v.at[rows].set(violation(zb, rows)[0]), i + 1
+        Zr = Z[rows]
+        zb, _ = nonneg_lasso(G, lam - grads[rows] + Zr @ G, lam, Zr, tol, max_steps, L=L)
+        vb, gb = violation(zb, rows)
+        return Z.at[rows].set(zb), v.at[rows].set(vb), grads.at[rows].set(gb), i + 1
 
-    Z, _, _ = lax.while_loop(
-        lambda c: (jnp.max(c[1]) > thresh) & (c[2] < -(-n // dblock) + 1),
+    Z, _, _, _ = lax.while_loop(
+        lambda c: (jnp.max(c[1]) > thresh) & (c[3] < -(-n // dblock) + 1),
         dense_rows,
-        (Z, v, jnp.asarray(0, jnp.int32)),
+        (Z, v, grads, jnp.asarray(0, jnp.int32)),
     )
     return Z
 

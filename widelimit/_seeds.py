@@ -69,10 +69,8 @@ def fit_dictionary_seeds(
     b0 = jnp.asarray(init_bias, dt) if init_bias is not None else (wide.bias if bias else jnp.zeros(d, dt))
     if b0.shape != (d,):
         raise ValueError(f"`init_bias` must have shape ({d},)")
-    k_init = jax.vmap(lambda k: jax.random.split(k)[0])(keys)
-    k_run = jax.vmap(lambda k: jax.random.split(k)[1])(keys)
     if inits is None:
-        D0 = jnp.stack([data_init(X, b0, n_atoms, k_init[i]) for i in range(s)])
+        D0 = jnp.stack([data_init(X, b0, n_atoms, keys[i]) for i in range(s)])
     else:
         inits = np.asarray(inits)
         if inits.ndim != 3 or inits.shape[0] != s:
@@ -88,8 +86,7 @@ def fit_dictionary_seeds(
     prev = np.full(s, np.inf)
     for e in range(max_epochs):
         cfg = _with_working_set(cfg, state.Z.reshape(s * n, n_atoms), e)
-        epoch_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(k_run, e)
-        new = _epoch_seeds(cfg, state, X, w, epoch_keys, wide_bound)
+        new = _epoch_seeds(cfg, state, X, w, keys, wide_bound)
         state = _select(jnp.asarray(active), new, state)
         loss = np.asarray(state.history.loss[:, e])
         active &= ~(prev - loss <= tol * np.abs(loss))

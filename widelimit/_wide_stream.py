@@ -31,6 +31,9 @@ def _block(xb, wb, b, lam, nonneg: bool):
 
 _block_stats = jax.jit(_block, static_argnums=(4,))
 
+# rows of the first block solved in memory for the streamed solve's starting bias
+_WARM_START_ROWS = 4 * 4096
+
 
 def _weights_for(weights, n_rows: int, dtype):
     """``check_weights`` as a numpy array (sliced per chunk), or None for unit weights."""
@@ -115,7 +118,7 @@ def solve_streaming(
     elif not bias:
         b = jnp.zeros((d,), dtype)
     else:
-        first = np.asarray(next(iter(source)), dtype)[: 4 * 4096]
+        first = np.asarray(next(iter(source)), dtype)[:_WARM_START_ROWS]
         if not np.all(np.isfinite(first)):
             raise ValueError("`X` contains NaN or Inf")
         wf = (
