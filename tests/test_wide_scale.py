@@ -100,25 +100,41 @@ def test_stream_memmap_slice_reads_the_right_rows(data, tmp_path):
     _agree(wl.solve_wide(mm, 1.5, chunk_rows=500), wl.solve_wide(data[1234:4321], 1.5))
 
 
-def test_file_sources_alternate_two_half_chunk_buffers(data, tmp_path):
+def test_file_sources_yield_half_chunk_blocks_valid_while_the_next_is_read(data, tmp_path):
     # the streaming pass reads block i+1 while block i is computed on: the two must never share
-    # memory, and block i+1 may reuse only block i-1's buffer
+    # memory. Files (and memmaps of them) are mapped block by block, read-only; a memmap without
+    # a known file offset alternates two buffers, so block i+1 may reuse only block i-1's
     from widelimit._row_source import RowSource
 
     path = tmp_path / "x.npy"
     np.save(path, data)
-    for X in (str(path), np.load(path, mmap_mode="r")):
+    columns = np.load(path, mmap_mode="r")[:, :5]  # not C-contiguous: no file offset
+    cases = ((str(path), True, data), (np.load(path, mmap_mode="r"), True, data), (columns, False, data[:, :5]))
+    for X, mapped, want in cases:
         src = RowSource(X, chunk_rows=1000)
         assert src.pipelined and src.block_rows == 500
         blocks, copies = [], []
         for blk in src:
             assert not any(np.shares_memory(blk, b) for b in blocks[-1:])
+            assert blk.flags.c_contiguous and blk.flags.writeable != mapped
             blocks.append(blk)
             copies.append(blk.copy())
-        assert len({b.ctypes.data for b in blocks}) == 2
-        np.testing.assert_array_equal(np.concatenate(copies), data)
+        if not mapped:
+            assert len({b.ctypes.data for b in blocks}) == 2
+        np.testing.assert_array_equal(np.concatenate(copies), want)
+        if mapped:  # the pages of the blocks before last were released, but stay readable
+            np.testing.assert_array_equal(np.concatenate(blocks), want)
     chunks = RowSource([data[:700], data[700:]], chunk_rows=1000)
     assert not chunks.pipelined and chunks.block_rows == 1000
+
+
+def test_truncated_npy_file_is_an_error_before_any_work(data, tmp_path):
+    path = tmp_path / "x.npy"
+    np.save(path, data)
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) - 4 * data.shape[1] - 3])
+    with pytest.raises(ValueError, match="truncated"):
+        wl.solve_wide(str(path), 1.5, chunk_rows=1000)
 
 
 def test_stream_compiles_nothing_for_a_new_number_of_rows(tmp_path, caplog):

