@@ -142,8 +142,7 @@ def _full_epoch(cfg: _Config, s: _State, X, w, key):
         De = D
     tol = cfg.code_tol if cfg.epoch_tol is None else cfg.epoch_tol
     Ze = gram_codes(De, b, X, lam, Z, tol, cfg.code_steps, cfg.ws)
-    loss_e = _loss(X, De, Ze, b, lam, w)
-    loss_plain = _loss(X, D, Z, b, lam, w)
+    loss_e, loss_plain = _loss(X, De, Ze, b, lam, w), _loss(X, D, Z, b, lam, w)
     keep = loss_e <= loss_plain
     new = (jnp.where(keep, De, D), D, keep & coded, b, jnp.where(keep, Ze, Z))
     s = eqx.tree_at(lambda t: (t.D, t.D_prev, t.extrapolate, t.b, t.Z), s, new)
@@ -316,8 +315,9 @@ def data_init(X, b, n_atoms: int, key, max_rows: int = 16384, rounds: int = 32):
     rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
     dtype = np.dtype(X.dtype)
     n = X.shape[0]
-    rows = np.sort(rng.choice(n, max_rows, replace=False)) if n > max_rows else slice(None)
-    P = np.asarray(X[rows] if n > max_rows else X, dtype) - np.asarray(b, dtype)
+    if n > max_rows:
+        X = X[np.sort(rng.choice(n, max_rows, replace=False))]
+    P = np.asarray(X, dtype) - np.asarray(b, dtype)
     energy = np.einsum("nd,nd->n", P, P)
     U = P / np.sqrt(np.where(energy > 0, energy, 1))[:, None]
     rounds = min(n_atoms, rounds)

@@ -43,9 +43,10 @@ def _weights_for(weights, n_rows: int, dtype):
 def _pass(source: RowSource, w, b, lam, nonneg, dtype):
     """Stream every block once: returns numpy q, the float64 ``PointSums`` and float64 (G, Y).
 
-    Blocks mapped from a file are used by XLA without a copy. With a ``pipelined`` source the statistics
-    of a block are dispatched (asynchronously) before those of the block before are fetched, so the
-    next read overlaps the computation; a source's buffer is refilled only after its results are in.
+    Blocks mapped from a file are used by XLA without a copy. With a ``pipelined`` source the
+    statistics of a block are dispatched (asynchronously) before those of the block before are
+    fetched, so the next read overlaps the computation; a source's buffer is refilled only after
+    its results are in.
     """
     B = source.block_rows
     qs = []
