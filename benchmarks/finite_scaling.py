@@ -74,6 +74,7 @@ def run_spams(X, k, lam, epochs, batch=256):
 
 def run_widelimit(X, k, lam, epochs, seed=0, batch_size=None):
     times, losses = [], []
+    key = jax.random.key(seed)  # an input, like sklearn's random_state: made before the clock starts
     t0 = time.perf_counter()
 
     def cb(e, hist):
@@ -81,7 +82,7 @@ def run_widelimit(X, k, lam, epochs, seed=0, batch_size=None):
         losses.append(float(hist["loss"][-1]))
 
     fit = wl.fit_dictionary(
-        X, k, lam, key=jax.random.key(seed), max_epochs=epochs, tol=0.0, callback=cb,
+        X, k, lam, key=key, max_epochs=epochs, tol=0.0, callback=cb,
         progress=False, batch_size=batch_size,
     )  # fmt: skip
     return np.asarray(times), np.asarray(losses), fit

@@ -298,6 +298,23 @@ def test_working_set_codes_equal_dense_codes(rng):
             float(wl.dictionary_loss(X, D, dense, None, lam)),
             rtol=1e-10,
         )
+    # the dense solve as a program of its own (what fit_dictionary compiles only when needed)
+    from widelimit._codes import dense_fallback, working_set_lasso
+
+    args = (jnp.asarray(D), jnp.zeros(d), jnp.asarray(X), lam)
+    part, needed = working_set_lasso(*args, jnp.zeros((n, k)), 1e-8, 20000, (8, 16), dense=False)
+    assert bool(needed)  # the five large rows outgrow 16 atoms
+    assert float(kkt_residual(part, D @ D.T, X @ D.T, lam).max()) > 1e-8 * lam
+    whole = dense_fallback(*args, part, 1e-8, 20000)
+    assert float(kkt_residual(whole, D @ D.T, X @ D.T, lam).max()) <= 1e-8 * lam * 1.01
+    np.testing.assert_allclose(
+        float(wl.dictionary_loss(X, D, whole, None, lam)),
+        float(wl.dictionary_loss(X, D, dense, None, lam)),
+        rtol=1e-10,
+    )
+    codes, needed = working_set_lasso(*args, jnp.asarray(whole), 1e-8, 20000, (8, 16), dense=False)
+    assert not bool(needed)  # warm-started at the solution: nothing left for the dense solve
+    np.testing.assert_array_equal(codes, whole)
 
 
 def test_working_set_sizes_and_their_reuse():
@@ -376,19 +393,119 @@ def test_gram_lipschitz_is_the_largest_eigenvalue_of_the_gram(rng):
         np.testing.assert_allclose(float(gram_lipschitz(D, D @ D.T)), top, rtol=1e-10)
 
 
-def test_data_init_draws_unit_data_directions_deterministically(rng):
-    from widelimit._dictionary import data_init
+def test_data_init_seeds_at_data_directions_then_lloyd_steps_raise_the_kmeans_objective(rng):
+    from widelimit._dictionary import _lloyd_step, data_init
 
     X = jnp.asarray(rng.normal(size=(50, 5)) + 3.0)
     b = jnp.mean(X, axis=0)
-    U = np.asarray(X - b) / np.linalg.norm(np.asarray(X - b), axis=1, keepdims=True)
+    P = np.asarray(X - b)
+    e = np.einsum("nd,nd->n", P, P)
+    U = P / np.sqrt(e)[:, None]
     for n_atoms, max_rows in ((8, 16384), (8, 20), (70, 16384)):  # subsample; more atoms than rows
-        D = np.asarray(data_init(X, b, n_atoms, jax.random.key(1), max_rows=max_rows))
+        D = np.asarray(data_init(X, b, n_atoms, jax.random.key(1), max_rows=max_rows, lloyd=0))
         assert D.shape == (n_atoms, 5) and D.dtype == np.asarray(X).dtype
         np.testing.assert_allclose(np.linalg.norm(D, axis=1), 1, rtol=1e-6)
-        assert (U @ D.T).max(0).min() > 0.999  # each atom is a data direction (up to 1e-3 noise)
-        np.testing.assert_array_equal(D, np.asarray(data_init(X, b, n_atoms, jax.random.key(1), max_rows=max_rows)))
-        assert not np.allclose(D, np.asarray(data_init(X, b, n_atoms, jax.random.key(2), max_rows=max_rows)))
+        assert (U @ D.T).max(0).min() > 0.999  # each seed is a data direction (up to 1e-3 noise)
+        again = data_init(X, b, n_atoms, jax.random.key(1), max_rows=max_rows, lloyd=0)
+        np.testing.assert_array_equal(D, np.asarray(again))
+        other = data_init(X, b, n_atoms, jax.random.key(2), max_rows=max_rows, lloyd=0)
+        assert not np.allclose(D, np.asarray(other))
     # k-means++ spreads the first atoms: 8 draws from 50 points never repeat a direction
-    D = np.asarray(data_init(X, b, 8, jax.random.key(3)))
-    assert np.sort(np.abs(D @ D.T - np.eye(8)).ravel())[-1] < 0.999
+    D0 = np.asarray(data_init(X, b, 8, jax.random.key(3), lloyd=0))
+    assert np.sort(np.abs(D0 @ D0.T - np.eye(8)).ravel())[-1] < 0.999
+
+    # a Lloyd step moves each atom to the normalised e-weighted sum of its nearest directions
+    near = (U @ D0.T).argmax(1)
+    D1 = _lloyd_step(U, e, D0)
+    for k in range(8):
+        c = (e[near == k, None] * U[near == k]).sum(0)
+        want = c / np.linalg.norm(c) if np.any(near == k) else D0[k]
+        np.testing.assert_allclose(D1[k], want, rtol=1e-6, atol=1e-9)
+    # an atom no direction is nearest to is kept (directions in the positive orthant)
+    lonely = np.vstack([np.abs(D0), -np.ones((1, 5)) / np.sqrt(5)])
+    np.testing.assert_array_equal(_lloyd_step(np.abs(U), e, lonely)[-1], lonely[-1])
+
+    # and it never lowers the objective Σ e_n max_k ⟨u_n, d_k⟩ (same seeds and noise otherwise)
+    def objective(D):
+        return float(np.sum(e * (U @ D.T).max(1)))
+
+    fits = [np.asarray(data_init(X, b, 8, jax.random.key(3), lloyd=t)) for t in (0, 1, 2, 5)]
+    values = [objective(D) for D in fits]
+    assert np.all(np.diff(values) >= -1e-3), values
+    assert values[-1] > values[0] * 1.01, values
+    np.testing.assert_allclose(np.linalg.norm(fits[-1], axis=1), 1, rtol=1e-6)
+
+
+def test_dead_atoms_are_counted_and_resampled_from_the_worst_reconstructed_points():
+    r = np.random.default_rng(3)
+    d, k = 6, 8
+    X = np.abs(r.normal(size=(300, d))) + 0.5  # positive data: an atom −1/√d is never used
+    good = unit(np.abs(r.normal(size=(k - 2, d))))
+    init = np.vstack([good, -np.ones((2, d)) / np.sqrt(d)])
+    opts = dict(key=jax.random.PRNGKey(0), bias=False, init=init, max_epochs=6, tol=0, progress=False)
+    kept = wl.fit_dictionary(X, k, 0.5, resample_dead=False, **opts)
+    h = kept.history.trimmed(6)
+    assert h["dead"].tolist() == [2] * 6 and h["resampled"].tolist() == [0] * 6
+    np.testing.assert_array_equal(np.asarray(kept.atoms)[-2:], init[-2:])  # unused: left as they are
+    assert not np.asarray(kept.codes)[:, -2:].any()
+
+    fit = wl.fit_dictionary(X, k, 0.5, **opts)
+    h = fit.history.trimmed(6)
+    assert h["dead"][0] == 2 and h["resampled"][0] == 0  # the first epoch only encodes
+    assert h["resampled"][1] == 2  # the next one replaces both, before its atom update
+    D = np.asarray(fit.atoms)
+    np.testing.assert_allclose(np.linalg.norm(D, axis=1), 1, rtol=1e-6)
+    assert (D[-2:] @ np.ones(d) > 0).all()  # now residual directions of the data, and used
+    assert h["dead"][-1] == 0 and np.asarray(fit.codes)[:, -2:].any(axis=0).all()
+    assert float(fit.loss) < float(kept.loss)
+    # the replacements: the residual directions of the two worst-reconstructed points, in order
+    from widelimit._dictionary import _replace_dead
+
+    one = wl.fit_dictionary(X, k, 0.5, resample_dead=False, **{**opts, "max_epochs": 1})
+    D1, Z1 = np.asarray(one.atoms), np.asarray(one.codes)
+    R = X - Z1 @ D1
+    worst = np.argsort(-np.linalg.norm(R, axis=1))[:2]
+    dead = Z1.sum(0) <= 0
+    new, replaced = _replace_dead(D1, Z1, X, np.zeros(d), jax.random.PRNGKey(1), dead)
+    assert np.asarray(replaced).tolist() == dead.tolist()
+    np.testing.assert_allclose(np.asarray(new)[-2:], unit(R[worst]), rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(new)[:-2], D1[:-2])
+
+
+def test_staged_epochs_equal_the_one_program_epoch():
+    """``fit_dictionary`` runs an epoch as separate programs (resampling only when needed, no
+    update before the first codes, a lazily compiled dense fallback); ``fit_dictionary_seeds``
+    vmaps the one-program epoch. Both must give the same states, working-set tiers included."""
+    from widelimit._dictionary import _Config, _epoch, _staged_epoch, _with_working_set
+    from widelimit._dictionary import initial_state as start
+
+    r = np.random.default_rng(2)
+    X = _planted(11, n=400)
+    X[:, -1] = 1e-3 * r.normal(size=len(X))  # nothing in the last coordinate: ±e_d are never used
+    X = jnp.asarray(X)
+    n, d = X.shape
+    k = 80  # > 64: per-point working sets
+    D0 = r.normal(size=(k, d))
+    D0[:, -1] = 0  # ... nor by atoms outside that coordinate
+    D0[-2:] = 0
+    D0[-2:, -1] = (1, -1)
+    D0 = jnp.asarray(unit(D0))
+    b0 = jnp.mean(X, axis=0)
+    key = jax.random.PRNGKey(5)
+    w = jnp.ones(n)
+    cfg = _Config(jnp.asarray(0.1), True, None, 10, 1e-6, 500, True, 0.8)
+    one = staged = start(D0, b0, n, 4)
+    for e in range(4):
+        cfg = _with_working_set(cfg, staged.Z, e)
+        cfg = dataclasses.replace(cfg, epoch_tol=jnp.asarray(1e-3 if e < 2 else 1e-6))
+        one = _epoch(cfg, one, X, w, key, jnp.asarray(0.0))
+        h = staged.history
+        coded = e > 0 and float(h.l0[e - 1]) > 0
+        dead = e > 0 and int(h.dead[e - 1]) > 0
+        staged = _staged_epoch(cfg, staged, X, w, key, jnp.asarray(0.0), coded=coded, dead=dead)
+        for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(staged), strict=True):
+            if a is one.history.l0:  # a code of 1e-17 in one program can be 0 in the other
+                np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2 / n)
+            else:
+                np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-7, atol=1e-9)
+    assert int(staged.history.resampled[1]) > 0

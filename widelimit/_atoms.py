@@ -53,8 +53,9 @@ def atom_update(D, A, B, n_steps: int):
 
 
 def bias_update(X, Z, D, w):
-    """b = Σ w_n (x_n − D z_n) / Σ w_n (exact minimiser for fixed D, Z)."""
-    return (w @ (X - Z @ D)) / jnp.sum(w)
+    """b = Σ w_n (x_n − D z_n) / Σ w_n (exact minimiser for fixed D, Z), as (wᵀX − (wᵀZ) D)/Σw:
+    no (N × d) product Z D."""
+    return (w @ X - (w @ Z) @ D) / jnp.sum(w)
 
 
 def code_gram(Z, w, support: int | None = None):

@@ -74,37 +74,33 @@ def nonneg_lasso(G, C, lam, Z0, tol, max_steps, L=None):
 
 
 @eqx.filter_jit
-def nonneg_lasso_cd(G, C, lam, Z0, tol, max_sweeps):
-    """Cyclic coordinate descent for the same problem, all rows at once, keeping the gradient
-    g = Z G − C up to date (z_j ← max(0, z_j − (g_j + λ)/G_jj), g += δ G_j). One sweep reads G once;
-    a few tens of sweeps usually reach tol where FISTA needs hundreds of steps. G is shared (K × K)
-    or per row (N × M × M); stops when the KKT residual is ≤ tol·λ; returns (Z, sweeps)."""
-    shared = G.ndim == 2
-    m = Z0.shape[1]
+def nonneg_lasso_cd(Gt, grad0, lam, Zt0, tol, max_sweeps, unroll: int = 1):
+    """Cyclic coordinate descent for the same problem with one Gram matrix per row, in
+    coordinate-major layout (Gt[j, i, r] = G_r[j, i]; grad0, Zt0 are M × R), from the gradient
+    grad0 = G Z0 − C and keeping it up to date (z_j ← max(0, z_j − (g_j + λ)/G_jj), g += δ G_j): a
+    coordinate step reads one contiguous M × R slab, and one sweep reads every G_r once. A few
+    tens of sweeps usually reach tol where FISTA needs hundreds of steps. Stops when the KKT
+    residual is ≤ tol·λ (``unroll`` coordinates per loop step); returns (Zt, sweeps)."""
+    m = Zt0.shape[0]
     thresh = tol * lam
-    diag = jnp.diagonal(G, axis1=-2, axis2=-1)
+    diag = jnp.diagonal(Gt, axis1=0, axis2=1).T
     diag = jnp.where(diag > 0, diag, 1)
-    if shared:
-        diag = jnp.broadcast_to(diag, Z0.shape)
 
     def coord(j, zg):
         Z, g = zg
-        zj = Z[:, j]
-        new = jnp.maximum(zj - (g[:, j] + lam) / diag[:, j], 0)
-        delta = new - zj
-        col = G[j][None, :] if shared else G[:, j, :]
-        return Z.at[:, j].set(new), g + delta[:, None] * col
+        zj = Z[j]
+        new = jnp.maximum(zj - (g[j] + lam) / diag[j], 0)
+        return Z.at[j].set(new), g + (new - zj)[None, :] * Gt[j]
 
     def sweep(s):
         Z, g, k, _ = s
-        Z, g = lax.fori_loop(0, m, coord, (Z, g))
+        Z, g = lax.fori_loop(0, m, coord, (Z, g), unroll=unroll)
         res = jnp.max(jnp.abs(Z - jnp.maximum(Z - (g + lam), 0)))
         return Z, g, k + 1, res
 
-    g0 = _matvec(Z0, G) - C
-    res0 = jnp.max(jnp.abs(Z0 - jnp.maximum(Z0 - (g0 + lam), 0)))
+    res0 = jnp.max(jnp.abs(Zt0 - jnp.maximum(Zt0 - (grad0 + lam), 0)))
     Z, _, k, _ = lax.while_loop(
-        lambda s: (s[3] > thresh) & (s[2] < max_sweeps), sweep, (Z0, g0, jnp.asarray(0, jnp.int32), res0)
+        lambda s: (s[3] > thresh) & (s[2] < max_sweeps), sweep, (Zt0, grad0, jnp.asarray(0, jnp.int32), res0)
     )
     return Z, k
 
@@ -130,26 +126,63 @@ def working_set_size(Z, n_atoms: int, minimum: int = 16) -> tuple[int, ...]:
     return tuple(sizes)
 
 
+def _violation(D, Xc, lam, Zr, rows):
+    """Per-row KKT residual max_k |z − [z − g]₊| and gradient g = λ − (x − b − Dz)·D of ``rows``."""
+    grad = lam - (Xc[rows] - Zr @ D) @ D.T
+    return jnp.max(jnp.abs(Zr - jnp.maximum(Zr - grad, 0)), axis=1), grad
+
+
+def _dense_rows(D, G, Xc, lam, Z, v, grads, tol, max_steps):
+    """Rows still violating (v > tol·λ) solved densely by FISTA, the worst 64 at a time."""
+    n = Z.shape[0]
+    thresh = tol * lam
+    dblock = min(n, 64)
+    L = lax.cond(jnp.max(v) > thresh, gram_lipschitz, lambda D: jnp.ones((), D.dtype), D)
+
+    def dense_rows(carry):
+        Z, v, grads, i = carry
+        _, rows = lax.top_k(v, dblock)
+        Zr = Z[rows]
+        zb, _ = nonneg_lasso(G, lam - grads[rows] + Zr @ G, lam, Zr, tol, max_steps, L=L)
+        vb, gb = _violation(D, Xc, lam, zb, rows)
+        return Z.at[rows].set(zb), v.at[rows].set(vb), grads.at[rows].set(gb), i + 1
+
+    Z, _, _, _ = lax.while_loop(
+        lambda c: (jnp.max(c[1]) > thresh) & (c[3] < -(-n // dblock) + 1),
+        dense_rows,
+        (Z, v, grads, jnp.asarray(0, jnp.int32)),
+    )
+    return Z
+
+
 @eqx.filter_jit
-def working_set_lasso(D, b, X, lam, Z0, tol, max_steps, ws: int | tuple[int, ...], block: int = 1024):
+def dense_fallback(D, b, X, lam, Z, tol, max_steps):
+    """The dense solve of ``working_set_lasso`` on its own, for codes from ``dense=False``."""
+    Xc = X - b
+    v, grads = _violation(D, Xc, lam, Z, jnp.arange(X.shape[0]))
+    return _dense_rows(D, D @ D.T, Xc, lam, Z, v, grads, tol, max_steps)
+
+
+@eqx.filter_jit
+def working_set_lasso(
+    D, b, X, lam, Z0, tol, max_steps, ws: int | tuple[int, ...], block: int = 1024, dense: bool = True
+):
     """Nonnegative-lasso codes by per-point working sets (the support first, then the most violated
     KKT conditions), in tiers of increasing size ``ws``. In each tier, rows are processed ``block``
     at a time (256 after the first tier), worst KKT residual first: gather their Gram blocks
-    (rows × ws × ws), solve by batched coordinate descent, and update their residual from
+    (ws × ws × rows), solve by batched coordinate descent, and update their residual from
     λ − (x − b − Dz)·d_k (O(Kd) per row, no K × K products), kept for every row (N × K) so that it
     is computed once per solve and once per solved block. Rows whose support fills a tier go to the
-    next; those that fill the last are solved densely (FISTA), 64 at a time."""
+    next; those that fill the last are solved densely (FISTA), 64 at a time. With ``dense=False``
+    that last step is left out and (Z, whether it is needed) returned: ``dense_fallback`` is then a
+    program of its own, compiled only by a fit that needs it."""
     n = X.shape[0]
     Xc = X - b
     G = D @ D.T
     thresh = tol * lam
     tiers = (ws,) if isinstance(ws, int) else tuple(ws)
 
-    def violation(Zr, rows):
-        grad = lam - (Xc[rows] - Zr @ D) @ D.T
-        return jnp.max(jnp.abs(Zr - jnp.maximum(Zr - grad, 0)), axis=1), grad
-
-    def tier(Z, v, grads, todo, size, block):
+    def tier(Z, v, grads, todo, size, block, unroll):
         """Solve the rows in ``todo`` on working sets of ``size``; returns Z, v and the rows whose
         support filled the working set."""
 
@@ -158,15 +191,16 @@ def working_set_lasso(D, b, X, lam, Z0, tol, max_steps, ws: int | tuple[int, ...
             _, rows = lax.top_k(jnp.where(todo & ~full, v, 0), block)
             Zr = Z[rows]
             _, idx = lax.top_k(jnp.where(Zr > 0, jnp.inf, -grads[rows]), size)
-            Gs = G[idx[:, :, None], idx[:, None, :]]
-            zs = jnp.take_along_axis(Zr, idx, 1)
-            # c = D(x − b) on the working set from the kept gradient λ − c + Gz, not from an
-            # (N × K) product: exact when the support fits in the working set (else the row's
-            # KKT residual, computed exactly below, sends it back for another solve)
-            Cs = lam - jnp.take_along_axis(grads[rows], idx, 1) + jnp.einsum("rj,rjk->rk", zs, Gs)
-            zs, _ = nonneg_lasso_cd(Gs, Cs, lam, zs, tol, max_steps)
+            it = idx.T  # coordinate-major: the Gram blocks as (size, size, block)
+            Gt = G[it[:, None, :], it[None, :, :]]
+            zt = jnp.take_along_axis(Zr, idx, 1).T
+            # the gradient Gz − c on the working set is the kept one less λ, not recomputed from
+            # an (N × K) product c = D(x − b): exact when the support fits in the working set
+            # (else the row's KKT residual, computed exactly below, sends it back for another solve)
+            g0 = jnp.take_along_axis(grads[rows], idx, 1).T - lam
+            zs = nonneg_lasso_cd(Gt, g0, lam, zt, tol, max_steps, unroll)[0].T
             Zr = jnp.zeros_like(Zr).at[jnp.arange(block)[:, None], idx].set(zs)
-            vr, gr = violation(Zr, rows)
+            vr, gr = _violation(D, Xc, lam, Zr, rows)
             filled = jnp.all(zs > 0, axis=1)
             return Z.at[rows].set(Zr), v.at[rows].set(vr), grads.at[rows].set(gr), full.at[rows].set(filled), i + 1
 
@@ -179,29 +213,14 @@ def working_set_lasso(D, b, X, lam, Z0, tol, max_steps, ws: int | tuple[int, ...
         return Z, v, grads, full
 
     Z = jnp.maximum(Z0, 0)
-    v, grads = violation(Z, jnp.arange(n))
+    v, grads = _violation(D, Xc, lam, Z, jnp.arange(n))
     todo = jnp.ones(n, bool)
-    for t, size in enumerate(tiers):
-        Z, v, grads, todo = tier(Z, v, grads, todo, size, min(n, block if t == 0 else 256))
-
-    # rows still violating (supports that outgrew the last tier): dense solves, the worst 64 at a time
-    dblock = min(n, 64)
-    L = lax.cond(jnp.max(v) > thresh, gram_lipschitz, lambda D: jnp.ones((), D.dtype), D)
-
-    def dense_rows(carry):
-        Z, v, grads, i = carry
-        _, rows = lax.top_k(v, dblock)
-        Zr = Z[rows]
-        zb, _ = nonneg_lasso(G, lam - grads[rows] + Zr @ G, lam, Zr, tol, max_steps, L=L)
-        vb, gb = violation(zb, rows)
-        return Z.at[rows].set(zb), v.at[rows].set(vb), grads.at[rows].set(gb), i + 1
-
-    Z, _, _, _ = lax.while_loop(
-        lambda c: (jnp.max(c[1]) > thresh) & (c[3] < -(-n // dblock) + 1),
-        dense_rows,
-        (Z, v, grads, jnp.asarray(0, jnp.int32)),
-    )
-    return Z
+    for t, size in enumerate(tiers):  # the first tier solves most rows: its sweeps are unrolled
+        first = t == 0
+        Z, v, grads, todo = tier(Z, v, grads, todo, size, min(n, block if first else 256), 4 if first else 1)
+    if not dense:
+        return Z, jnp.max(v) > thresh
+    return _dense_rows(D, G, Xc, lam, Z, v, grads, tol, max_steps)
 
 
 @full_precision

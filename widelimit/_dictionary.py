@@ -23,12 +23,12 @@ from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from . import _checkpoint
 from ._atoms import atom_update, bias_update, code_gram, normalise_rows
-from ._codes import bucket_size, gram_codes, working_set_size
+from ._codes import bucket_size, dense_fallback, gram_codes, working_set_lasso, working_set_size
 from ._objective import loss_value as _loss
 from ._precision import full_precision
 from ._progress import Progress
 from ._solve_wide import solve_wide
-from ._validate import check_lam, check_matrix, check_positive_int, check_weights
+from ._validate import check_lam, check_matrix, check_positive_int, check_weights, to_device
 
 
 class History(eqx.Module):
@@ -121,18 +121,14 @@ class _Config(eqx.Module):
     support: int | None = eqx.field(static=True, default=None)
 
 
-def _full_epoch(cfg: _Config, s: _State, X, w, key):
-    """Atoms and bias for the current codes, then exact codes for them (at the extrapolated atoms
-    when that is better), so that L never increases (the first epoch, with no codes yet, only
-    encodes). Returns (state, atoms resampled, loss)."""
-    lam = cfg.lam
+def _update(cfg: _Config, s: _State, X, w, fresh):
+    """Atoms and bias for the current codes, and the atoms to encode next (extrapolated along the
+    last move, except for the ``fresh`` resampled ones); returns (D', Z scaled, b, D_e). With no
+    codes (the first epoch) this is (D, Z, b, D) and ``_staged_epoch`` skips it."""
     coded = jnp.any(s.Z > 0)
-    D, fresh = s.D, jnp.zeros(s.D.shape[0], bool)
-    if cfg.resample:
-        D, fresh = _resample_dead(s.D, s.Z, X, s.b, key, enabled=coded)
     A = code_gram(s.Z, w, cfg.support)
     B = (w[:, None] * s.Z).T @ (X - s.b)
-    D, scale = atom_update(D, A, B, cfg.atom_steps)
+    D, scale = atom_update(s.D, A, B, cfg.atom_steps)
     Z = s.Z * scale
     b = jnp.where(coded, bias_update(X, Z, D, w), s.b) if cfg.bias else s.b
     if cfg.momentum:  # extrapolated atoms, unless the move nearly cancels an atom
@@ -140,13 +136,75 @@ def _full_epoch(cfg: _Config, s: _State, X, w, key):
         De = jnp.where(jnp.linalg.norm(Dm, axis=1, keepdims=True) >= 0.5, normalise_rows(Dm), D)
     else:
         De = D
+    return D, Z, b, De
+
+
+def _epoch_codes(cfg: _Config, De, b, X, Z, lazy: bool = False):
+    """Exact codes for D_e warm-started at Z, to the epoch's tolerance. ``lazy``: without the
+    dense solve of rows that outgrow the working sets; returns (codes, whether it is needed)."""
     tol = cfg.code_tol if cfg.epoch_tol is None else cfg.epoch_tol
-    Ze = gram_codes(De, b, X, lam, Z, tol, cfg.code_steps, cfg.ws)
-    loss_e, loss_plain = _loss(X, De, Ze, b, lam, w), _loss(X, D, Z, b, lam, w)
+    if lazy and cfg.ws is not None and min(cfg.ws) < De.shape[0]:
+        return working_set_lasso(De, b, X, cfg.lam, Z, tol, cfg.code_steps, cfg.ws, dense=False)
+    Z = gram_codes(De, b, X, cfg.lam, Z, tol, cfg.code_steps, cfg.ws)
+    return (Z, jnp.zeros((), bool)) if lazy else Z
+
+
+def _staged_codes(cfg: _Config, De, b, X, Z):
+    """``_epoch_codes`` compiled on its own, with the dense fallback as a separate program run
+    (and compiled) only when some row needs it."""
+    Z, dense = _epoch_codes_jit(cfg, De, b, X, Z, lazy=True)
+    if bool(dense):
+        tol = cfg.code_tol if cfg.epoch_tol is None else cfg.epoch_tol
+        Z = dense_fallback(De, b, X, cfg.lam, Z, to_device(tol, X.dtype), cfg.code_steps)
+    return Z
+
+
+def _accept(cfg: _Config, s: _State, X, w, D, Z, b, De, Ze, fresh, wide_bound):
+    """The next state: (D_e, Z_e) when L(D_e, Z_e, b) ≤ L(D', Z, b), else the plain update, so
+    that L never increases; the epoch recorded in the history."""
+    coded = jnp.any(s.Z > 0)
+    loss_e, loss_plain = _loss(X, De, Ze, b, cfg.lam, w), _loss(X, D, Z, b, cfg.lam, w)
     keep = loss_e <= loss_plain
     new = (jnp.where(keep, De, D), D, keep & coded, b, jnp.where(keep, Ze, Z))
     s = eqx.tree_at(lambda t: (t.D, t.D_prev, t.extrapolate, t.b, t.Z), s, new)
-    return s, jnp.sum(fresh), jnp.minimum(loss_e, loss_plain)
+    return _record(s, jnp.minimum(loss_e, loss_plain), jnp.sum(fresh), wide_bound)
+
+
+def _full_epoch(cfg: _Config, s: _State, X, w, key, wide_bound):
+    """One full-batch epoch as one program (``fit_dictionary_seeds`` vmaps it): resample dead
+    atoms, ``_update``, ``_epoch_codes``, ``_accept``."""
+    fresh = jnp.zeros(s.D.shape[0], bool)
+    if cfg.resample:
+        D, fresh = _resample_dead(s.D, s.Z, X, s.b, key, enabled=jnp.any(s.Z > 0))
+        s = eqx.tree_at(lambda t: t.D, s, D)
+    D, Z, b, De = _update(cfg, s, X, w, fresh)
+    Ze = _epoch_codes(cfg, De, b, X, Z)
+    return _accept(cfg, s, X, w, D, Z, b, De, Ze, fresh, wide_bound)
+
+
+_update_jit = eqx.filter_jit(_update)
+_epoch_codes_jit = eqx.filter_jit(_epoch_codes)
+_accept_jit = eqx.filter_jit(_accept)
+
+
+@eqx.filter_jit
+def _resample_state(s: _State, X, fit_key):
+    """``_resample_dead`` on a state, with the epoch's key: (state, mask of replaced atoms)."""
+    D, fresh = _replace_dead(s.D, s.Z, X, s.b, _epoch_key(fit_key, s.epoch), jnp.sum(s.Z, axis=0) <= 0)
+    return eqx.tree_at(lambda t: t.D, s, D), fresh
+
+
+def _staged_epoch(cfg: _Config, s: _State, X, w, fit_key, wide_bound, *, coded: bool, dead: bool):
+    """``_full_epoch`` as separate programs, so that one fit compiles only what it runs: the
+    resampling only when the last epoch left a dead atom (``dead``), and no update before the
+    first codes (``coded`` false: Z = 0 makes it the identity). Compiling each part is ~0.4 s
+    at K = 1024; the codes program is the one ``finish_fit`` runs too."""
+    fresh = to_device(np.zeros(s.D.shape[0], np.bool_), np.bool_)
+    if cfg.resample and coded and dead:
+        s, fresh = _resample_state(s, X, fit_key)
+    D, Z, b, De = _update_jit(cfg, s, X, w, fresh) if coded else (s.D, s.Z, s.b, s.D)
+    Ze = _staged_codes(cfg, De, b, X, Z)
+    return _accept_jit(cfg, s, X, w, D, Z, b, De, Ze, fresh, wide_bound)
 
 
 def _minibatch_epoch(cfg: _Config, s: _State, X, w, key):
@@ -187,24 +245,32 @@ def _epoch_key(key, epoch):
     return jax.random.fold_in(jax.random.split(key)[1], epoch)
 
 
-@eqx.filter_jit
-def _epoch(cfg: _Config, s: _State, X, w, fit_key, wide_bound):
-    key = _epoch_key(fit_key, s.epoch)
-    if cfg.batch_size is None:
-        s, n_res, loss = _full_epoch(cfg, s, X, w, key)
-    else:
-        s, n_res = _minibatch_epoch(cfg, s, X, w, key)
-        loss = _loss(X, s.D, s.Z, s.b, cfg.lam, w)
+def _record(s: _State, loss, n_res, wide_bound) -> _State:
+    """The epoch's loss, gap, L0, dead and resampled atoms written to the history; epoch + 1."""
     e = s.epoch
     h = s.history
+
+    def put(a, value):  # a dynamic-update-slice: cheaper to compile than a scatter (``.at[e]``)
+        return jax.lax.dynamic_update_index_in_dim(a, jnp.asarray(value, a.dtype), e, 0)
+
     h = History(
-        h.loss.at[e].set(loss),
-        h.gap.at[e].set((loss - wide_bound) / jnp.abs(loss)),
-        h.l0.at[e].set(jnp.mean(jnp.sum(s.Z > 0, axis=1), dtype=h.l0.dtype)),
-        h.dead.at[e].set(jnp.sum(jnp.sum(s.Z, axis=0) <= 0).astype(jnp.int32)),
-        h.resampled.at[e].set(jnp.asarray(n_res, jnp.int32)),
+        put(h.loss, loss),
+        put(h.gap, (loss - wide_bound) / jnp.abs(loss)),
+        put(h.l0, jnp.mean(jnp.sum(s.Z > 0, axis=1), dtype=h.l0.dtype)),
+        put(h.dead, jnp.sum(jnp.sum(s.Z, axis=0) <= 0)),
+        put(h.resampled, n_res),
     )
     return eqx.tree_at(lambda t: (t.epoch, t.history), s, (e + 1, h))
+
+
+@eqx.filter_jit
+def _epoch(cfg: _Config, s: _State, X, w, fit_key, wide_bound):
+    """One epoch as one compiled program (full batch or minibatch)."""
+    key = _epoch_key(fit_key, s.epoch)
+    if cfg.batch_size is None:
+        return _full_epoch(cfg, s, X, w, key, wide_bound)
+    s, n_res = _minibatch_epoch(cfg, s, X, w, key)
+    return _record(s, _loss(X, s.D, s.Z, s.b, cfg.lam, w), n_res, wide_bound)
 
 
 _LOOSE_CODE_TOL = 1e-2
@@ -260,9 +326,9 @@ def _resize(h: History, n: int) -> History:
     def fit(a):
         a = np.asarray(a)
         if a.shape[0] >= n:
-            return jnp.asarray(a[:n])
+            return to_device(a[:n], a.dtype)
         fill = np.nan if np.issubdtype(a.dtype, np.floating) else -1
-        return jnp.asarray(np.concatenate([a, np.full(n - a.shape[0], fill, a.dtype)]))
+        return to_device(np.concatenate([a, np.full(n - a.shape[0], fill, a.dtype)]), a.dtype)
 
     return jax.tree.map(fit, h)
 
@@ -274,7 +340,7 @@ def initial_state(D0, b0, n: int, epochs: int) -> _State:
     dt = np.dtype(D0.dtype)
 
     def full(shape, value=0, dtype=dt):
-        return jnp.asarray(np.full((*lead, *shape), value, dtype))
+        return to_device(np.full((*lead, *shape), value, dtype), dtype)
 
     nanv, negi = full((epochs,), np.nan), full((epochs,), -1, np.int32)
     return _State(
@@ -304,13 +370,17 @@ def _check_init_atoms(init, n_atoms, d, dtype):
     return normalise_rows(init.astype(dtype))
 
 
-def data_init(X, b, n_atoms: int, key, max_rows: int = 16384, rounds: int = 32):
-    """Atoms at data directions u_n = (x_n − b)/‖x_n − b‖ by spherical k-means++ seeding: atoms are
-    drawn with probability ∝ ‖x_n − b‖² (1 − max_k ⟨u_n, d_k⟩), without replacement, in ``rounds``
-    rounds of ⌈n_atoms/rounds⌉ (one per round, exact k-means++, when n_atoms ≤ rounds; on a row
-    subsample of at most ``max_rows``), plus 1e-3 Gaussian noise, normalised.
+def data_init(X, b, n_atoms: int, key, max_rows: int = 16384, rounds: int = 32, lloyd: int = 2):
+    """Atoms for weighted spherical k-means of the data directions u_n = (x_n − b)/‖x_n − b‖,
+    weights e_n = ‖x_n − b‖²: maximise Σ_n e_n max_k ⟨u_n, d_k⟩ (on a row subsample of at most
+    ``max_rows``). Seeding by k-means++: atoms drawn with probability ∝ e_n (1 − max_k ⟨u_n, d_k⟩),
+    without replacement, in ``rounds`` rounds of ⌈n_atoms/rounds⌉ (one per round, exact
+    k-means++, when n_atoms ≤ rounds). Then ``lloyd`` Lloyd steps: each direction to its nearest
+    atom, each atom to normalise(Σ e_n u_n) over its directions (kept where it has none). Plus 1e-3
+    Gaussian noise, normalised. On the K = 1024 benchmark two Lloyd steps (0.1 s) reach
+    scikit-learn's objective in 3 epochs instead of 5.
 
-    Runs in numpy on the host (a few ``max_rows`` × d products) with a generator seeded from
+    Runs in numpy on the host (a few ``max_rows`` × d × K products) with a generator seeded from
     ``key``: compiling the loop took 0.4 s, ten times its run time."""
     rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
     dtype = np.dtype(X.dtype)
@@ -333,9 +403,24 @@ def data_init(X, b, n_atoms: int, key, max_rows: int = 16384, rounds: int = 32):
             D[i : i + m] = U[idx]
             best = np.maximum(best, (U @ U[idx].T).max(axis=1))
     D = D[:n_atoms]
+    for _ in range(lloyd):
+        D = _lloyd_step(U, energy, D)
     noise = (1e-3 * rng.standard_normal(D.shape)).astype(dtype)
     D = np.where(np.linalg.norm(D, axis=1, keepdims=True) > 0, D, noise) + noise
-    return jnp.asarray(D / np.linalg.norm(D, axis=1, keepdims=True), dtype)
+    return to_device(D / np.linalg.norm(D, axis=1, keepdims=True), dtype)
+
+
+def _lloyd_step(U, energy, D, chunk: int = 4096):
+    """One Lloyd step of weighted spherical k-means: d_k ← normalise(Σ_{n: k(n) = k} e_n u_n),
+    k(n) = argmax_k ⟨u_n, d_k⟩ (assigned ``chunk`` rows at a time); atoms with no row are kept."""
+    near = np.concatenate([(U[i : i + chunk] @ D.T).argmax(axis=1) for i in range(0, len(U), chunk)])
+    order = np.argsort(near, kind="stable")
+    k = near[order]
+    starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
+    C = np.zeros_like(D)
+    C[k[starts]] = np.add.reduceat((U * energy[:, None])[order], starts, axis=0)
+    norm = np.linalg.norm(C, axis=1, keepdims=True)
+    return np.where(norm > 0, C / np.where(norm > 0, norm, 1), D)
 
 
 @full_precision
@@ -430,8 +515,14 @@ def fit_dictionary(
         cfg = _with_working_set(cfg, state.Z, e)
         if batch_size is None:
             tol_e = epoch_code_tol(code_tol, np.asarray(state.history.loss), e)
-            cfg = dataclasses.replace(cfg, epoch_tol=jnp.asarray(tol_e, dt))
-        state = _epoch(cfg, state, X, w, key, wide_bound)
+            cfg = dataclasses.replace(cfg, epoch_tol=to_device(tol_e, dt))
+        if batch_size is None:
+            h = state.history
+            coded = e > 0 and float(np.asarray(h.l0)[e - 1]) > 0
+            dead = e > 0 and int(np.asarray(h.dead)[e - 1]) > 0
+            state = _staged_epoch(cfg, state, X, w, key, wide_bound, coded=coded, dead=dead)
+        else:
+            state = _epoch(cfg, state, X, w, key, wide_bound)
         e += 1
         loss = float(np.asarray(state.history.loss)[e - 1])
         bar.update(e, loss=loss, gap=float(np.asarray(state.history.gap)[e - 1]))
@@ -449,7 +540,7 @@ def fit_dictionary(
         cfg = _with_working_set(cfg, state.Z, e)
     elif e > 0:  # the last epoch's code tolerance (also when a finished checkpoint was resumed)
         tol_e = epoch_code_tol(code_tol, np.asarray(state.history.loss), e - 1)
-        cfg = dataclasses.replace(cfg, epoch_tol=jnp.asarray(tol_e, dt))
+        cfg = dataclasses.replace(cfg, epoch_tol=to_device(tol_e, dt))
     return finish_fit(cfg, state, X, w, wide_bound, parents)
 
 
@@ -485,10 +576,11 @@ def finish_fit(cfg: _Config, state: _State, X, w, wide_bound, parents) -> Dictio
     rejected = cfg.momentum and int(state.epoch) > 1 and not bool(state.extrapolate)
     loose = cfg.epoch_tol is not None and float(cfg.epoch_tol) > cfg.code_tol
     if cfg.batch_size is not None or rejected or loose:
-        Z_new = gram_codes(state.D, state.b, X, lam, state.Z, cfg.code_tol, cfg.code_steps, cfg.ws)
+        exact = dataclasses.replace(cfg, epoch_tol=to_device(cfg.code_tol, X.dtype))
+        Z_new = _staged_codes(exact, state.D, state.b, X, state.Z)
         loss_new = _loss_jit(X, state.D, Z_new, state.b, lam, w)
-        better = loss_new <= loss
-        Z, loss = jnp.where(better, Z_new, Z), jnp.where(better, loss_new, loss)
+        if float(loss_new) <= float(loss):
+            Z, loss = Z_new, loss_new
     return DictionaryFit(
         atoms=state.D,
         bias=state.b,
@@ -498,6 +590,6 @@ def finish_fit(cfg: _Config, state: _State, X, w, wide_bound, parents) -> Dictio
         lam=lam,
         history=state.history,
         n_epochs=state.epoch,
-        parents=jnp.asarray(parents, jnp.int32),
+        parents=to_device(parents, np.int32),
         fit_bias=cfg.bias,
     )

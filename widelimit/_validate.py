@@ -17,6 +17,16 @@ def _is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
+def to_device(x, dtype):
+    """``jnp.asarray(x, dtype)`` without compiling a program: host values are converted by numpy
+    and transferred (``jnp.asarray`` of a host array compiles a small program per shape)."""
+    if isinstance(x, jax.Array):
+        return x if x.dtype == dtype else jnp.asarray(x, dtype=dtype)
+    if not _is_concrete(x):
+        return jnp.asarray(x, dtype=dtype)
+    return jax.device_put(np.asarray(x, dtype=np.dtype(dtype)))
+
+
 def float_dtype(x, name: str):
     """The floating dtype to compute in: float32/float64 kept, ints and half precisions promoted."""
     dt = np.dtype(x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype)
@@ -50,7 +60,7 @@ def check_matrix(x, name: str = "X", *, check_finite: bool = True, min_rows: int
     host = isinstance(x, np.ndarray)  # checked by numpy: no small program to compile
     if check_finite and host and not np.isfinite(x).all():
         raise ValueError(f"`{name}` contains NaN or Inf")
-    x = jnp.asarray(x, dtype=dtype)
+    x = to_device(x, dtype)
     if check_finite and not host and _is_concrete(x) and not bool(_all_finite(x)):
         raise ValueError(f"`{name}` contains NaN or Inf")
     return x
@@ -68,7 +78,7 @@ def check_lam(lam, dtype=jnp.float32, name: str = "lam"):
             v = float(lam)
             if not np.isfinite(v) or v <= 0:
                 raise ValueError(f"`{name}` must be finite and > 0, got {v}")
-        return jnp.asarray(lam, dtype=dtype)
+        return to_device(lam, dtype)
     raise TypeError(f"`{name}` must be a scalar, got {type(lam).__name__}")
 
 
@@ -87,22 +97,23 @@ def check_lams(lams, dtype=jnp.float32, name: str = "lams"):
 def check_weights(weights, n: int, dtype=jnp.float32, name: str = "weights"):
     """Weights w_n ≥ 0, not all zero, normalised so that Σ w_n = n. ``None`` means all ones."""
     if weights is None:
-        return jnp.ones((n,), dtype=dtype)
+        return to_device(np.ones(n, np.dtype(dtype)), dtype)
     w = weights if hasattr(weights, "shape") else np.asarray(weights)
     if np.dtype(w.dtype).kind not in "iuf":
         raise TypeError(f"`{name}` must be a real array, got dtype {w.dtype}")
     if w.shape != (n,):
         raise ValueError(f"`{name}` must have shape ({n},), got {tuple(w.shape)}")
-    w = jnp.asarray(w, dtype=dtype)
-    if _is_concrete(w):
-        wn = np.asarray(w)
-        if not np.all(np.isfinite(wn)):
-            raise ValueError(f"`{name}` contains NaN or Inf")
-        if np.any(wn < 0):
-            raise ValueError(f"`{name}` must be >= 0")
-        if not np.any(wn > 0):
-            raise ValueError(f"`{name}` are all zero")
-    return w * (n / jnp.sum(w))
+    if not _is_concrete(w):
+        w = jnp.asarray(w, dtype=dtype)
+        return w * (n / jnp.sum(w))
+    wn = np.asarray(w, dtype=np.float64)
+    if not np.all(np.isfinite(wn)):
+        raise ValueError(f"`{name}` contains NaN or Inf")
+    if np.any(wn < 0):
+        raise ValueError(f"`{name}` must be >= 0")
+    if not np.any(wn > 0):
+        raise ValueError(f"`{name}` are all zero")
+    return to_device(wn * (n / wn.sum()), dtype)
 
 
 def check_positive_int(v, name: str, minimum: int = 1) -> int:
