@@ -509,3 +509,14 @@ def test_staged_epochs_equal_the_one_program_epoch():
             else:
                 np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-7, atol=1e-9)
     assert int(staged.history.resampled[1]) > 0
+    # working sets of 4 atoms: rows outgrow them, and the dense solve runs as its own program
+    from widelimit._dictionary import _codes_accept, _update
+
+    small = dataclasses.replace(cfg, ws=(4,))
+    fresh = jnp.zeros(k, bool)
+    outgrown = _codes_accept(small, staged, X, w, *_update(small, staged, X, w, fresh), fresh, 0.0)[3]
+    assert bool(outgrown)
+    one = _epoch(small, staged, X, w, key, jnp.asarray(0.0))
+    staged = _staged_epoch(small, staged, X, w, key, jnp.asarray(0.0), coded=True, dead=False)
+    np.testing.assert_allclose(one.Z, staged.Z, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(one.history.loss, staged.history.loss, rtol=1e-12)

@@ -149,16 +149,6 @@ def _epoch_codes(cfg: _Config, De, b, X, Z, lazy: bool = False):
     return (Z, jnp.zeros((), bool)) if lazy else Z
 
 
-def _staged_codes(cfg: _Config, De, b, X, Z):
-    """``_epoch_codes`` compiled on its own, with the dense fallback as a separate program run
-    (and compiled) only when some row needs it."""
-    Z, dense = _epoch_codes_jit(cfg, De, b, X, Z, lazy=True)
-    if bool(dense):
-        tol = cfg.code_tol if cfg.epoch_tol is None else cfg.epoch_tol
-        Z = dense_fallback(De, b, X, cfg.lam, Z, to_device(tol, X.dtype), cfg.code_steps)
-    return Z
-
-
 def _accept(cfg: _Config, s: _State, X, w, D, Z, b, De, Ze, fresh, wide_bound):
     """The next state: (D_e, Z_e) when L(D_e, Z_e, b) ≤ L(D', Z, b), else the plain update, so
     that L never increases; the epoch recorded in the history."""
@@ -167,7 +157,8 @@ def _accept(cfg: _Config, s: _State, X, w, D, Z, b, De, Ze, fresh, wide_bound):
     keep = loss_e <= loss_plain
     new = (jnp.where(keep, De, D), D, keep & coded, b, jnp.where(keep, Ze, Z))
     s = eqx.tree_at(lambda t: (t.D, t.D_prev, t.extrapolate, t.b, t.Z), s, new)
-    return _record(s, jnp.minimum(loss_e, loss_plain), jnp.sum(fresh), wide_bound)
+    loss = jnp.minimum(loss_e, loss_plain)
+    return _record(s, loss, jnp.sum(fresh), wide_bound), loss
 
 
 def _full_epoch(cfg: _Config, s: _State, X, w, key, wide_bound):
@@ -179,12 +170,38 @@ def _full_epoch(cfg: _Config, s: _State, X, w, key, wide_bound):
         s = eqx.tree_at(lambda t: t.D, s, D)
     D, Z, b, De = _update(cfg, s, X, w, fresh)
     Ze = _epoch_codes(cfg, De, b, X, Z)
-    return _accept(cfg, s, X, w, D, Z, b, De, Ze, fresh, wide_bound)
+    return _accept(cfg, s, X, w, D, Z, b, De, Ze, fresh, wide_bound)[0]
 
 
 _update_jit = eqx.filter_jit(_update)
-_epoch_codes_jit = eqx.filter_jit(_epoch_codes)
-_accept_jit = eqx.filter_jit(_accept)
+
+
+@eqx.filter_jit
+def _codes_accept(cfg: _Config, s: _State, X, w, D, Z, b, De, fresh, wide_bound):
+    """``_epoch_codes`` without the dense solve, then ``_accept``, in one program (XLA runs
+    L(D', Z, b) beside the code solve's loops). Returns (state, loss, codes, whether some rows
+    outgrew the working sets and need ``_dense_accept`` instead)."""
+    Ze, dense = _epoch_codes(cfg, De, b, X, Z, lazy=True)
+    s, loss = _accept(cfg, s, X, w, D, Z, b, De, Ze, fresh, wide_bound)
+    return s, loss, Ze, dense
+
+
+@eqx.filter_jit
+def _dense_accept(cfg: _Config, s: _State, X, w, D, Z, b, De, Ze, fresh, wide_bound):
+    """``_codes_accept`` for the epochs where some rows outgrew the working sets: those rows of
+    ``Ze`` solved densely (``dense_fallback``), then ``_accept``."""
+    tol = cfg.code_tol if cfg.epoch_tol is None else cfg.epoch_tol
+    Ze = dense_fallback(De, b, X, cfg.lam, Ze, tol, cfg.code_steps)
+    return _accept(cfg, s, X, w, D, Z, b, De, Ze, fresh, wide_bound)
+
+
+def _encode_and_accept(cfg: _Config, s: _State, X, w, D, Z, b, De, fresh, wide_bound):
+    """(state, loss) of ``_accept`` with exact codes for D_e: ``_codes_accept``, and
+    ``_dense_accept`` (compiled only by a fit that needs it) where rows outgrew the working sets."""
+    new, loss, Ze, dense = _codes_accept(cfg, s, X, w, D, Z, b, De, fresh, wide_bound)
+    if bool(dense):
+        new, loss = _dense_accept(cfg, s, X, w, D, Z, b, De, Ze, fresh, wide_bound)
+    return new, loss
 
 
 @eqx.filter_jit
@@ -197,14 +214,14 @@ def _resample_state(s: _State, X, fit_key):
 def _staged_epoch(cfg: _Config, s: _State, X, w, fit_key, wide_bound, *, coded: bool, dead: bool):
     """``_full_epoch`` as separate programs, so that one fit compiles only what it runs: the
     resampling only when the last epoch left a dead atom (``dead``), and no update before the
-    first codes (``coded`` false: Z = 0 makes it the identity). Compiling each part is ~0.4 s
-    at K = 1024; the codes program is the one ``finish_fit`` runs too."""
+    first codes (``coded`` false: Z = 0 makes it the identity), and the dense solve of rows that
+    outgrow the working sets only when some do (each ~0.1–0.4 s to compile at K = 1024). The
+    codes-and-accept program is the one ``finish_fit`` runs too."""
     fresh = to_device(np.zeros(s.D.shape[0], np.bool_), np.bool_)
     if cfg.resample and coded and dead:
         s, fresh = _resample_state(s, X, fit_key)
     D, Z, b, De = _update_jit(cfg, s, X, w, fresh) if coded else (s.D, s.Z, s.b, s.D)
-    Ze = _staged_codes(cfg, De, b, X, Z)
-    return _accept_jit(cfg, s, X, w, D, Z, b, De, Ze, fresh, wide_bound)
+    return _encode_and_accept(cfg, s, X, w, D, Z, b, De, fresh, wide_bound)[0]
 
 
 def _minibatch_epoch(cfg: _Config, s: _State, X, w, key):
@@ -575,12 +592,12 @@ def finish_fit(cfg: _Config, state: _State, X, w, wide_bound, parents) -> Dictio
     Z, loss = state.Z, _loss_jit(X, state.D, state.Z, state.b, lam, w)
     rejected = cfg.momentum and int(state.epoch) > 1 and not bool(state.extrapolate)
     loose = cfg.epoch_tol is not None and float(cfg.epoch_tol) > cfg.code_tol
-    if cfg.batch_size is not None or rejected or loose:
+    if cfg.batch_size is not None or rejected or loose:  # codes to code_tol, kept if better
         exact = dataclasses.replace(cfg, epoch_tol=to_device(cfg.code_tol, X.dtype))
-        Z_new = _staged_codes(exact, state.D, state.b, X, state.Z)
-        loss_new = _loss_jit(X, state.D, Z_new, state.b, lam, w)
-        if float(loss_new) <= float(loss):
-            Z, loss = Z_new, loss_new
+        fresh = to_device(np.zeros(state.D.shape[0], np.bool_), np.bool_)
+        D, b = state.D, state.b
+        new, loss = _encode_and_accept(exact, state, X, w, D, Z, b, D, fresh, wide_bound)
+        Z = new.Z
     return DictionaryFit(
         atoms=state.D,
         bias=state.b,
