@@ -394,7 +394,7 @@ def test_gram_lipschitz_is_the_largest_eigenvalue_of_the_gram(rng):
 
 
 def test_data_init_seeds_at_data_directions_then_lloyd_steps_raise_the_kmeans_objective(rng):
-    from widelimit._dictionary import _lloyd_step, data_init
+    from widelimit._data_init import _lloyd_step, data_init
 
     X = jnp.asarray(rng.normal(size=(50, 5)) + 3.0)
     b = jnp.mean(X, axis=0)

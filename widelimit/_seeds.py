@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import ArrayLike, Float, Int, PRNGKeyArray
 
+from ._data_init import data_init
 from ._dictionary import (
     DictionaryFit,
     _check_init_atoms,
@@ -21,7 +22,6 @@ from ._dictionary import (
     _with_working_set,
     check_fit_inputs,
     check_momentum,
-    data_init,
     finish_fit,
     initial_state,
 )
