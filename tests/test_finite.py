@@ -318,25 +318,27 @@ def test_working_set_codes_equal_dense_codes(rng):
 
 
 def test_working_set_sizes_and_their_reuse():
-    from widelimit._codes import bucket_size, working_set_size
+    from widelimit._codes import bucket_size, row_supports, working_set_size
     from widelimit._dictionary import _Config, _with_working_set
 
     assert [bucket_size(n) for n in (1, 16, 17, 25, 33, 49, 65, 97, 129)] == [16, 16, 24, 32, 48, 64, 96, 128, 192]
     Z = np.zeros((100, 2500))
     for i in range(100):
         Z[i, : 10 if i < 95 else 30] = 1.0  # q90 of the supports: 10, max 30
-    assert working_set_size(Z, 2500) == (16, 48)
-    assert working_set_size(Z, 20) == (16, 20)  # capped at n_atoms
+    s = row_supports(Z)
+    assert s.tolist() == [10] * 95 + [30] * 5
+    assert working_set_size(s, 2500) == (16, 48)
+    assert working_set_size(s, 20) == (16, 20)  # capped at n_atoms
     cfg = _Config(1.0, True, None, 10, 1e-4, 500, True)
-    first = _with_working_set(cfg, np.zeros((100, 2500)), 0)
+    first = _with_working_set(cfg, np.zeros(100, int), 2500, 0)
     assert first.ws == (64, 256) and first.support == 64  # before any codes
-    kept = _with_working_set(first, Z, 1)
+    kept = _with_working_set(first, s, 2500, 1)
     assert kept.ws == (16, 256)  # past a factor of two: a new first tier; the last never shrinks
     assert kept.support == 64  # the support (q99.9 = 30 -> 32) is within a factor of two: kept
-    again = _with_working_set(dataclasses.replace(cfg, ws=(24, 96), support=48), Z, 1)
+    again = _with_working_set(dataclasses.replace(cfg, ws=(24, 96), support=48), s, 2500, 1)
     assert again.ws == (24, 96) and again.support == 48  # within a factor of two: kept
-    assert _with_working_set(cfg, np.zeros((100, 40)), 3) is cfg  # K ≤ 64: dense codes
-    assert _with_working_set(cfg, Z[:, :500], 1).support is None  # K < 2048: dense code Gram
+    assert _with_working_set(cfg, np.zeros(100, int), 40, 3) is cfg  # K ≤ 64: dense codes
+    assert _with_working_set(cfg, s, 500, 1).support is None  # K < 2048: dense code Gram
 
 
 def test_atom_update_solves_the_ball_problem_and_never_increases_f(rng):
@@ -476,6 +478,7 @@ def test_staged_epochs_equal_the_one_program_epoch():
     """``fit_dictionary`` runs an epoch as separate programs (resampling only when needed, no
     update before the first codes, a lazily compiled dense fallback); ``fit_dictionary_seeds``
     vmaps the one-program epoch. Both must give the same states, working-set tiers included."""
+    from widelimit._codes import row_supports
     from widelimit._dictionary import _Config, _epoch, _staged_epoch, _with_working_set
     from widelimit._dictionary import initial_state as start
 
@@ -496,13 +499,14 @@ def test_staged_epochs_equal_the_one_program_epoch():
     cfg = _Config(jnp.asarray(0.1), True, None, 10, 1e-6, 500, True, 0.8)
     one = staged = start(D0, b0, n, 4)
     for e in range(4):
-        cfg = _with_working_set(cfg, staged.Z, e)
+        cfg = _with_working_set(cfg, row_supports(staged.Z), k, e)
         cfg = dataclasses.replace(cfg, epoch_tol=jnp.asarray(1e-3 if e < 2 else 1e-6))
         one = _epoch(cfg, one, X, w, key, jnp.asarray(0.0))
         h = staged.history
         coded = e > 0 and float(h.l0[e - 1]) > 0
         dead = e > 0 and int(h.dead[e - 1]) > 0
-        staged = _staged_epoch(cfg, staged, X, w, key, jnp.asarray(0.0), coded=coded, dead=dead)
+        staged, supports = _staged_epoch(cfg, staged, X, w, key, jnp.asarray(0.0), coded=coded, dead=dead)
+        np.testing.assert_array_equal(supports, row_supports(staged.Z))
         for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(staged), strict=True):
             if a is one.history.l0:  # a code of 1e-17 in one program can be 0 in the other
                 np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2 / n)
@@ -514,9 +518,9 @@ def test_staged_epochs_equal_the_one_program_epoch():
 
     small = dataclasses.replace(cfg, ws=(4,))
     fresh = jnp.zeros(k, bool)
-    outgrown = _codes_accept(small, staged, X, w, *_update(small, staged, X, w, fresh), fresh, 0.0)[3]
+    outgrown = _codes_accept(small, staged, X, w, *_update(small, staged, X, w, fresh), fresh, 0.0)[-1]
     assert bool(outgrown)
     one = _epoch(small, staged, X, w, key, jnp.asarray(0.0))
-    staged = _staged_epoch(small, staged, X, w, key, jnp.asarray(0.0), coded=True, dead=False)
+    staged = _staged_epoch(small, staged, X, w, key, jnp.asarray(0.0), coded=True, dead=False)[0]
     np.testing.assert_allclose(one.Z, staged.Z, rtol=1e-7, atol=1e-9)
     np.testing.assert_allclose(one.history.loss, staged.history.loss, rtol=1e-12)

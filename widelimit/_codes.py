@@ -113,11 +113,17 @@ def bucket_size(need: int) -> int:
     return size
 
 
-def working_set_size(Z, n_atoms: int, minimum: int = 16) -> tuple[int, ...]:
-    """Working-set sizes (tiers) for ``working_set_lasso``, from the support sizes s_n in Z: the
-    first tier holds 1.25·q90(s) + 2 atoms, the second 1.25·max(s) + 2 (for the rows whose support
-    fills the first); each rounded up to ``bucket_size`` sizes and capped at n_atoms."""
-    s = np.sum(np.asarray(Z) > 0, axis=1)
+def row_supports(Z) -> np.ndarray:
+    """Support sizes s_n = #{k: z_nk > 0} of the rows of Z, on the host."""
+    return np.sum(np.asarray(Z) > 0, axis=1)
+
+
+def working_set_size(s, n_atoms: int, minimum: int = 16) -> tuple[int, ...]:
+    """Working-set sizes (tiers) for ``working_set_lasso``, from the support sizes s_n of the rows
+    (``row_supports``): the first tier holds 1.25·q90(s) + 2 atoms, the second 1.25·max(s) + 2 (for
+    the rows whose support fills the first); each rounded up to ``bucket_size`` sizes and capped at
+    n_atoms."""
+    s = np.asarray(s)
     sizes = []
     for q in (np.quantile(s, 0.9), s.max()):
         size = min(n_atoms, bucket_size(max(minimum, int(1.25 * q + 2))))

@@ -23,7 +23,14 @@ from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from . import _checkpoint
 from ._atoms import atom_update, bias_update, code_gram, normalise_rows
-from ._codes import bucket_size, dense_fallback, gram_codes, working_set_lasso, working_set_size
+from ._codes import (
+    bucket_size,
+    dense_fallback,
+    gram_codes,
+    row_supports,
+    working_set_lasso,
+    working_set_size,
+)
 from ._data_init import data_init
 from ._objective import loss_value as _loss
 from ._precision import full_precision
@@ -152,14 +159,15 @@ def _epoch_codes(cfg: _Config, De, b, X, Z, lazy: bool = False):
 
 def _accept(cfg: _Config, s: _State, X, w, D, Z, b, De, Ze, fresh, wide_bound):
     """The next state: (D_e, Z_e) when L(D_e, Z_e, b) ≤ L(D', Z, b), else the plain update, so
-    that L never increases; the epoch recorded in the history."""
+    that L never increases; the epoch recorded in the history. Returns (state, L, the support
+    size of each row, for the next working-set sizes without copying Z to the host)."""
     coded = jnp.any(s.Z > 0)
     loss_e, loss_plain = _loss(X, De, Ze, b, cfg.lam, w), _loss(X, D, Z, b, cfg.lam, w)
     keep = loss_e <= loss_plain
     new = (jnp.where(keep, De, D), D, keep & coded, b, jnp.where(keep, Ze, Z))
     s = eqx.tree_at(lambda t: (t.D, t.D_prev, t.extrapolate, t.b, t.Z), s, new)
     loss = jnp.minimum(loss_e, loss_plain)
-    return _record(s, loss, jnp.sum(fresh), wide_bound), loss
+    return _record(s, loss, jnp.sum(fresh), wide_bound), loss, jnp.sum(s.Z > 0, axis=1)
 
 
 def _full_epoch(cfg: _Config, s: _State, X, w, key, wide_bound):
@@ -180,11 +188,10 @@ _update_jit = eqx.filter_jit(_update)
 @eqx.filter_jit
 def _codes_accept(cfg: _Config, s: _State, X, w, D, Z, b, De, fresh, wide_bound):
     """``_epoch_codes`` without the dense solve, then ``_accept``, in one program (XLA runs
-    L(D', Z, b) beside the code solve's loops). Returns (state, loss, codes, whether some rows
-    outgrew the working sets and need ``_dense_accept`` instead)."""
+    L(D', Z, b) beside the code solve's loops). Returns ``_accept``'s (state, loss, supports), the
+    codes and whether some rows outgrew the working sets and need ``_dense_accept`` instead."""
     Ze, dense = _epoch_codes(cfg, De, b, X, Z, lazy=True)
-    s, loss = _accept(cfg, s, X, w, D, Z, b, De, Ze, fresh, wide_bound)
-    return s, loss, Ze, dense
+    return *_accept(cfg, s, X, w, D, Z, b, De, Ze, fresh, wide_bound), Ze, dense
 
 
 @eqx.filter_jit
@@ -197,12 +204,12 @@ def _dense_accept(cfg: _Config, s: _State, X, w, D, Z, b, De, Ze, fresh, wide_bo
 
 
 def _encode_and_accept(cfg: _Config, s: _State, X, w, D, Z, b, De, fresh, wide_bound):
-    """(state, loss) of ``_accept`` with exact codes for D_e: ``_codes_accept``, and
-    ``_dense_accept`` (compiled only by a fit that needs it) where rows outgrew the working sets."""
-    new, loss, Ze, dense = _codes_accept(cfg, s, X, w, D, Z, b, De, fresh, wide_bound)
+    """``_accept`` with exact codes for D_e: ``_codes_accept``, and ``_dense_accept`` (compiled
+    only by a fit that needs it) where rows outgrew the working sets."""
+    *accepted, Ze, dense = _codes_accept(cfg, s, X, w, D, Z, b, De, fresh, wide_bound)
     if bool(dense):
-        new, loss = _dense_accept(cfg, s, X, w, D, Z, b, De, Ze, fresh, wide_bound)
-    return new, loss
+        return _dense_accept(cfg, s, X, w, D, Z, b, De, Ze, fresh, wide_bound)
+    return tuple(accepted)
 
 
 @eqx.filter_jit
@@ -217,12 +224,14 @@ def _staged_epoch(cfg: _Config, s: _State, X, w, fit_key, wide_bound, *, coded: 
     resampling only when the last epoch left a dead atom (``dead``), and no update before the
     first codes (``coded`` false: Z = 0 makes it the identity), and the dense solve of rows that
     outgrow the working sets only when some do (each ~0.1–0.4 s to compile at K = 1024). The
-    codes-and-accept program is the one ``finish_fit`` runs too."""
+    codes-and-accept program is the one ``finish_fit`` runs too. Returns (state, support size of
+    each row)."""
     fresh = to_device(np.zeros(s.D.shape[0], np.bool_), np.bool_)
     if cfg.resample and coded and dead:
         s, fresh = _resample_state(s, X, fit_key)
     D, Z, b, De = _update_jit(cfg, s, X, w, fresh) if coded else (s.D, s.Z, s.b, s.D)
-    return _encode_and_accept(cfg, s, X, w, D, Z, b, De, fresh, wide_bound)[0]
+    new, _, supports = _encode_and_accept(cfg, s, X, w, D, Z, b, De, fresh, wide_bound)
+    return new, supports
 
 
 def _minibatch_epoch(cfg: _Config, s: _State, X, w, key):
@@ -314,20 +323,20 @@ def _keep(old: int | None, new: int) -> int:
     return old if old is not None and new <= old <= 2 * new else new
 
 
-def _with_working_set(cfg: _Config, Z, epoch: int) -> _Config:
-    """Per-point working-set tiers (``_codes.working_set_lasso``) once K > 64, sized from the
-    current supports ((64, 256) before any codes), and, once K ≥ 2048, the support ``code_gram``
-    accumulates sparsely (the 99.9 % quantile of the supports). Sizes change only past a factor
-    of two and the last tier never shrinks, so a fit compiles its epoch for few sizes."""
-    k = Z.shape[1]
+def _with_working_set(cfg: _Config, supports, k: int, epoch: int) -> _Config:
+    """Per-point working-set tiers (``_codes.working_set_lasso``) once K = k > 64, sized from the
+    current support sizes of the rows (``row_supports``; (64, 256) before any codes), and, once
+    K ≥ 2048, the support ``code_gram`` accumulates sparsely (the 99.9 % quantile of the supports).
+    Sizes change only past a factor of two and the last tier never shrinks, so a fit compiles its
+    epoch for few sizes."""
     if k <= 64:
         return cfg
-    Z = np.asarray(Z)
-    if epoch == 0 and not Z.any():
+    supports = np.asarray(supports)
+    if epoch == 0 and not supports.any():
         ws, support = (64, min(k, 256)), (None if k < 2048 else 64)
     else:
-        ws = working_set_size(Z, k)
-        support = min(k, bucket_size(int(np.quantile(np.sum(Z > 0, axis=1), 0.999))))
+        ws = working_set_size(supports, k)
+        support = min(k, bucket_size(int(np.quantile(supports, 0.999))))
         support = None if k < 2048 else support  # code_gram is dense below 2048 atoms
         if cfg.ws is not None:
             first, last = _keep(cfg.ws[0], ws[0]), max(cfg.ws[-1], ws[-1])
@@ -478,18 +487,19 @@ def fit_dictionary(
     e = int(state.epoch)
     if e > 0:
         prev = float(np.asarray(state.history.loss)[e - 1])
+    supports = row_supports(state.Z)  # then from each full-batch epoch (Z stays on the device)
     while e < max_epochs:
-        cfg = _with_working_set(cfg, state.Z, e)
+        cfg = _with_working_set(cfg, supports, n_atoms, e)
         if batch_size is None:
             tol_e = epoch_code_tol(code_tol, np.asarray(state.history.loss), e)
             cfg = dataclasses.replace(cfg, epoch_tol=to_device(tol_e, dt))
-        if batch_size is None:
             h = state.history
             coded = e > 0 and float(np.asarray(h.l0)[e - 1]) > 0
             dead = e > 0 and int(np.asarray(h.dead)[e - 1]) > 0
-            state = _staged_epoch(cfg, state, X, w, key, wide_bound, coded=coded, dead=dead)
+            state, supports = _staged_epoch(cfg, state, X, w, key, wide_bound, coded=coded, dead=dead)
         else:
             state = _epoch(cfg, state, X, w, key, wide_bound)
+            supports = row_supports(state.Z)
         e += 1
         loss = float(np.asarray(state.history.loss)[e - 1])
         bar.update(e, loss=loss, gap=float(np.asarray(state.history.gap)[e - 1]))
@@ -504,7 +514,7 @@ def fit_dictionary(
         _checkpoint.save(checkpoint_dir, state, {"fingerprint": fp}, max_epochs)
     bar.close()
     if batch_size is not None:
-        cfg = _with_working_set(cfg, state.Z, e)
+        cfg = _with_working_set(cfg, supports, n_atoms, e)
     elif e > 0:  # the last epoch's code tolerance (also when a finished checkpoint was resumed)
         tol_e = epoch_code_tol(code_tol, np.asarray(state.history.loss), e - 1)
         cfg = dataclasses.replace(cfg, epoch_tol=to_device(tol_e, dt))
@@ -546,7 +556,7 @@ def finish_fit(cfg: _Config, state: _State, X, w, wide_bound, parents) -> Dictio
         exact = dataclasses.replace(cfg, epoch_tol=to_device(cfg.code_tol, X.dtype))
         fresh = to_device(np.zeros(state.D.shape[0], np.bool_), np.bool_)
         D, b = state.D, state.b
-        new, loss = _encode_and_accept(exact, state, X, w, D, Z, b, D, fresh, wide_bound)
+        new, loss, _ = _encode_and_accept(exact, state, X, w, D, Z, b, D, fresh, wide_bound)
         Z = new.Z
     return DictionaryFit(
         atoms=state.D,

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import ArrayLike, Float, Int, PRNGKeyArray
 
+from ._codes import row_supports
 from ._data_init import data_init
 from ._dictionary import (
     DictionaryFit,
@@ -85,7 +86,7 @@ def fit_dictionary_seeds(
     active = np.ones(s, bool)
     prev = np.full(s, np.inf)
     for e in range(max_epochs):
-        cfg = _with_working_set(cfg, state.Z.reshape(s * n, n_atoms), e)
+        cfg = _with_working_set(cfg, row_supports(state.Z.reshape(s * n, n_atoms)), n_atoms, e)
         new = _epoch_seeds(cfg, state, X, w, keys, wide_bound)
         state = _select(jnp.asarray(active), new, state)
         loss = np.asarray(state.history.loss[:, e])
@@ -93,6 +94,6 @@ def fit_dictionary_seeds(
         prev = np.where(active, loss, prev)
         if not active.any():
             break
-    cfg = _with_working_set(cfg, state.Z.reshape(s * n, n_atoms), max_epochs)
+    cfg = _with_working_set(cfg, row_supports(state.Z.reshape(s * n, n_atoms)), n_atoms, max_epochs)
     pick = lambda i: jax.tree.map(lambda a: a[i], state)  # noqa: E731
     return [finish_fit(cfg, pick(i), X, w, wide_bound, par[i]) for i in range(s)]
