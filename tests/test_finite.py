@@ -79,7 +79,7 @@ def test_momentum_extrapolates_and_rejections_keep_the_loss_monotone():
 
 
 def test_epoch_code_tolerance_schedule_and_exact_returned_codes():
-    from widelimit._dictionary import epoch_code_tol
+    from widelimit._epochs import epoch_code_tol
 
     losses = np.array([10.0, 9.0, 8.99, 8.98999999])
     assert epoch_code_tol(1e-4, losses, 0) == epoch_code_tol(1e-4, losses, 1) == 1e-2
@@ -319,7 +319,7 @@ def test_working_set_codes_equal_dense_codes(rng):
 
 def test_working_set_sizes_and_their_reuse():
     from widelimit._codes import bucket_size, row_supports, working_set_size
-    from widelimit._dictionary import _Config, _with_working_set
+    from widelimit._epochs import _Config, _with_working_set
 
     assert [bucket_size(n) for n in (1, 16, 17, 25, 33, 49, 65, 97, 129)] == [16, 16, 24, 32, 48, 64, 96, 128, 192]
     Z = np.zeros((100, 2500))
@@ -436,6 +436,11 @@ def test_data_init_seeds_at_data_directions_then_lloyd_steps_raise_the_kmeans_ob
     assert np.all(np.diff(values) >= -1e-3), values
     assert values[-1] > values[0] * 1.01, values
     np.testing.assert_allclose(np.linalg.norm(fits[-1], axis=1), 1, rtol=1e-6)
+    # more atoms than rows, and every row at the bias: finite unit atoms all the same
+    for Xs, bs in ((X, b), (jnp.ones((6, 5)), jnp.ones(5))):
+        D = np.asarray(data_init(Xs, bs, 70, jax.random.key(4)))
+        assert np.isfinite(D).all()
+        np.testing.assert_allclose(np.linalg.norm(D, axis=1), 1, rtol=1e-6)
 
 
 def test_dead_atoms_are_counted_and_resampled_from_the_worst_reconstructed_points():
@@ -461,7 +466,7 @@ def test_dead_atoms_are_counted_and_resampled_from_the_worst_reconstructed_point
     assert h["dead"][-1] == 0 and np.asarray(fit.codes)[:, -2:].any(axis=0).all()
     assert float(fit.loss) < float(kept.loss)
     # the replacements: the residual directions of the two worst-reconstructed points, in order
-    from widelimit._dictionary import _replace_dead
+    from widelimit._epochs import _replace_dead
 
     one = wl.fit_dictionary(X, k, 0.5, resample_dead=False, **{**opts, "max_epochs": 1})
     D1, Z1 = np.asarray(one.atoms), np.asarray(one.codes)
@@ -479,8 +484,8 @@ def test_staged_epochs_equal_the_one_program_epoch():
     update before the first codes, a lazily compiled dense fallback); ``fit_dictionary_seeds``
     vmaps the one-program epoch. Both must give the same states, working-set tiers included."""
     from widelimit._codes import row_supports
-    from widelimit._dictionary import _Config, _epoch, _staged_epoch, _with_working_set
-    from widelimit._dictionary import initial_state as start
+    from widelimit._epochs import _Config, _epoch, _staged_epoch, _with_working_set
+    from widelimit._epochs import initial_state as start
 
     r = np.random.default_rng(2)
     X = _planted(11, n=400)
@@ -514,7 +519,7 @@ def test_staged_epochs_equal_the_one_program_epoch():
                 np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-7, atol=1e-9)
     assert int(staged.history.resampled[1]) > 0
     # working sets of 4 atoms: rows outgrow them, and the dense solve runs as its own program
-    from widelimit._dictionary import _codes_accept, _update
+    from widelimit._epochs import _codes_accept, _update
 
     small = dataclasses.replace(cfg, ws=(4,))
     fresh = jnp.zeros(k, bool)

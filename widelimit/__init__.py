@@ -8,8 +8,8 @@ from ._codes import encode as encode
 from ._conditions import OptimalityReport as OptimalityReport
 from ._conditions import check_optimality as check_optimality
 from ._dictionary import DictionaryFit as DictionaryFit
-from ._dictionary import History as History
 from ._dictionary import fit_dictionary as fit_dictionary
+from ._epochs import History as History
 from ._fit_io import load_fit as load_fit
 from ._fit_io import load_saelens as load_saelens
 from ._fit_io import save_fit as save_fit

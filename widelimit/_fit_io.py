@@ -7,7 +7,8 @@ import os
 import jax.numpy as jnp
 import numpy as np
 
-from ._dictionary import DictionaryFit, History
+from ._dictionary import DictionaryFit
+from ._epochs import History
 from ._sae import ReluSAE
 
 _FIT_KEYS = ("atoms", "bias", "codes", "loss", "wide_bound", "lam", "n_epochs", "parents")

@@ -18,14 +18,11 @@ from ._data_init import data_init
 from ._dictionary import (
     DictionaryFit,
     _check_init_atoms,
-    _Config,
-    _epoch,
-    _with_working_set,
     check_fit_inputs,
     check_momentum,
     finish_fit,
-    initial_state,
 )
+from ._epochs import _Config, _epoch, _with_working_set, initial_state
 from ._precision import full_precision
 from ._solve_wide import solve_wide
 
