@@ -169,7 +169,10 @@ def _dense_accept(cfg: _Config, s: _State, X, w, D, Z, b, De, Ze, fresh, wide_bo
 
 def _encode_and_accept(cfg: _Config, s: _State, X, w, D, Z, b, De, fresh, wide_bound):
     """``_accept`` with exact codes for D_e: ``_codes_accept``, and ``_dense_accept`` (compiled
-    only by a fit that needs it) where rows outgrew the working sets."""
+    only by a fit that needs it) where rows outgrew the working sets. The code Gram's support is
+    left out of the static configuration (the codes do not use it): a change of it recompiles
+    the update only."""
+    cfg = dataclasses.replace(cfg, support=None)
     *accepted, Ze, dense = _codes_accept(cfg, s, X, w, D, Z, b, De, fresh, wide_bound)
     if bool(dense):
         return _dense_accept(cfg, s, X, w, D, Z, b, De, Ze, fresh, wide_bound)
@@ -193,7 +196,10 @@ def _staged_epoch(cfg: _Config, s: _State, X, w, fit_key, wide_bound, *, coded: 
     fresh = to_device(np.zeros(s.D.shape[0], np.bool_), np.bool_)
     if cfg.resample and coded and dead:
         s, fresh = _resample_state(s, X, fit_key)
-    D, Z, b, De = _update_jit(cfg, s, X, w, fresh) if coded else (s.D, s.Z, s.b, s.D)
+    if coded:  # the update does not use the working sets: a change of them recompiles the codes only
+        D, Z, b, De = _update_jit(dataclasses.replace(cfg, ws=None), s, X, w, fresh)
+    else:
+        D, Z, b, De = s.D, s.Z, s.b, s.D
     new, _, supports = _encode_and_accept(cfg, s, X, w, D, Z, b, De, fresh, wide_bound)
     return new, supports
 
