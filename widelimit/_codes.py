@@ -272,10 +272,14 @@ def decode(
     return out if bias is None else out + jnp.asarray(bias, atoms.dtype)
 
 
-def gram_codes(atoms, b, X, lam, Z0, tol, max_steps, ws: int | tuple[int, ...] | None = None):
+def gram_codes(
+    atoms, b, X, lam, Z0, tol, max_steps, ws: int | tuple[int, ...] | None = None, dense: bool = True
+):
     """Traceable core used by the fitting loops: codes for (atoms, b) warm-started at Z0
-    (per-point working sets in tiers of ``ws`` atoms when ws < n_atoms, else the dense solver)."""
+    (per-point working sets in tiers of ``ws`` atoms when ws < n_atoms, else the dense solver).
+    ``dense=False``: as ``working_set_lasso``'s, (codes, whether rows still need the dense solve)."""
     if ws is not None and min(ws if isinstance(ws, tuple) else (ws,)) < atoms.shape[0]:
-        return working_set_lasso(atoms, b, X, lam, Z0, tol, max_steps, ws)
+        return working_set_lasso(atoms, b, X, lam, Z0, tol, max_steps, ws, dense=dense)
     G = atoms @ atoms.T
-    return nonneg_lasso(G, (X - b) @ atoms.T, lam, Z0, tol, max_steps, L=gram_lipschitz(atoms, G))[0]
+    Z = nonneg_lasso(G, (X - b) @ atoms.T, lam, Z0, tol, max_steps, L=gram_lipschitz(atoms, G))[0]
+    return Z if dense else (Z, jnp.zeros((), bool))

@@ -237,15 +237,16 @@ def finish_fit(cfg: _Config, state: _State, X, w, wide_bound, parents) -> Dictio
     except after a rejected extrapolation; those and minibatch codes are re-encoded (and kept if
     better)."""
     lam = cfg.lam
-    Z, loss = state.Z, _loss_jit(X, state.D, state.Z, state.b, lam, w)
     rejected = cfg.momentum and int(state.epoch) > 1 and not bool(state.extrapolate)
     loose = cfg.epoch_tol is not None and float(cfg.epoch_tol) > cfg.code_tol
     if cfg.batch_size is not None or rejected or loose:  # codes to code_tol, kept if better
         exact = dataclasses.replace(cfg, epoch_tol=to_device(cfg.code_tol, X.dtype))
         fresh = to_device(np.zeros(state.D.shape[0], np.bool_), np.bool_)
-        D, b = state.D, state.b
+        D, Z, b = state.D, state.Z, state.b
         new, loss, _ = _encode_and_accept(exact, state, X, w, D, Z, b, D, fresh, wide_bound)
         Z = new.Z
+    else:
+        Z, loss = state.Z, _loss_jit(X, state.D, state.Z, state.b, lam, w)
     return DictionaryFit(
         atoms=state.D,
         bias=state.b,

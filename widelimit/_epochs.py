@@ -23,7 +23,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from ._atoms import atom_update, bias_update, code_gram, normalise_rows
-from ._codes import bucket_size, dense_fallback, gram_codes, working_set_lasso, working_set_size
+from ._codes import bucket_size, dense_fallback, gram_codes, working_set_size
 from ._objective import loss_value as _loss
 from ._validate import to_device
 
@@ -92,6 +92,11 @@ class _Config(eqx.Module):
     ws: tuple[int, ...] | None = eqx.field(static=True, default=None)
     support: int | None = eqx.field(static=True, default=None)
 
+    @property
+    def tol(self):
+        """The code tolerance of this epoch: ``epoch_tol``, else ``code_tol``."""
+        return self.code_tol if self.epoch_tol is None else self.epoch_tol
+
 
 def _update(cfg: _Config, s: _State, X, w, fresh):
     """Atoms and bias for the current codes, and the atoms to encode next (extrapolated along the
@@ -114,11 +119,7 @@ def _update(cfg: _Config, s: _State, X, w, fresh):
 def _epoch_codes(cfg: _Config, De, b, X, Z, lazy: bool = False):
     """Exact codes for D_e warm-started at Z, to the epoch's tolerance. ``lazy``: without the
     dense solve of rows that outgrow the working sets; returns (codes, whether it is needed)."""
-    tol = cfg.code_tol if cfg.epoch_tol is None else cfg.epoch_tol
-    if lazy and cfg.ws is not None and min(cfg.ws) < De.shape[0]:
-        return working_set_lasso(De, b, X, cfg.lam, Z, tol, cfg.code_steps, cfg.ws, dense=False)
-    Z = gram_codes(De, b, X, cfg.lam, Z, tol, cfg.code_steps, cfg.ws)
-    return (Z, jnp.zeros((), bool)) if lazy else Z
+    return gram_codes(De, b, X, cfg.lam, Z, cfg.tol, cfg.code_steps, cfg.ws, dense=not lazy)
 
 
 def _accept(cfg: _Config, s: _State, X, w, D, Z, b, De, Ze, fresh, wide_bound):
@@ -162,8 +163,7 @@ def _codes_accept(cfg: _Config, s: _State, X, w, D, Z, b, De, fresh, wide_bound)
 def _dense_accept(cfg: _Config, s: _State, X, w, D, Z, b, De, Ze, fresh, wide_bound):
     """``_codes_accept`` for the epochs where some rows outgrew the working sets: those rows of
     ``Ze`` solved densely (``dense_fallback``), then ``_accept``."""
-    tol = cfg.code_tol if cfg.epoch_tol is None else cfg.epoch_tol
-    Ze = dense_fallback(De, b, X, cfg.lam, Ze, tol, cfg.code_steps)
+    Ze = dense_fallback(De, b, X, cfg.lam, Ze, cfg.tol, cfg.code_steps)
     return _accept(cfg, s, X, w, D, Z, b, De, Ze, fresh, wide_bound)
 
 
@@ -182,7 +182,7 @@ def _encode_and_accept(cfg: _Config, s: _State, X, w, D, Z, b, De, fresh, wide_b
 @eqx.filter_jit
 def _resample_state(s: _State, X, fit_key):
     """``_resample_dead`` on a state, with the epoch's key: (state, mask of replaced atoms)."""
-    D, fresh = _replace_dead(s.D, s.Z, X, s.b, _epoch_key(fit_key, s.epoch), jnp.sum(s.Z, axis=0) <= 0)
+    D, fresh = _resample_dead(s.D, s.Z, X, s.b, _epoch_key(fit_key, s.epoch))
     return eqx.tree_at(lambda t: t.D, s, D), fresh
 
 
