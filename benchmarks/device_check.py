@@ -24,7 +24,7 @@ from _common import RESULTS, sparse_coded, write  # noqa: E402
 from finite_scaling import run_widelimit  # noqa: E402
 from wide_scaling import passes, path_bench  # noqa: E402
 
-from widelimit._precision import full_precision  # noqa: E402
+from widelimit._core.precision import full_precision  # noqa: E402
 
 
 def matmul_error():

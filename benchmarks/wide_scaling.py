@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _common import RESULTS, sparse_coded, timeit, write  # noqa: E402
 
 import widelimit as wl  # noqa: E402
+from widelimit._wide.solver import default_rtol  # noqa: E402
 
 
 def pick_lam(X, rule="half_median"):
@@ -102,7 +103,7 @@ def passes(sizes, d=768, rules=("half_median", "q05")):
                     passes=t_solve / t_pass,
                     steps=int(sol.num_steps),
                     gap=float(sol.gap),
-                    rtol=wl._wide_solver.default_rtol(dtype),
+                    rtol=default_rtol(dtype),
                 )
                 out.append(rec)
                 print(rec, flush=True)

@@ -79,7 +79,7 @@ def test_momentum_extrapolates_and_rejections_keep_the_loss_monotone():
 
 
 def test_epoch_code_tolerance_schedule_and_exact_returned_codes():
-    from widelimit._epochs import epoch_code_tol
+    from widelimit._finite.epochs import epoch_code_tol
 
     losses = np.array([10.0, 9.0, 8.99, 8.98999999])
     assert epoch_code_tol(1e-4, losses, 0) == epoch_code_tol(1e-4, losses, 1) == 1e-2
@@ -279,7 +279,7 @@ def test_bad_inputs(kw, match, tmp_path):
 def test_working_set_codes_equal_dense_codes(rng):
     # K > 64 takes per-point working sets inside fit_dictionary; they must give the same codes,
     # including rows whose support outgrows the working set (dense fallback)
-    from widelimit._codes import gram_codes, kkt_residual
+    from widelimit._finite.codes import gram_codes, kkt_residual
 
     n, d, k = 300, 20, 96
     D = unit(rng.normal(size=(k, d)))
@@ -299,7 +299,7 @@ def test_working_set_codes_equal_dense_codes(rng):
             rtol=1e-10,
         )
     # the dense solve as a program of its own (what fit_dictionary compiles only when needed)
-    from widelimit._codes import dense_fallback, working_set_lasso
+    from widelimit._finite.codes import dense_fallback, working_set_lasso
 
     args = (jnp.asarray(D), jnp.zeros(d), jnp.asarray(X), lam)
     part, needed = working_set_lasso(*args, jnp.zeros((n, k)), 1e-8, 20000, (8, 16), dense=False)
@@ -318,8 +318,8 @@ def test_working_set_codes_equal_dense_codes(rng):
 
 
 def test_working_set_sizes_and_their_reuse():
-    from widelimit._codes import bucket_size, row_supports, working_set_size
-    from widelimit._epochs import _Config, _with_working_set
+    from widelimit._finite.codes import bucket_size, row_supports, working_set_size
+    from widelimit._finite.epochs import _Config, _with_working_set
 
     assert [bucket_size(n) for n in (1, 16, 17, 25, 33, 49, 65, 97, 129)] == [16, 16, 24, 32, 48, 64, 96, 128, 192]
     Z = np.zeros((100, 2500))
@@ -346,7 +346,7 @@ def test_atom_update_solves_the_ball_problem_and_never_increases_f(rng):
     # returns unit directions and scales n_k ≤ 1 with n ⊙ U the ball solution.
     import cvxpy as cp
 
-    from widelimit._atoms import atom_update
+    from widelimit._finite.atoms import atom_update
 
     k, d, n = 6, 5, 40
     Z = np.maximum(rng.normal(size=(n, k)), 0)
@@ -376,7 +376,7 @@ def test_atom_update_solves_the_ball_problem_and_never_increases_f(rng):
 
 
 def test_sparse_code_gram_equals_dense(rng):
-    from widelimit._atoms import code_gram
+    from widelimit._finite.atoms import code_gram
 
     n, k = 400, 2048
     Z = (rng.random((n, k)) < 0.005) * rng.random((n, k))
@@ -386,7 +386,7 @@ def test_sparse_code_gram_equals_dense(rng):
 
 
 def test_gram_lipschitz_is_the_largest_eigenvalue_of_the_gram(rng):
-    from widelimit._codes import gram_lipschitz
+    from widelimit._finite.codes import gram_lipschitz
 
     for k, d in ((50, 8), (8, 50), (12, 12)):
         D = rng.normal(size=(k, d))
@@ -396,7 +396,7 @@ def test_gram_lipschitz_is_the_largest_eigenvalue_of_the_gram(rng):
 
 
 def test_data_init_seeds_at_data_directions_then_lloyd_steps_raise_the_kmeans_objective(rng):
-    from widelimit._data_init import _lloyd_step, data_init
+    from widelimit._finite.init import _lloyd_step, data_init
 
     X = jnp.asarray(rng.normal(size=(50, 5)) + 3.0)
     b = jnp.mean(X, axis=0)
@@ -466,7 +466,7 @@ def test_dead_atoms_are_counted_and_resampled_from_the_worst_reconstructed_point
     assert h["dead"][-1] == 0 and np.asarray(fit.codes)[:, -2:].any(axis=0).all()
     assert float(fit.loss) < float(kept.loss)
     # the replacements: the residual directions of the two worst-reconstructed points, in order
-    from widelimit._epochs import _replace_dead
+    from widelimit._finite.epochs import _replace_dead
 
     one = wl.fit_dictionary(X, k, 0.5, resample_dead=False, **{**opts, "max_epochs": 1})
     D1, Z1 = np.asarray(one.atoms), np.asarray(one.codes)
@@ -483,9 +483,9 @@ def test_staged_epochs_equal_the_one_program_epoch():
     """``fit_dictionary`` runs an epoch as separate programs (resampling only when needed, no
     update before the first codes, a lazily compiled dense fallback); ``fit_dictionary_seeds``
     vmaps the one-program epoch. Both must give the same states, working-set tiers included."""
-    from widelimit._codes import row_supports
-    from widelimit._epochs import _Config, _epoch, _staged_epoch, _with_working_set
-    from widelimit._epochs import initial_state as start
+    from widelimit._finite.codes import row_supports
+    from widelimit._finite.epochs import _Config, _epoch, _staged_epoch, _with_working_set
+    from widelimit._finite.epochs import initial_state as start
 
     r = np.random.default_rng(2)
     X = _planted(11, n=400)
@@ -519,7 +519,7 @@ def test_staged_epochs_equal_the_one_program_epoch():
                 np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-7, atol=1e-9)
     assert int(staged.history.resampled[1]) > 0
     # working sets of 4 atoms: rows outgrow them, and the dense solve runs as its own program
-    from widelimit._epochs import _codes_accept, _update
+    from widelimit._finite.epochs import _codes_accept, _update
 
     small = dataclasses.replace(cfg, ws=(4,))
     fresh = jnp.zeros(k, bool)

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import widelimit as wl
+from widelimit._analysis import pair_classes
 
 
 def _hierarchy(rng, n=300, d=8, offset=0.3):
@@ -136,7 +137,7 @@ def test_classify_pairs_on_known_structures():
     nested = {tuple(p) for p in c.nested.tolist()}
     assert {tuple(p) for p in h.hierarchy.tolist()} <= nested
     assert nested == {(0, 1), (0, 2), (1, 2), (3, 4), (3, 5), (4, 5)}
-    assert c.kind[1, 0] == wl._pair_classes.COACTIVE  # the parent is not inside the child
+    assert c.kind[1, 0] == pair_classes.COACTIVE  # the parent is not inside the child
     m = wl.datasets.mutually_exclusive(key, n_atoms=4)
     cm = wl.classify_pairs(m.codes)
     assert len(cm.exclusive) == 12 and len(cm.nested) == 0

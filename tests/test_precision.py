@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import widelimit as wl
-from widelimit._precision import full_precision
+from widelimit._core.precision import full_precision
 
 PUBLIC_NUMERICS = [
     "solve_wide", "solve_wide_path", "wide_lower_bound", "dictionary_loss", "encode", "decode",

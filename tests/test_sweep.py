@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import widelimit as wl
-import widelimit._sweep as sweep_mod
+import widelimit._analysis.sweep as sweep_mod
+from widelimit._analysis import pair_classes
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +63,7 @@ def test_strict_hierarchy_is_never_a_converged_solution():
     assert float(fit.atoms[1, 0]) > 0.3
     # ... so the supports are no longer nested: the classification says so
     c = wl.classify_pairs(fit.codes, fit.atoms)
-    assert c.kind[0, 1] != wl._pair_classes.NESTED and len(c.nested) == 0
+    assert c.kind[0, 1] != pair_classes.NESTED and len(c.nested) == 0
     assert c.absorption.tolist() == [[0, 1]]
     # in a sweep from one atom (no bias: the single atom then sits between dog and labrador), the
     # split tree shows that atom splitting into dog and an absorbing labrador atom

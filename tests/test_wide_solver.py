@@ -142,9 +142,9 @@ def test_chunked_pass_matches_plain(rng):
 @pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-11), (np.float32, 2e-5)])
 def test_group_pass_equals_one_pass_per_bias(dtype, rtol, rng, monkeypatch):
     # one centring serves biases within λ/4 of the reference; farther ones get their own pass
-    import widelimit._wide_pass as wide_pass
-    from widelimit._wide_pass import data_pass
-    from widelimit._wide_path import group_stats
+    import widelimit._wide.data_pass as wide_pass
+    from widelimit._wide.data_pass import data_pass
+    from widelimit._wide.path import group_stats
 
     monkeypatch.setattr(wide_pass, "_BLOCK_ELEMENTS", 2**10)  # 170-row blocks and a remainder
     X = jnp.asarray(rng.normal(size=(3001, 6)) * 3 + 50, dtype)  # far from the origin
@@ -163,9 +163,9 @@ def test_group_pass_equals_one_pass_per_bias(dtype, rtol, rng, monkeypatch):
 @pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-11), (np.float32, 2e-5)])
 def test_known_distance_pass_equals_direct_passes(dtype, rtol, rng, monkeypatch):
     # a group started at the last bias of the one before reuses that pass's distances
-    import widelimit._wide_pass as wide_pass
-    from widelimit._wide_pass import data_pass
-    from widelimit._wide_path import known_distance_stats
+    import widelimit._wide.data_pass as wide_pass
+    from widelimit._wide.data_pass import data_pass
+    from widelimit._wide.path import known_distance_stats
 
     monkeypatch.setattr(wide_pass, "_BLOCK_ELEMENTS", 2**10)  # 170-row blocks and a remainder
     X = jnp.asarray(rng.normal(size=(3001, 6)) * 3 + 50, dtype)
@@ -201,7 +201,7 @@ def test_slack_weights_equal_the_direct_sums(dtype, rng):
     # the O(N) histogram from logarithms is exact at and next to every level, for the fixed ladder
     # and for ladders fitted to G (from τ = ||G||/Σw to ½); so are the direct comparisons that
     # ``point_sums`` uses for the short fitted ladders
-    from widelimit._wide_certificate import (
+    from widelimit._wide.certificate import (
         direct_slack_weights,
         fixed_levels,
         point_sums,
@@ -234,7 +234,7 @@ def test_slack_weights_equal_the_direct_sums(dtype, rng):
 @pytest.mark.parametrize("n", [4000, 3001])  # 250-row batched sums; no divisor in range: c @ X
 def test_fast_pass_equals_direct_pass(dtype, rtol, n, rng):
     # the in-memory solver's pass: squared distances, then sums of the raw rows (not of x − b)
-    from widelimit._wide_pass import data_pass, fast_pass, sum_rows_batch, weighted_row_sum
+    from widelimit._wide.data_pass import data_pass, fast_pass, sum_rows_batch, weighted_row_sum
 
     assert (sum_rows_batch(n) is None) == (n == 3001)
     X = jnp.asarray(rng.normal(size=(n, 6)) * 3 + 5, dtype)
@@ -254,7 +254,7 @@ def test_fast_pass_equals_direct_pass(dtype, rtol, n, rng):
 def test_fast_pass_falls_back_far_from_the_origin(rng):
     # raw-row sums at ||b|| = 1e5 × the spread would lose G to float32 rounding; the pass then
     # forms x − b itself (with the fallback off, G is off by ~1e-3 of its scale)
-    from widelimit._wide_pass import data_pass, fast_pass, weighted_row_sum
+    from widelimit._wide.data_pass import data_pass, fast_pass, weighted_row_sum
 
     X = jnp.asarray(rng.normal(size=(4000, 6)) + 1e5, jnp.float32)
     w = jnp.ones(4000, jnp.float32)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -13,6 +12,8 @@ except ImportError as e:  # pragma: no cover
     raise SystemExit("the widelimit CLI needs the 'cli' extra: pip install 'widelimit[cli]'") from e
 
 import numpy as np
+
+from ._core.atomic import write_json
 
 app = typer.Typer(add_completion=False, help="widelimit: sparse dictionaries in the wide limit.")
 console = Console()
@@ -95,16 +96,6 @@ def _call(f, *args, **kwargs):
         _fail(str(e).splitlines()[0])
 
 
-def _write_json(path: str, obj):
-    from ._fit_io import atomic_save
-
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=1)
-
-    atomic_save(path, write)
-
-
 def _save_fig(fig, path: str):
     import matplotlib.pyplot as plt
 
@@ -146,7 +137,7 @@ def wide(
     }
     if out:
         os.makedirs(out, exist_ok=True)
-        _write_json(os.path.join(out, "wide.json"), summary)
+        write_json(os.path.join(out, "wide.json"), summary)
     console.print(summary)
 
 
@@ -185,7 +176,7 @@ def fit(
         "l0": float((f.codes > 0).sum(1).mean()), "passed": bool(rep.passed),
         "violated_pairs": rep.violated_pairs[:20].tolist(),
     }  # fmt: skip
-    _write_json(os.path.join(out, "fit.json"), summary)
+    write_json(os.path.join(out, "fit.json"), summary)
     console.print(
         f"K = {width}: L = {summary['loss']:.6g}, certified gap to the wide limit {summary['gap']:.3g}"
     )
@@ -318,7 +309,7 @@ def check(
         from widelimit.plot import plot_report
 
         os.makedirs(out, exist_ok=True)
-        _write_json(
+        write_json(
             os.path.join(out, "check.json"),
             {"passed": bool(rep.passed), "code_kkt_max": float(rep.code_kkt_max),
              "atom_stationarity_max": float(rep.atom_stationarity.max()),
@@ -387,7 +378,7 @@ def demo(
         "hierarchy_pair_flagged": flagged, "hierarchy_violated_pairs": rep.violated_pairs.tolist(),
         "figures": figs,
     }  # fmt: skip
-    _write_json(os.path.join(out, "demo.json"), summary)
+    write_json(os.path.join(out, "demo.json"), summary)
     console.print(_sweep_table(s))
     console.print(f"the gap to the wide limit closes at K = {closes} (the data has {n_rays} rays)")
     console.print(

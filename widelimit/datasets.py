@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from ._validate import check_positive_int
+from ._core.validate import check_positive_int
 
 
 class ToyData(eqx.Module):

@@ -85,7 +85,7 @@ def plot_pair_hull(pair, *, ax=None, max_points: int = 4000):
 
 def plot_hull_panels(panels, *, i: int = 0, j: int = 1):
     """Three panels (dict name → ToyData, e.g. ``datasets.hull_panels``), each titled pass/fail."""
-    from ._pair_hull import pair_hull
+    from ._analysis.pair_hull import pair_hull
 
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.0), squeeze=False)
     for ax, (name, p) in zip(axes[0], panels.items(), strict=True):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from ._codes import encode
-from ._dictionary import fit_dictionary
+from .codes import encode
+from .fit import fit_dictionary
 
 
 class DictionaryLearner:

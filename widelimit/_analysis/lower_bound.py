@@ -6,10 +6,10 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-from ._objective import check_dictionary, loss_terms, residuals
-from ._precision import full_precision
-from ._validate import check_lam, check_weights
-from ._wide_solution import WideSolution
+from .._core.objective import check_dictionary, loss_terms, residuals
+from .._core.precision import full_precision
+from .._core.validate import check_lam, check_weights
+from .._wide.solution import WideSolution
 
 
 class LowerBound(eqx.Module):

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
 
-from ._wide_pass import huber_weight
+from .data_pass import huber_weight
 
 _SLACK_LEVELS = 24  # levels of the fixed ladder (``fixed_levels``)
 _FITTED_LEVELS = 8  # levels of a ladder fitted to G (``slack_levels``)

@@ -15,11 +15,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._row_source import RowSource
-from ._validate import check_lam, check_weights
-from ._wide_certificate import PointSums, add_sums, point_sums
-from ._wide_pass import data_pass
-from ._wide_solver import WideSolver, default_rtol, solve_in_memory
+from .._core.row_source import RowSource
+from .._core.validate import check_lam, check_weights
+from .certificate import PointSums, add_sums, point_sums
+from .data_pass import data_pass
+from .solver import WideSolver, default_rtol, solve_in_memory
 
 
 def _block(xb, wb, b, lam, nonneg: bool):
@@ -154,6 +154,6 @@ def solve_streaming(
         q, point, G, Y = run(b=b)
         steps += 1
         sums, sol = cert(b, q, point, G, Y, steps)
-    from ._solve_wide import _check_result
+    from .solve import _check_result
 
     return _check_result(sol, None, throw)

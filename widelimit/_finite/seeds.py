@@ -13,18 +13,18 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import ArrayLike, Float, Int, PRNGKeyArray
 
-from ._codes import row_supports
-from ._data_init import data_init
-from ._dictionary import (
+from .._core.precision import full_precision
+from .._wide.solve import solve_wide
+from .codes import row_supports
+from .epochs import _Config, _epoch, _with_working_set, initial_state
+from .fit import (
     DictionaryFit,
     _check_init_atoms,
     check_fit_inputs,
     check_momentum,
     finish_fit,
 )
-from ._epochs import _Config, _epoch, _with_working_set, initial_state
-from ._precision import full_precision
-from ._solve_wide import solve_wide
+from .init import data_init
 
 # one compiled program per configuration: the epoch of every seed at once
 _epoch_seeds = eqx.filter_jit(eqx.filter_vmap(_epoch, in_axes=(None, 0, None, None, 0, None)))

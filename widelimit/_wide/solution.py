@@ -6,7 +6,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
-from ._results import RESULTS
+from .._core.results import RESULTS
 
 
 class WideSolution(eqx.Module):

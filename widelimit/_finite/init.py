@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from ._validate import to_device
+from .._core.validate import to_device
 
 
 def data_init(X, b, n_atoms: int, key, max_rows: int = 16384, rounds: int = 32, lloyd: int = 2):

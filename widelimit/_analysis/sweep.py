@@ -20,17 +20,18 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import ArrayLike, Float, Int, PRNGKeyArray
 
-from . import _checkpoint
-from ._conditions import check_optimality
-from ._dictionary import DictionaryFit, fit_dictionary
-from ._fit_io import atomic_save, load_fit, save_fit
-from ._precision import full_precision
-from ._progress import Progress
-from ._seeds import fit_dictionary_seeds
-from ._solve_wide import solve_wide
-from ._split import grow
-from ._split_tree import SplitTree, split_tree
-from ._validate import check_lam, check_matrix, check_positive_int
+from .._core import checkpoint
+from .._core.atomic import write_json
+from .._core.precision import full_precision
+from .._core.progress import Progress
+from .._core.validate import check_lam, check_matrix, check_positive_int
+from .._finite.fit import DictionaryFit, fit_dictionary
+from .._finite.fit_file import load_fit, save_fit
+from .._finite.seeds import fit_dictionary_seeds
+from .._finite.split import grow
+from .._wide.solve import solve_wide
+from .conditions import check_optimality
+from .split_tree import SplitTree, split_tree
 
 _MANIFEST = "sweep-manifest.json"
 _RECORD_KEYS = (
@@ -141,14 +142,6 @@ def _record(fit, X, lam, rays, delta, tol, seed_loss, wide_bound):
     }
 
 
-def _write_json(path, obj):
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=1)
-
-    atomic_save(path, write)
-
-
 def _assemble(records, fits, n_rays, wide_optimum, wide_bound, lam) -> Sweep:
     arr = {k: np.asarray([r[k] for r in records]) for k in _RECORD_KEYS}
     widths = np.asarray([r["width"] for r in records])
@@ -193,19 +186,19 @@ def width_sweep(
     lam = check_lam(lam, X.dtype)
     n_seeds = check_positive_int(n_seeds, "n_seeds")
     rays = _rays_of(ground_truth, d, X.dtype)
-    fp = _checkpoint.fingerprint(
+    fp = checkpoint.fingerprint(
         X, lam=float(lam), bias=bias, n_seeds=n_seeds, max_epochs=max_epochs,
         ground_truth=None if rays is None else np.asarray(rays).round(6).tolist(),
     )  # fmt: skip
     if out_dir is not None:
-        _checkpoint.check_manifest(os.path.join(out_dir, _MANIFEST), fp)
+        checkpoint.check_manifest(os.path.join(out_dir, _MANIFEST), fp)
     wide = solve_wide(X, lam, bias=bias, throw=False)
     wide_bound = float(wide.dual_objective)
     if rays is None:
         rays = wide.atoms(X)[wide.encoded]
     if out_dir is not None:
         os.makedirs(out_dir, exist_ok=True)
-        _write_json(
+        write_json(
             os.path.join(out_dir, _MANIFEST),
             {"fingerprint": fp, "wide_optimum": float(wide.objective), "wide_bound": wide_bound,
              "lam": float(lam), "n_rays": int(rays.shape[0])},
@@ -245,7 +238,7 @@ def width_sweep(
             rec = _record(best, X, lam, rays, cover_delta, check_tol, seed_loss, wide_bound)
             if out_dir is not None:
                 save_fit(best, fit_path)
-                _write_json(rec_path, rec)
+                write_json(rec_path, rec)
         records.append(rec)
         fits.append(best)
         prev = best
@@ -254,7 +247,7 @@ def width_sweep(
             sweep = _assemble(
                 records, fits, int(rays.shape[0]), float(wide.objective), wide_bound, float(lam)
             )
-            _write_json(os.path.join(out_dir, "sweep.json"), sweep.to_dict())
+            write_json(os.path.join(out_dir, "sweep.json"), sweep.to_dict())
     bar.close()
     return _assemble(
         records, fits, int(rays.shape[0]), float(wide.objective), wide_bound, float(lam)

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ._wide_pass import (
+from .data_pass import (
     centred_row_sums,
     data_pass,
     huber_weight,
@@ -28,8 +28,8 @@ from ._wide_pass import (
     squared_distances,
     weighted_row_sum,
 )
-from ._wide_solution import WideSolution
-from ._wide_solver import WideSolver
+from .solution import WideSolution
+from .solver import WideSolver
 
 GROUP = 8
 _REF_RADIUS = 0.25

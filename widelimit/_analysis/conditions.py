@@ -17,10 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
-from ._hull_table import hull_table
-from ._objective import check_dictionary
-from ._precision import full_precision
-from ._validate import check_lam, check_weights
+from .._core.objective import check_dictionary
+from .._core.precision import full_precision
+from .._core.validate import check_lam, check_weights
+from .hull_table import hull_table
 
 
 class OptimalityReport(eqx.Module):

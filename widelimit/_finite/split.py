@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
-from ._atoms import normalise_rows
-from ._precision import full_precision
+from .._core.precision import full_precision
+from .atoms import normalise_rows
 
 
 def _top_directions(D, Z, R, key, iters: int = 30):

@@ -13,12 +13,12 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from ._atoms import normalise_rows
-from ._codes import encode
-from ._objective import loss_value
-from ._precision import full_precision
-from ._solve_wide import solve_wide
-from ._validate import check_lam, check_matrix, check_positive_int
+from .._core.objective import loss_value
+from .._core.precision import full_precision
+from .._core.validate import check_lam, check_matrix, check_positive_int
+from .._finite.atoms import normalise_rows
+from .._finite.codes import encode
+from .._wide.solve import solve_wide
 
 
 class ReluSAE(eqx.Module):

@@ -7,14 +7,14 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from ._precision import full_precision
-from ._results import RESULTS
-from ._row_source import RowSource, is_streamable
-from ._validate import check_lam, check_lams, check_matrix, check_positive_int, check_weights
-from ._wide_pass import block_stats, is_sharded
-from ._wide_path import solve_path_grouped
-from ._wide_solution import WideSolution
-from ._wide_solver import (
+from .._core.precision import full_precision
+from .._core.results import RESULTS
+from .._core.row_source import RowSource, is_streamable
+from .._core.validate import check_lam, check_lams, check_matrix, check_positive_int, check_weights
+from .data_pass import block_stats, is_sharded
+from .path import solve_path_grouped
+from .solution import WideSolution
+from .solver import (
     WideSolver,
     default_rtol,
     raise_if_failed,
@@ -118,7 +118,7 @@ def solve_wide(
     if rtol is not None and not (np.isfinite(rtol) and rtol > 0):
         raise ValueError(f"`rtol` must be finite and > 0, got {rtol}")
     if is_streamable(X):
-        from ._wide_stream import solve_streaming
+        from .stream import solve_streaming
 
         return solve_streaming(
             RowSource(X, chunk_rows),

@@ -13,6 +13,8 @@ import os
 import equinox as eqx
 import numpy as np
 
+from .atomic import atomic_write_bytes, write_json
+
 _LEAVES = "state-{}.eqx"  # formatted with the history capacity (its arrays' length)
 _MANIFEST = "manifest.json"
 
@@ -28,15 +30,6 @@ def fingerprint(X, **options) -> dict:
         "sum": float(np.sum(Xn, dtype=np.float64)),
         **{k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in options.items()},
     }
-
-
-def _atomic_write(path, write):
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _leaves_file(directory):
@@ -92,9 +85,9 @@ def save(directory: str, state, manifest: dict, capacity: int):
     os.makedirs(directory, exist_ok=True)
     mpath = os.path.join(directory, _MANIFEST)
     if not os.path.exists(mpath):
-        _atomic_write(mpath, lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+        write_json(mpath, manifest)
     old = _leaves_file(directory)
     new = os.path.join(directory, _LEAVES.format(capacity))
-    _atomic_write(new, lambda f: eqx.tree_serialise_leaves(f, state))
+    atomic_write_bytes(new, lambda f: eqx.tree_serialise_leaves(f, state))
     if old is not None and old != new:
         os.remove(old)

@@ -16,11 +16,15 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
-from . import _checkpoint
-from ._atoms import normalise_rows
-from ._codes import row_supports
-from ._data_init import data_init
-from ._epochs import (
+from .._core import checkpoint
+from .._core.objective import loss_value as _loss
+from .._core.precision import full_precision
+from .._core.progress import Progress
+from .._core.validate import check_lam, check_matrix, check_positive_int, check_weights, to_device
+from .._wide.solve import solve_wide
+from .atoms import normalise_rows
+from .codes import row_supports
+from .epochs import (
     History,
     _Config,
     _encode_and_accept,
@@ -31,11 +35,7 @@ from ._epochs import (
     epoch_code_tol,
     initial_state,
 )
-from ._objective import loss_value as _loss
-from ._precision import full_precision
-from ._progress import Progress
-from ._solve_wide import solve_wide
-from ._validate import check_lam, check_matrix, check_positive_int, check_weights, to_device
+from .init import data_init
 
 
 class DictionaryFit(eqx.Module):
@@ -140,7 +140,7 @@ def fit_dictionary(
         parents = np.full(n_atoms, -1, np.int32)
     elif np.shape(parents) != (n_atoms,):
         raise ValueError(f"`parents` must have shape ({n_atoms},)")
-    fp = _checkpoint.fingerprint(
+    fp = checkpoint.fingerprint(
         X,
         n_atoms=n_atoms,
         lam=float(lam),
@@ -159,14 +159,14 @@ def fit_dictionary(
     else:
         b0 = wide.bias if bias else jnp.zeros(d, dt)
     D0 = data_init(X, b0, n_atoms, key) if init is None else init
-    cap = _checkpoint.saved_capacity(checkpoint_dir) or max_epochs
+    cap = checkpoint.saved_capacity(checkpoint_dir) or max_epochs
     state = initial_state(D0, b0, n, cap)
-    loaded, _ = _checkpoint.load(checkpoint_dir, state, fp)
+    loaded, _ = checkpoint.load(checkpoint_dir, state, fp)
     if loaded is not None:
         state = eqx.tree_at(lambda s: s.history, loaded, _resize(loaded.history, max_epochs))
     elif checkpoint_dir is not None:
         state = eqx.tree_at(lambda s: s.history, state, _resize(state.history, max_epochs))
-        _checkpoint.save(checkpoint_dir, state, {"fingerprint": fp}, max_epochs)
+        checkpoint.save(checkpoint_dir, state, {"fingerprint": fp}, max_epochs)
     else:
         state = eqx.tree_at(lambda s: s.history, state, _resize(state.history, max_epochs))
     cfg = _Config(lam, bias, batch_size, atom_steps, code_tol, code_steps, resample_dead, momentum)
@@ -194,12 +194,12 @@ def fit_dictionary(
         if callback is not None:
             callback(e, state.history.trimmed(e))
         if checkpoint_dir is not None and (e % checkpoint_every == 0 or e == max_epochs):
-            _checkpoint.save(checkpoint_dir, state, {"fingerprint": fp}, max_epochs)
+            checkpoint.save(checkpoint_dir, state, {"fingerprint": fp}, max_epochs)
         if prev - loss <= tol * abs(loss):
             break
         prev = loss
     if checkpoint_dir is not None:
-        _checkpoint.save(checkpoint_dir, state, {"fingerprint": fp}, max_epochs)
+        checkpoint.save(checkpoint_dir, state, {"fingerprint": fp}, max_epochs)
     bar.close()
     if batch_size is not None:
         cfg = _with_working_set(cfg, supports, n_atoms, e)

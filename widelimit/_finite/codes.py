@@ -13,8 +13,8 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, ArrayLike, Float
 
-from ._precision import full_precision
-from ._validate import check_lam, check_matrix
+from .._core.precision import full_precision
+from .._core.validate import check_lam, check_matrix
 
 
 def _lipschitz(G):

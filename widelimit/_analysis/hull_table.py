@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int
 
-from ._precision import full_precision
+from .._core.precision import full_precision
 
 
 class HullTable(eqx.Module):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-from ._precision import full_precision
-from ._validate import check_lam, check_matrix, check_weights
+from .precision import full_precision
+from .validate import check_lam, check_matrix, check_weights
 
 
 def check_dictionary(X, atoms, codes, bias, *, finite: bool = True):

@@ -22,10 +22,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from ._atoms import atom_update, bias_update, code_gram, normalise_rows
-from ._codes import bucket_size, dense_fallback, gram_codes, working_set_size
-from ._objective import loss_value as _loss
-from ._validate import to_device
+from .._core.objective import loss_value as _loss
+from .._core.validate import to_device
+from .atoms import atom_update, bias_update, code_gram, normalise_rows
+from .codes import bucket_size, dense_fallback, gram_codes, working_set_size
 
 
 class History(eqx.Module):

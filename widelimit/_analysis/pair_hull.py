@@ -13,11 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from ._conditions import OptimalityReport, unit_atoms
-from ._hull_table import pair_margin
-from ._objective import check_dictionary
-from ._precision import full_precision
-from ._validate import check_matrix, check_weights
+from .._core.objective import check_dictionary
+from .._core.precision import full_precision
+from .._core.validate import check_matrix, check_weights
+from .conditions import OptimalityReport, unit_atoms
+from .hull_table import pair_margin
 
 
 class PairHull(eqx.Module):

@@ -14,16 +14,16 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ._results import RESULTS
-from ._wide_certificate import (
+from .._core.results import RESULTS
+from .certificate import (
     PointSums,
     certificate_from_sums,
     point_sums,
     relative,
     slack_levels,
 )
-from ._wide_pass import data_pass, fast_pass, weighted_row_sum
-from ._wide_solution import WideSolution
+from .data_pass import data_pass, fast_pass, weighted_row_sum
+from .solution import WideSolution
 
 
 def default_rtol(dtype) -> float:

@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import ArrayLike, Float, Int
 
-from ._hull_table import row_chunks
-from ._precision import full_precision
+from .._core.precision import full_precision
+from .hull_table import row_chunks
 
 NONE, NESTED, EXCLUSIVE, COACTIVE = 0, 1, 2, 3
 

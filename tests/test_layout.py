@@ -1,0 +1,71 @@
+"""The package's shape: imports point down the layers, and ``import widelimit`` stays light."""
+
+import ast
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1] / "widelimit"
+# core → wide → finite → sae → analysis → top (io, datasets, plot, cli)
+LAYERS = {"_core": 0, "_wide": 1, "_finite": 2, "_sae": 3, "_analysis": 4}
+TOP = {"io": 5, "datasets": 5, "plot": 6, "cli": 8}  # cli uses the public API
+
+
+def _layer(parts: tuple[str, ...]) -> int:
+    head = parts[0]
+    if head in LAYERS:
+        return LAYERS[head]
+    return TOP.get(head.removesuffix(".py"), 8)
+
+
+def _imports(path: pathlib.Path):
+    """(layer of the importing module, layer of each package-internal module it imports)."""
+    rel = path.relative_to(ROOT).parts
+    package = rel[:-1]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level > 0:
+            base = package[: len(package) - (node.level - 1)]
+            target = base + tuple((node.module or "").split(".")) if node.module else base
+            names = [target] if node.module else [base + (a.name,) for a in node.names]
+            for t in names:
+                t = tuple(p for p in t if p)
+                if t:
+                    yield node.lineno, t
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("widelimit"):
+            yield node.lineno, tuple(node.module.split(".")[1:]) or ("__init__",)
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.startswith("widelimit"):
+                    yield node.lineno, tuple(a.name.split(".")[1:]) or ("__init__",)
+
+
+MODULES = sorted(p for p in ROOT.rglob("*.py") if p.name != "__init__.py" or p.parent != ROOT)
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_imports_point_down(path):
+    own = _layer(path.relative_to(ROOT).parts)
+    for line, target in _imports(path):
+        assert _layer(target) <= own, (
+            f"{path.relative_to(ROOT)}:{line} imports {'.'.join(target)}, an upper layer"
+        )
+
+
+def test_no_flat_private_modules():
+    """Implementation lives in the layer folders; the top holds only the optional layers."""
+    flat = {p.name for p in ROOT.glob("*.py")}
+    assert flat <= {"__init__.py", "io.py", "datasets.py", "plot.py", "cli.py"}, flat
+
+
+def test_import_is_light():
+    """``import widelimit`` pulls in no plotting, CLI or scikit-learn code."""
+    code = (
+        "import sys, widelimit\n"
+        "heavy = [m for m in ('matplotlib', 'typer', 'rich', 'sklearn', 'safetensors') "
+        "if m in sys.modules]\n"
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"import widelimit loaded {out.stdout.strip()}"

@@ -1,0 +1,38 @@
+"""Saving and loading fitted dictionaries (``.npz``, written atomically)."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from .._core.atomic import atomic_write
+from .epochs import History
+from .fit import DictionaryFit
+
+_FIT_KEYS = ("atoms", "bias", "codes", "loss", "wide_bound", "lam", "n_epochs", "parents")
+_HIST_KEYS = ("loss", "gap", "l0", "dead", "resampled")
+
+
+def save_fit(fit: DictionaryFit, path: str) -> None:
+    """Write a ``DictionaryFit`` to ``path`` (.npz) atomically."""
+    arrays = {k: np.asarray(getattr(fit, k)) for k in _FIT_KEYS}
+    arrays |= {f"history_{k}": np.asarray(getattr(fit.history, k)) for k in _HIST_KEYS}
+    arrays["fit_bias"] = np.asarray(fit.fit_bias)
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    atomic_write(path, write)
+
+
+def load_fit(path: str) -> DictionaryFit:
+    """Read a ``DictionaryFit`` written by ``save_fit``; ValueError if the file is not one."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            a = {k: jnp.asarray(z[k]) for k in _FIT_KEYS}
+            h = History(*(jnp.asarray(z[f"history_{k}"]) for k in _HIST_KEYS))
+            fit_bias = bool(z["fit_bias"])
+    except Exception as e:  # noqa: BLE001 - zip, pickle-free npz and key errors all mean a bad file
+        raise ValueError(f"{path!r} is not a widelimit fit file: {e}") from e
+    return DictionaryFit(history=h, fit_bias=fit_bias, **a)
