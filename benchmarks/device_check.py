@@ -34,7 +34,12 @@ def matmul_error():
     Aj, Bj = jnp.asarray(A, jnp.float32), jnp.asarray(B, jnp.float32)
     f = jax.jit(lambda a, b: a @ b)
     err = lambda C: float(np.abs(np.asarray(C, np.float64) - ref).max() / np.abs(ref).max())  # noqa: E731
-    return {"default_f32_rel_err": err(f(Aj, Bj)), "full_precision_f32_rel_err": err(full_precision(lambda a, b: jax.jit(lambda a, b: a @ b)(a, b))(Aj, Bj))}
+    return {
+        "default_f32_rel_err": err(f(Aj, Bj)),
+        "full_precision_f32_rel_err": err(
+            full_precision(lambda a, b: jax.jit(lambda a, b: a @ b)(a, b))(Aj, Bj)
+        ),
+    }
 
 
 def finite(ks=(64, 256, 1024, 4096), epochs=10):
@@ -53,11 +58,17 @@ def finite(ks=(64, 256, 1024, 4096), epochs=10):
     print(out, flush=True)
     for k in ks:
         times, _, _ = run_widelimit(X, k, lam, epochs)
-        row = {"k": k, "epoch_s": float(np.median(np.diff(times)[-4:])), "first_epoch_s": float(times[0])}
+        row = {
+            "k": k,
+            "epoch_s": float(np.median(np.diff(times)[-4:])),
+            "first_epoch_s": float(times[0]),
+        }
         out["per_epoch"].append(row)
         print(row, flush=True)
     kk = [r["k"] for r in out["per_epoch"]]
-    out["loglog_slope"] = float(np.polyfit(np.log(kk), np.log([r["epoch_s"] for r in out["per_epoch"]]), 1)[0])
+    out["loglog_slope"] = float(
+        np.polyfit(np.log(kk), np.log([r["epoch_s"] for r in out["per_epoch"]]), 1)[0]
+    )
     return out
 
 

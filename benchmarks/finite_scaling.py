@@ -74,7 +74,9 @@ def run_spams(X, k, lam, epochs, batch=256):
 
 def run_widelimit(X, k, lam, epochs, seed=0, batch_size=None):
     times, losses = [], []
-    key = jax.random.key(seed)  # an input, like sklearn's random_state: made before the clock starts
+    key = jax.random.key(
+        seed
+    )  # an input, like sklearn's random_state: made before the clock starts
     t0 = time.perf_counter()
 
     def cb(e, hist):
@@ -104,7 +106,9 @@ def main():
     k = 256 if a.quick else 1024
     t_sk, comp, mean = run_sklearn(X, k, lam, epochs)
     L_sk, l0_sk = exact_loss(X, comp, mean, lam)
-    print(f"sklearn K={k}: {t_sk:.1f}s for {epochs} epochs, L={L_sk:.5g} (L0 {l0_sk:.1f})", flush=True)
+    print(
+        f"sklearn K={k}: {t_sk:.1f}s for {epochs} epochs, L={L_sk:.5g} (L0 {l0_sk:.1f})", flush=True
+    )
     sp = run_spams(X, k, lam, epochs)
     spams_row = None
     if sp is not None:
@@ -166,7 +170,9 @@ def main():
     tt = np.asarray([r["widelimit_epoch_s"] for r in per_epoch])
     slope = float(np.polyfit(np.log(kk), np.log(tt), 1)[0])
     sk = [r for r in per_epoch if "sklearn_epoch_s" in r]
-    sk_slope = float(np.polyfit(np.log([r["k"] for r in sk]), np.log([r["sklearn_epoch_s"] for r in sk]), 1)[0])
+    sk_slope = float(
+        np.polyfit(np.log([r["k"] for r in sk]), np.log([r["sklearn_epoch_s"] for r in sk]), 1)[0]
+    )
     name = "finite_scaling_quick" if a.quick else "finite_scaling"
     path = write(name, {"n": n, "d": d, "vs_sklearn_at_k": vs, "per_epoch": per_epoch,
                         "loglog_slope_widelimit": slope, "loglog_slope_sklearn": sk_slope})  # fmt: skip
@@ -182,12 +188,23 @@ def main():
         a1.plot(w["epoch_times"], w["epoch_losses"], "o-", ms=3, label=f"widelimit {mode}")
     a1.scatter([t_sk], [L_sk], marker="s", c="C3", label=f"sklearn, {epochs} epochs")
     if spams_row:
-        a1.scatter([spams_row["seconds"]], [spams_row["loss"]], marker="^", c="C2", label=f"SPAMS, {epochs} epochs")
+        a1.scatter(
+            [spams_row["seconds"]],
+            [spams_row["loss"]],
+            marker="^",
+            c="C2",
+            label=f"SPAMS, {epochs} epochs",
+        )
     a1.axhline(vs["wide_optimum"], color="red", lw=1, label="W(λ)")
     a1.set(xscale="log", xlabel="wall time (s)", ylabel="loss L", title=f"K = {k}, N = {n}")
     a1.legend(fontsize=8)
     a2.loglog(kk, tt, "o-", label=f"widelimit (slope {slope:.2f})")
-    a2.loglog([r["k"] for r in sk], [r["sklearn_epoch_s"] for r in sk], "s-", label=f"sklearn (slope {sk_slope:.2f})")
+    a2.loglog(
+        [r["k"] for r in sk],
+        [r["sklearn_epoch_s"] for r in sk],
+        "s-",
+        label=f"sklearn (slope {sk_slope:.2f})",
+    )
     a2.set(xlabel="width K", ylabel="seconds per epoch", title="time per epoch")
     a2.legend(fontsize=8)
     fig.tight_layout()

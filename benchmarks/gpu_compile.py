@@ -31,7 +31,12 @@ def main(tag, ks):
         t0 = time.perf_counter()
         wl.fit_dictionary(X, k, lam, key=jax.random.key(0), max_epochs=3, tol=0.0, progress=False,
                           callback=lambda e, h: times.append(time.perf_counter() - t0))  # fmt: skip
-        print(json.dumps({"tag": tag, "k": k, "epoch_times": times, "backend": jax.default_backend()}), flush=True)
+        print(
+            json.dumps(
+                {"tag": tag, "k": k, "epoch_times": times, "backend": jax.default_backend()}
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -46,13 +46,18 @@ def main():
                "sklearn_cpu_s": ref["sklearn"]["seconds"], "epoch_s": np.diff(np.r_[0, times]).round(3).tolist(),
                "loss": losses.round(3).tolist()}, flush=True)  # fmt: skip
     times, _ = fit(Xf, 4096, lam, 8)
-    print({"k": 4096, "backend": backend, "epoch_s": np.diff(np.r_[0, times]).round(3).tolist()}, flush=True)
+    print(
+        {"k": 4096, "backend": backend, "epoch_s": np.diff(np.r_[0, times]).round(3).tolist()},
+        flush=True,
+    )
     X = jnp.asarray(sparse_coded(20000, 384, seed=4))
     lam = pick_lam(X)
     lams = jnp.asarray(np.geomspace(lam / 20, lam * 4, 64), X.dtype)
     one = timeit(lambda: wl.solve_wide(X, lam).objective, repeat=10)
     path = timeit(lambda: wl.solve_wide_path(X, lams).objective, repeat=3)
-    print({"one_solve_s": one, "path_64_s": path, "ratio": path / one, "backend": backend}, flush=True)
+    print(
+        {"one_solve_s": one, "path_64_s": path, "ratio": path / one, "backend": backend}, flush=True
+    )
 
 
 if __name__ == "__main__":

@@ -200,9 +200,18 @@ def plot(payload, path):
     labels = {"half_median": "all encoded", "q05": "95 % encoded"}
     for dt in ("float32", "float64"):
         for rule, ls in (("half_median", "o-"), ("q05", "s--")):
-            rows = [r for r in payload["passes"] if r["dtype"] == dt and r.get("lam_rule", "half_median") == rule]
+            rows = [
+                r
+                for r in payload["passes"]
+                if r["dtype"] == dt and r.get("lam_rule", "half_median") == rule
+            ]
             if rows:
-                ax.plot([r["n"] for r in rows], [r["passes"] for r in rows], ls, label=f"{dt}, {labels[rule]}")
+                ax.plot(
+                    [r["n"] for r in rows],
+                    [r["passes"] for r in rows],
+                    ls,
+                    label=f"{dt}, {labels[rule]}",
+                )
     ax.axhline(10, color="k", ls=":", label="goal ≤ 10")
     ax.set(
         xscale="log",

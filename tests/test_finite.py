@@ -62,8 +62,9 @@ def _planted(seed, n=1500, d=16, k=24):
 def test_momentum_extrapolates_and_rejections_keep_the_loss_monotone():
     X = _planted(3)
     fits = {
-        m: wl.fit_dictionary(X, 48, 0.1, key=jax.random.PRNGKey(1), max_epochs=8, tol=0,
-                             progress=False, momentum=m)  # fmt: skip
+        m: wl.fit_dictionary(
+            X, 48, 0.1, key=jax.random.PRNGKey(1), max_epochs=8, tol=0, progress=False, momentum=m
+        )  # fmt: skip
         for m in (0.0, 0.8, 50.0)
     }
     loss = {m: f.history.trimmed(8)["loss"] for m, f in fits.items()}
@@ -321,7 +322,17 @@ def test_working_set_sizes_and_their_reuse():
     from widelimit._finite.codes import bucket_size, row_supports, working_set_size
     from widelimit._finite.epochs import _Config, _with_working_set
 
-    assert [bucket_size(n) for n in (1, 16, 17, 25, 33, 49, 65, 97, 129)] == [16, 16, 24, 32, 48, 64, 96, 128, 192]
+    assert [bucket_size(n) for n in (1, 16, 17, 25, 33, 49, 65, 97, 129)] == [
+        16,
+        16,
+        24,
+        32,
+        48,
+        64,
+        96,
+        128,
+        192,
+    ]
     Z = np.zeros((100, 2500))
     for i in range(100):
         Z[i, : 10 if i < 95 else 30] = 1.0  # q90 of the supports: 10, max 30
@@ -364,7 +375,9 @@ def test_atom_update_solves_the_ball_problem_and_never_increases_f(rng):
     Au, Bu = A[:5, :5], B[:5]
     Lc = np.linalg.cholesky(Au + 1e-12 * np.eye(5))
     obj = 0.5 * cp.sum_squares(Lc.T @ Dv) - cp.sum(cp.multiply(Bu, Dv))
-    cp.Problem(cp.Minimize(obj), [cp.norm(Dv[i], 2) <= 1 for i in range(k - 1)]).solve(solver=cp.CLARABEL)
+    cp.Problem(cp.Minimize(obj), [cp.norm(Dv[i], 2) <= 1 for i in range(k - 1)]).solve(
+        solver=cp.CLARABEL
+    )
     np.testing.assert_allclose(scale[:5, None] * U[:5], Dv.value, atol=1e-6)
 
     def f(D):
@@ -449,11 +462,15 @@ def test_dead_atoms_are_counted_and_resampled_from_the_worst_reconstructed_point
     X = np.abs(r.normal(size=(300, d))) + 0.5  # positive data: an atom −1/√d is never used
     good = unit(np.abs(r.normal(size=(k - 2, d))))
     init = np.vstack([good, -np.ones((2, d)) / np.sqrt(d)])
-    opts = dict(key=jax.random.PRNGKey(0), bias=False, init=init, max_epochs=6, tol=0, progress=False)
+    opts = dict(
+        key=jax.random.PRNGKey(0), bias=False, init=init, max_epochs=6, tol=0, progress=False
+    )
     kept = wl.fit_dictionary(X, k, 0.5, resample_dead=False, **opts)
     h = kept.history.trimmed(6)
     assert h["dead"].tolist() == [2] * 6 and h["resampled"].tolist() == [0] * 6
-    np.testing.assert_array_equal(np.asarray(kept.atoms)[-2:], init[-2:])  # unused: left as they are
+    np.testing.assert_array_equal(
+        np.asarray(kept.atoms)[-2:], init[-2:]
+    )  # unused: left as they are
     assert not np.asarray(kept.codes)[:, -2:].any()
 
     fit = wl.fit_dictionary(X, k, 0.5, **opts)
@@ -510,7 +527,9 @@ def test_staged_epochs_equal_the_one_program_epoch():
         h = staged.history
         coded = e > 0 and float(h.l0[e - 1]) > 0
         dead = e > 0 and int(h.dead[e - 1]) > 0
-        staged, supports = _staged_epoch(cfg, staged, X, w, key, jnp.asarray(0.0), coded=coded, dead=dead)
+        staged, supports = _staged_epoch(
+            cfg, staged, X, w, key, jnp.asarray(0.0), coded=coded, dead=dead
+        )
         np.testing.assert_array_equal(supports, row_supports(staged.Z))
         for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(staged), strict=True):
             if a is one.history.l0:  # a code of 1e-17 in one program can be 0 in the other
@@ -523,7 +542,9 @@ def test_staged_epochs_equal_the_one_program_epoch():
 
     small = dataclasses.replace(cfg, ws=(4,))
     fresh = jnp.zeros(k, bool)
-    outgrown = _codes_accept(small, staged, X, w, *_update(small, staged, X, w, fresh), fresh, 0.0)[-1]
+    outgrown = _codes_accept(small, staged, X, w, *_update(small, staged, X, w, fresh), fresh, 0.0)[
+        -1
+    ]
     assert bool(outgrown)
     one = _epoch(small, staged, X, w, key, jnp.asarray(0.0))
     staged = _staged_epoch(small, staged, X, w, key, jnp.asarray(0.0), coded=True, dead=False)[0]

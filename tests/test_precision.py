@@ -8,10 +8,26 @@ import widelimit as wl
 from widelimit._core.precision import full_precision
 
 PUBLIC_NUMERICS = [
-    "solve_wide", "solve_wide_path", "wide_lower_bound", "dictionary_loss", "encode", "decode",
-    "check_optimality", "hull_table", "pair_hull", "separating_perturbation", "apply_perturbation",
-    "classify_pairs", "fit_dictionary", "fit_dictionary_seeds", "train_sae", "amortisation_gap",
-    "sae_loss", "grow", "split_atoms", "width_sweep",
+    "solve_wide",
+    "solve_wide_path",
+    "wide_lower_bound",
+    "dictionary_loss",
+    "encode",
+    "decode",
+    "check_optimality",
+    "hull_table",
+    "pair_hull",
+    "separating_perturbation",
+    "apply_perturbation",
+    "classify_pairs",
+    "fit_dictionary",
+    "fit_dictionary_seeds",
+    "train_sae",
+    "amortisation_gap",
+    "sae_loss",
+    "grow",
+    "split_atoms",
+    "width_sweep",
 ]
 
 

@@ -67,7 +67,9 @@ def test_strict_hierarchy_is_never_a_converged_solution():
     assert c.absorption.tolist() == [[0, 1]]
     # in a sweep from one atom (no bias: the single atom then sits between dog and labrador), the
     # split tree shows that atom splitting into dog and an absorbing labrador atom
-    s = wl.width_sweep(X, [1, 2], lam, key=jax.random.key(1), bias=False, progress=False, max_epochs=300)
+    s = wl.width_sweep(
+        X, [1, 2], lam, key=jax.random.key(1), bias=False, progress=False, max_epochs=300
+    )
     assert s.hull_violations[-1] == 0
     (split,) = s.tree.splits()
     assert split["width"] == 2 and split["parent"] == 0 and sorted(split["children"]) == [0, 1]
@@ -167,11 +169,15 @@ def test_batched_seeds_equal_one_by_one_fits(ray_data):
     inits = r.normal(size=(3, 3, X.shape[1]))
     fits = wl.fit_dictionary_seeds(X, 3, 0.2, keys=keys, inits=inits, bias=False, max_epochs=30)
     for i, f in enumerate(fits):
-        one = wl.fit_dictionary(X, 3, 0.2, key=keys[i], init=inits[i], bias=False, max_epochs=30, progress=False)
+        one = wl.fit_dictionary(
+            X, 3, 0.2, key=keys[i], init=inits[i], bias=False, max_epochs=30, progress=False
+        )
         np.testing.assert_allclose(float(f.loss), float(one.loss), rtol=1e-9)
         np.testing.assert_allclose(f.atoms, one.atoms, atol=1e-7)
         assert int(f.n_epochs) == int(one.n_epochs)
-    s = wl.width_sweep(X, [2, 4], 0.2, key=jax.random.key(0), bias=False, n_seeds=3, progress=False, max_epochs=60)
+    s = wl.width_sweep(
+        X, [2, 4], 0.2, key=jax.random.key(0), bias=False, n_seeds=3, progress=False, max_epochs=60
+    )
     assert s.seed_loss.shape == (2, 3)
     np.testing.assert_array_equal(s.loss, s.seed_loss.min(axis=1))
     assert s.gap[-1] < 1e-4

@@ -109,7 +109,11 @@ def test_file_sources_yield_half_chunk_blocks_valid_while_the_next_is_read(data,
     path = tmp_path / "x.npy"
     np.save(path, data)
     columns = np.load(path, mmap_mode="r")[:, :5]  # not C-contiguous: no file offset
-    cases = ((str(path), True, data), (np.load(path, mmap_mode="r"), True, data), (columns, False, data[:, :5]))
+    cases = (
+        (str(path), True, data),
+        (np.load(path, mmap_mode="r"), True, data),
+        (columns, False, data[:, :5]),
+    )
     for X, mapped, want in cases:
         src = RowSource(X, chunk_rows=1000)
         assert src.pipelined and src.block_rows == 500

@@ -153,11 +153,22 @@ def test_group_pass_equals_one_pass_per_bias(dtype, rtol, rng, monkeypatch):
         B = jnp.asarray(50 + spread * rng.normal(size=(4, 6)) / np.sqrt(6) * 0.4, dtype)
         got = group_stats(X, jnp.ones(3001, dtype), B, lams, False)
         for j in range(4):
-            ref = data_pass(X.astype(np.float64), jnp.ones(3001), B[j].astype(np.float64), lams[j].astype(np.float64), False, True)
-            np.testing.assert_allclose(np.asarray(got[1][j]), np.asarray(ref[1]), rtol=rtol, atol=rtol)
+            ref = data_pass(
+                X.astype(np.float64),
+                jnp.ones(3001),
+                B[j].astype(np.float64),
+                lams[j].astype(np.float64),
+                False,
+                True,
+            )
+            np.testing.assert_allclose(
+                np.asarray(got[1][j]), np.asarray(ref[1]), rtol=rtol, atol=rtol
+            )
             for k in (2, 3):  # G and Y, relative to their scale Σ|y|/λ
                 scale = float(jnp.sum(jnp.abs(X - B[j]))) / float(lams[j])
-                np.testing.assert_allclose(np.asarray(got[k][j]), np.asarray(ref[k]), atol=rtol * scale)
+                np.testing.assert_allclose(
+                    np.asarray(got[k][j]), np.asarray(ref[k]), atol=rtol * scale
+                )
 
 
 @pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-11), (np.float32, 2e-5)])
@@ -260,6 +271,8 @@ def test_fast_pass_falls_back_far_from_the_origin(rng):
     w = jnp.ones(4000, jnp.float32)
     b = jnp.asarray(np.asarray(X, np.float64).mean(0) + 0.1, jnp.float32)
     got = fast_pass(X, w, b, jnp.float32(1.0), weighted_row_sum(w, X))
-    ref = data_pass(np.asarray(X, np.float64), np.ones(4000), np.asarray(b, np.float64), 1.0, False, True)
+    ref = data_pass(
+        np.asarray(X, np.float64), np.ones(4000), np.asarray(b, np.float64), 1.0, False, True
+    )
     scale = float(np.sum(np.abs(np.asarray(X, np.float64) - np.asarray(b, np.float64))))
     np.testing.assert_allclose(np.asarray(got[2]), np.asarray(ref[2]), atol=1e-5 * scale)

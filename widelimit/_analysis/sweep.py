@@ -215,7 +215,11 @@ def width_sweep(
             best = load_fit(fit_path)
         else:
             keys = [jax.random.fold_in(jax.random.fold_in(key, k), s) for s in range(n_seeds)]
-            grown = None if prev is None else [grow(prev, X, k, key=jax.random.fold_in(sk, 7)) for sk in keys]
+            grown = (
+                None
+                if prev is None
+                else [grow(prev, X, k, key=jax.random.fold_in(sk, 7)) for sk in keys]
+            )
             b0 = prev.bias if (prev is not None and bias) else None
             if n_seeds > 1 and batch_seeds and fit_kwargs.get("batch_size") is None:
                 kw = {a: v for a, v in fit_kwargs.items() if a != "batch_size"}
@@ -227,9 +231,17 @@ def width_sweep(
             else:
                 fits_k = [
                     fit_dictionary(
-                        X, k, lam, key=sk, bias=bias, max_epochs=max_epochs, progress=False,
-                        init=None if grown is None else grown[s][0], init_bias=b0,
-                        parents=None if grown is None else grown[s][1], **fit_kwargs,
+                        X,
+                        k,
+                        lam,
+                        key=sk,
+                        bias=bias,
+                        max_epochs=max_epochs,
+                        progress=False,
+                        init=None if grown is None else grown[s][0],
+                        init_bias=b0,
+                        parents=None if grown is None else grown[s][1],
+                        **fit_kwargs,
                     )  # fmt: skip
                     for s, sk in enumerate(keys)
                 ]

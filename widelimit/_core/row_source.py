@@ -166,7 +166,9 @@ class RowSource:
                 rows = min(B, n - start)
                 off = self._offset + start * d * item
                 base = off - off % mmap.ALLOCATIONGRANULARITY
-                mm = mmap.mmap(f.fileno(), off - base + rows * d * item, access=mmap.ACCESS_READ, offset=base)
+                mm = mmap.mmap(
+                    f.fileno(), off - base + rows * d * item, access=mmap.ACCESS_READ, offset=base
+                )
                 maps.append(mm)
                 if len(maps) > 2:
                     _drop_pages(maps.pop(0))

@@ -69,8 +69,10 @@ def code_gram(Z, w, support: int | None = None):
     over = count > support
     vals, idx = lax.top_k(Z, support)
     vals = jnp.where(over[:, None], 0, vals)
-    A = jnp.zeros((k, k), Z.dtype).at[idx[:, :, None], idx[:, None, :]].add(
-        vals[:, :, None] * (w[:, None] * vals)[:, None, :]
+    A = (
+        jnp.zeros((k, k), Z.dtype)
+        .at[idx[:, :, None], idx[:, None, :]]
+        .add(vals[:, :, None] * (w[:, None] * vals)[:, None, :])
     )
     m = min(n, 256)
     _, rows = lax.top_k(count, m)

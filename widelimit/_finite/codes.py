@@ -100,7 +100,9 @@ def nonneg_lasso_cd(Gt, grad0, lam, Zt0, tol, max_sweeps, unroll: int = 1):
 
     res0 = jnp.max(jnp.abs(Zt0 - jnp.maximum(Zt0 - (grad0 + lam), 0)))
     Z, _, k, _ = lax.while_loop(
-        lambda s: (s[3] > thresh) & (s[2] < max_sweeps), sweep, (Zt0, grad0, jnp.asarray(0, jnp.int32), res0)
+        lambda s: (s[3] > thresh) & (s[2] < max_sweeps),
+        sweep,
+        (Zt0, grad0, jnp.asarray(0, jnp.int32), res0),
     )
     return Z, k
 
@@ -171,7 +173,16 @@ def dense_fallback(D, b, X, lam, Z, tol, max_steps):
 
 @eqx.filter_jit
 def working_set_lasso(
-    D, b, X, lam, Z0, tol, max_steps, ws: int | tuple[int, ...], block: int = 1024, dense: bool = True
+    D,
+    b,
+    X,
+    lam,
+    Z0,
+    tol,
+    max_steps,
+    ws: int | tuple[int, ...],
+    block: int = 1024,
+    dense: bool = True,
 ):
     """Nonnegative-lasso codes by per-point working sets (the support first, then the most violated
     KKT conditions), in tiers of increasing size ``ws``. In each tier, rows are processed ``block``
@@ -208,7 +219,13 @@ def working_set_lasso(
             Zr = jnp.zeros_like(Zr).at[jnp.arange(block)[:, None], idx].set(zs)
             vr, gr = _violation(D, Xc, lam, Zr, rows)
             filled = jnp.all(zs > 0, axis=1)
-            return Z.at[rows].set(Zr), v.at[rows].set(vr), grads.at[rows].set(gr), full.at[rows].set(filled), i + 1
+            return (
+                Z.at[rows].set(Zr),
+                v.at[rows].set(vr),
+                grads.at[rows].set(gr),
+                full.at[rows].set(filled),
+                i + 1,
+            )
 
         limit = 3 * (-(-n // block))
         Z, v, grads, full, _ = lax.while_loop(
@@ -223,7 +240,9 @@ def working_set_lasso(
     todo = jnp.ones(n, bool)
     for t, size in enumerate(tiers):  # the first tier solves most rows: its sweeps are unrolled
         first = t == 0
-        Z, v, grads, todo = tier(Z, v, grads, todo, size, min(n, block if first else 256), 4 if first else 1)
+        Z, v, grads, todo = tier(
+            Z, v, grads, todo, size, min(n, block if first else 256), 4 if first else 1
+        )
     if not dense:
         return Z, jnp.max(v) > thresh
     return _dense_rows(D, G, Xc, lam, Z, v, grads, tol, max_steps)
@@ -273,7 +292,15 @@ def decode(
 
 
 def gram_codes(
-    atoms, b, X, lam, Z0, tol, max_steps, ws: int | tuple[int, ...] | None = None, dense: bool = True
+    atoms,
+    b,
+    X,
+    lam,
+    Z0,
+    tol,
+    max_steps,
+    ws: int | tuple[int, ...] | None = None,
+    dense: bool = True,
 ):
     """Traceable core used by the fitting loops: codes for (atoms, b) warm-started at Z0
     (per-point working sets in tiers of ``ws`` atoms when ws < n_atoms, else the dense solver).

@@ -42,6 +42,7 @@ class History(eqx.Module):
             k: np.asarray(getattr(self, k))[:n] for k in ("loss", "gap", "l0", "dead", "resampled")
         }
 
+
 class _State(eqx.Module):
     D: Array
     D_prev: Array  # the last epoch's plain atom update, for the inertial step
@@ -196,7 +197,9 @@ def _staged_epoch(cfg: _Config, s: _State, X, w, fit_key, wide_bound, *, coded: 
     fresh = to_device(np.zeros(s.D.shape[0], np.bool_), np.bool_)
     if cfg.resample and coded and dead:
         s, fresh = _resample_state(s, X, fit_key)
-    if coded:  # the update does not use the working sets: a change of them recompiles the codes only
+    if (
+        coded
+    ):  # the update does not use the working sets: a change of them recompiles the codes only
         D, Z, b, De = _update_jit(dataclasses.replace(cfg, ws=None), s, X, w, fresh)
     else:
         D, Z, b, De = s.D, s.Z, s.b, s.D
@@ -232,7 +235,9 @@ def _minibatch_epoch(cfg: _Config, s: _State, X, w, key):
     if cfg.resample:
         D, fresh = _resample_dead(D, Z, X, b, key)
         n_res = jnp.sum(fresh)
-    s = eqx.tree_at(lambda t: (t.D, t.b, t.Z, t.A, t.B, t.rsum, t.count), s, (D, b, Z, A, B, rsum, count))
+    s = eqx.tree_at(
+        lambda t: (t.D, t.b, t.Z, t.A, t.B, t.rsum, t.count), s, (D, b, Z, A, B, rsum, count)
+    )
     return s, n_res
 
 
@@ -315,6 +320,7 @@ def _with_working_set(cfg: _Config, supports, k: int, epoch: int) -> _Config:
     if ws == cfg.ws and support == cfg.support:
         return cfg
     return dataclasses.replace(cfg, ws=ws, support=support)
+
 
 def initial_state(D0, b0, n: int, epochs: int) -> _State:
     """The state before the first epoch: no codes, empty statistics and history (built on the

@@ -61,6 +61,7 @@ class DictionaryFit(eqx.Module):
     def gap(self):
         return (self.loss - self.wide_bound) / jnp.abs(self.loss)
 
+
 def _resize(h: History, n: int) -> History:
     """History arrays cut or padded (NaN / −1) to length n."""
 
@@ -72,6 +73,7 @@ def _resize(h: History, n: int) -> History:
         return to_device(np.concatenate([a, np.full(n - a.shape[0], fill, a.dtype)]), a.dtype)
 
     return jax.tree.map(fit, h)
+
 
 def _check_init_atoms(init, n_atoms, d, dtype):
     init = check_matrix(init, "init")
@@ -184,7 +186,9 @@ def fit_dictionary(
             h = state.history
             coded = e > 0 and float(np.asarray(h.l0)[e - 1]) > 0
             dead = e > 0 and int(np.asarray(h.dead)[e - 1]) > 0
-            state, supports = _staged_epoch(cfg, state, X, w, key, wide_bound, coded=coded, dead=dead)
+            state, supports = _staged_epoch(
+                cfg, state, X, w, key, wide_bound, coded=coded, dead=dead
+            )
         else:
             state = _epoch(cfg, state, X, w, key, wide_bound)
             supports = row_supports(state.Z)

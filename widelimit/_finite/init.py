@@ -51,7 +51,9 @@ def data_init(X, b, n_atoms: int, key, max_rows: int = 16384, rounds: int = 32, 
 def _lloyd_step(U, energy, D, chunk: int = 4096):
     """One Lloyd step of weighted spherical k-means: d_k ← normalise(Σ_{n: k(n) = k} e_n u_n),
     k(n) = argmax_k ⟨u_n, d_k⟩ (assigned ``chunk`` rows at a time); atoms with no row are kept."""
-    near = np.concatenate([(U[i : i + chunk] @ D.T).argmax(axis=1) for i in range(0, len(U), chunk)])
+    near = np.concatenate(
+        [(U[i : i + chunk] @ D.T).argmax(axis=1) for i in range(0, len(U), chunk)]
+    )
     order = np.argsort(near, kind="stable")
     k = near[order]
     starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])

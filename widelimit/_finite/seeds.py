@@ -32,7 +32,9 @@ _epoch_seeds = eqx.filter_jit(eqx.filter_vmap(_epoch, in_axes=(None, 0, None, No
 
 def _select(keep, new, old):
     """Per seed: ``new`` where keep, else ``old`` (frozen seeds stay as they are)."""
-    return jax.tree.map(lambda a, b: jnp.where(keep.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, old)
+    return jax.tree.map(
+        lambda a, b: jnp.where(keep.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, old
+    )
 
 
 @full_precision
@@ -64,7 +66,11 @@ def fit_dictionary_seeds(
     keys = jnp.asarray(keys)
     s = keys.shape[0]
     wide = solve_wide(X, lam, bias=bias, weights=w, throw=False)
-    b0 = jnp.asarray(init_bias, dt) if init_bias is not None else (wide.bias if bias else jnp.zeros(d, dt))
+    b0 = (
+        jnp.asarray(init_bias, dt)
+        if init_bias is not None
+        else (wide.bias if bias else jnp.zeros(d, dt))
+    )
     if b0.shape != (d,):
         raise ValueError(f"`init_bias` must have shape ({d},)")
     if inits is None:

@@ -58,8 +58,12 @@ def map_reduce_rows(f, X, w, chunked: bool):
 
     def body(i, carry):
         rows, sums = carry
-        rows_b, sums_b = f(lax.dynamic_slice_in_dim(X, i * B, B), lax.dynamic_slice_in_dim(w, i * B, B))
-        rows = jax.tree.map(lambda a, ab: lax.dynamic_update_slice_in_dim(a, ab, i * B, -1), rows, rows_b)
+        rows_b, sums_b = f(
+            lax.dynamic_slice_in_dim(X, i * B, B), lax.dynamic_slice_in_dim(w, i * B, B)
+        )
+        rows = jax.tree.map(
+            lambda a, ab: lax.dynamic_update_slice_in_dim(a, ab, i * B, -1), rows, rows_b
+        )
         return rows, jax.tree.map(jnp.add, sums, sums_b)
 
     init = (
@@ -135,7 +139,9 @@ def raw_sums_ok(b, s, w, lam_min):
     units)."""
     rms = jnp.sqrt(jnp.sum(w * s) / jnp.sum(w))
     tiny = jnp.finfo(s.dtype).tiny
-    return (jnp.linalg.norm(b) <= _MAX_OFFSET * rms) & jnp.isfinite(rms) & (lam_min**2 > tiny * 2**24)
+    return (
+        (jnp.linalg.norm(b) <= _MAX_OFFSET * rms) & jnp.isfinite(rms) & (lam_min**2 > tiny * 2**24)
+    )
 
 
 def centred_row_sums(c, X, B, lams):

@@ -62,7 +62,9 @@ def _shared_pass(X, w, B, lams, ref, wx):
         return q.T, centred_row_sums(a, X, B, lams), (wx - jnp.sum(w) * B) / lams[:, None]
 
     def direct(_):
-        (q,), (G, Y) = map_reduce_rows(lambda xb, wb: _shared_block(xb, wb, B, lams, ref), X, w, True)
+        (q,), (G, Y) = map_reduce_rows(
+            lambda xb, wb: _shared_block(xb, wb, B, lams, ref), X, w, True
+        )
         return q, G, Y
 
     return lax.cond(raw_sums_ok(r, s, w, jnp.min(lams)), raw, direct, None)
