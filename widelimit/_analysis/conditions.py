@@ -13,6 +13,7 @@ The hull bounds come from ``hull_table`` (top activations + sparse supports, nev
 from __future__ import annotations
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, Int
@@ -20,7 +21,7 @@ from jaxtyping import Array, ArrayLike, Bool, Float, Int
 from .._core.objective import check_dictionary
 from .._core.precision import full_precision
 from .._core.validate import check_lam, check_weights
-from .hull_table import hull_table
+from .hull_table import dense_hull_table, hull_table
 
 
 class OptimalityReport(eqx.Module):
@@ -39,9 +40,20 @@ class OptimalityReport(eqx.Module):
     hull_target: Float[Array, "n_atoms n_atoms"]
     hull_margin: Float[Array, "n_atoms n_atoms"]
     mu: Float[Array, " n_atoms"]
-    violated_pairs: Int[np.ndarray, "n_violated 2"]
+    hull_violated: Bool[Array, "n_atoms n_atoms"]
     tol: float = eqx.field(static=True)
     fit_bias: bool = eqx.field(static=True)
+
+    def hull_severity(self) -> Float[Array, "n_atoms n_atoms"]:
+        """−margin_ij/μ_j: how far (1 − c_ij) μ_j lies outside its hull, relative to μ_j."""
+        return -self.hull_margin / jnp.where(self.mu > 0, self.mu, 1)[None, :]
+
+    @property
+    def violated_pairs(self) -> Int[np.ndarray, "n_violated 2"]:
+        """The ordered pairs (i, j) that fail the hull condition, worst first (eager only)."""
+        bad = np.argwhere(np.asarray(self.hull_violated))
+        sev = np.asarray(self.hull_severity())[bad[:, 0], bad[:, 1]]
+        return bad[np.argsort(-sev, kind="stable")].astype(np.int64).reshape(-1, 2)
 
     def summary(self) -> str:
         ok = lambda b: "ok " if b else "FAIL"  # noqa: E731
@@ -106,14 +118,24 @@ def _report_arrays(X, D, Z, b, lam, w, fit_bias: bool):
 
 def unit_atoms(D, Z, normalise: bool = False):
     """(D, Z) checked for unit atom rows (or, with ``normalise``, rescaled to them with codes
-    z_k ← z_k·||d_k|| so that D z is unchanged) and nonnegative codes; ValueError otherwise."""
+    z_k ← z_k·||d_k|| so that D z is unchanged) and nonnegative codes; ValueError otherwise
+    (``eqx.error_if`` when traced)."""
     norms = jnp.linalg.norm(D, axis=1)
-    if bool(jnp.any(jnp.abs(norms - 1) > 1e-4)):
+    off_unit = jnp.any(jnp.abs(norms - 1) > 1e-4)
+    if isinstance(off_unit, jax.core.Tracer):
+        if normalise:
+            D = eqx.error_if(D, off_unit & jnp.any(norms == 0), "`atoms` has zero rows")
+            scale = jnp.where(off_unit, norms, 1)
+            D, Z = D / scale[:, None], Z * scale[None, :]
+        else:
+            D = eqx.error_if(D, off_unit, "`atoms` are not unit-norm; pass normalise=True")
+        return D, eqx.error_if(Z, jnp.any(Z < 0), "`codes` must be nonnegative")
+    if bool(off_unit):
         if not normalise:
             raise ValueError(
                 "`atoms` are not unit-norm (norms in "
-                f"[{float(norms.min()):.4g}, {float(norms.max()):.4g}]); pass normalise=True to rescale "
-                "atoms to unit norm and codes equivalently (z_k ← z_k·||d_k||)"
+                f"[{float(norms.min()):.4g}, {float(norms.max()):.4g}]); pass normalise=True to "
+                "rescale atoms to unit norm and codes equivalently (z_k ← z_k·||d_k||)"
             )
         if bool(jnp.any(norms == 0)):
             raise ValueError("`atoms` has zero rows; they cannot be normalised")
@@ -147,13 +169,13 @@ def check_optimality(
     w = check_weights(weights, X.shape[0], X.dtype)
     D, Z = unit_atoms(D, Z, normalise)
     kkt, kkt_k, stat, direction, bres, wide, wants = _report_arrays(X, D, Z, b, lam, w, fit_bias)
-    table = hull_table(Z, D, weights=np.asarray(w), bias=fit_bias)
+    if isinstance(Z, jax.core.Tracer) or isinstance(w, jax.core.Tracer):
+        table = dense_hull_table(Z, D, w, fit_bias)
+    else:
+        table = hull_table(Z, D, weights=np.asarray(w), bias=fit_bias)
     margin, mu = table.margin, table.mu
-    sev = np.asarray(-margin / jnp.where(mu > 0, mu, 1)[None, :])
-    bad = np.argwhere(sev > tol)
-    order = np.argsort(-sev[bad[:, 0], bad[:, 1]], kind="stable") if len(bad) else []
-    violated = bad[order].astype(np.int64).reshape(-1, 2)
-    passed = (kkt <= tol) & (jnp.max(stat, initial=0.0) <= tol) & (len(violated) == 0)
+    violated = -margin / jnp.where(mu > 0, mu, 1)[None, :] > tol
+    passed = (kkt <= tol) & (jnp.max(stat, initial=0.0) <= tol) & ~jnp.any(violated)
     if fit_bias:
         passed = passed & (bres <= tol)
     return OptimalityReport(

@@ -215,3 +215,25 @@ def hull_table(
     lo, hi = jnp.asarray(lo), jnp.asarray(hi)
     margin = hull_margin(lo, hi, target, mu, bias)
     return HullTable(lo, hi, target, margin, mu, count, int(len(dense_idx) * 2 * k + len(pi)))
+
+
+def dense_hull_table(codes, atoms, w, fit_bias: bool) -> HullTable:
+    """``hull_table`` as one traceable program (used inside a caller's ``jit``/``vmap``): lo_ij and
+    hi_ij are the min and max of z_j over I_i ∩ {w > 0}, one feature i at a time (``lax.map``), in
+    O(NK²) time and O(NK) memory."""
+    Z, D = codes, atoms
+    n = Z.shape[0]
+    w = w * (n / jnp.sum(w))
+    valid = w > 0
+    inf = jnp.asarray(jnp.inf, Z.dtype)
+
+    def bounds(zi):
+        off = ((zi <= 0) & valid)[:, None]
+        return jnp.min(jnp.where(off, Z, inf), 0), jnp.max(jnp.where(off, Z, -inf), 0)
+
+    lo, hi = jax.lax.map(bounds, Z.T)
+    mu = (w @ Z) / n
+    target = (1 - D @ D.T) * mu[None, :]
+    margin = hull_margin(lo, hi, target, mu, fit_bias)
+    support = jnp.sum((Z > 0) & valid[:, None], axis=0, dtype=jnp.int32)
+    return HullTable(lo, hi, target, margin, mu, support, 0)

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
 from .precision import full_precision
-from .validate import check_lam, check_matrix, check_weights
+from .validate import check_lam, check_matrix, check_vector, check_weights
 
 
 def check_dictionary(X, atoms, codes, bias, *, finite: bool = True):
@@ -24,12 +24,12 @@ def check_dictionary(X, atoms, codes, bias, *, finite: bool = True):
         )
     if bias is None:
         bias = jnp.zeros((d,), X.dtype)
+    elif finite:
+        bias = check_vector(bias, d, X.dtype, "bias")
     else:
-        bias = jnp.asarray(bias)
+        bias = jnp.asarray(bias, X.dtype)
         if bias.shape != (d,):
             raise ValueError(f"`bias` must have shape ({d},), got {tuple(bias.shape)}")
-        if finite and not bool(jnp.isfinite(bias).all()):
-            raise ValueError("`bias` contains NaN or Inf")
     dt = jnp.result_type(X.dtype, atoms.dtype, codes.dtype)
     return X.astype(dt), atoms.astype(dt), codes.astype(dt), bias.astype(dt)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numbers
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -61,12 +62,37 @@ def check_matrix(x, name: str = "X", *, check_finite: bool = True, min_rows: int
     if check_finite and host and not np.isfinite(x).all():
         raise ValueError(f"`{name}` contains NaN or Inf")
     x = to_device(x, dtype)
-    if check_finite and not host and _is_concrete(x) and not bool(_all_finite(x)):
+    return ensure_finite(x, name) if check_finite and not host else x
+
+
+_all_finite = jax.jit(lambda x: jnp.isfinite(x).all())
+
+
+def ensure_finite(x, name: str):
+    """``x`` after checking it is finite: ``ValueError`` when the check is concrete, and
+    ``eqx.error_if`` inside a caller's ``jit``/``vmap``/``grad`` (also for captured constants)."""
+    if isinstance(x, np.ndarray):
+        if not np.isfinite(x).all():
+            raise ValueError(f"`{name}` contains NaN or Inf")
+        return x
+    ok = _all_finite(x)
+    if isinstance(ok, jax.core.Tracer):
+        return eqx.error_if(x, ~ok, f"`{name}` contains NaN or Inf")
+    if not bool(ok):
         raise ValueError(f"`{name}` contains NaN or Inf")
     return x
 
 
-_all_finite = jax.jit(lambda x: jnp.isfinite(x).all())
+def check_vector(v, n: int, dtype, name: str):
+    """A finite vector of shape (n,) in ``dtype`` (a bias, an initial bias)."""
+    if isinstance(v, (str, bytes)):
+        raise TypeError(f"`{name}` must be an array, got {type(v).__name__}")
+    v = v if hasattr(v, "shape") else np.asarray(v)
+    if np.dtype(v.dtype).kind not in "iuf":
+        raise TypeError(f"`{name}` must be a real array, got dtype {v.dtype}")
+    if tuple(v.shape) != (n,):
+        raise ValueError(f"`{name}` must have shape ({n},), got {tuple(v.shape)}")
+    return ensure_finite(to_device(v, dtype), name)
 
 
 def check_lam(lam, dtype=jnp.float32, name: str = "lam"):

@@ -14,7 +14,7 @@ from jax import lax
 from jaxtyping import Array, ArrayLike, Float
 
 from .._core.precision import full_precision
-from .._core.validate import check_lam, check_matrix
+from .._core.validate import check_lam, check_matrix, check_vector
 
 
 def _lipschitz(G):
@@ -270,9 +270,7 @@ def encode(
     dt = jnp.result_type(X.dtype, atoms.dtype)
     X, atoms = X.astype(dt), atoms.astype(dt)
     lam = check_lam(lam, dt)
-    b = jnp.zeros(X.shape[1], dt) if bias is None else jnp.asarray(bias, dt)
-    if b.shape != (X.shape[1],):
-        raise ValueError(f"`bias` must have shape ({X.shape[1]},), got {b.shape}")
+    b = jnp.zeros(X.shape[1], dt) if bias is None else check_vector(bias, X.shape[1], dt, "bias")
     Z0 = jnp.zeros((X.shape[0], atoms.shape[0]), dt) if init is None else jnp.asarray(init, dt)
     if Z0.shape != (X.shape[0], atoms.shape[0]):
         raise ValueError(f"`init` must have shape {(X.shape[0], atoms.shape[0])}, got {Z0.shape}")

@@ -28,6 +28,7 @@ from .data_pass import (
     squared_distances,
     weighted_row_sum,
 )
+from .iterate import iterate
 from .solution import WideSolution
 from .solver import WideSolver
 
@@ -144,39 +145,25 @@ def known_distance_stats(X, w, b, q0, lam0, lams, chunked: bool = True, wx=None)
 
 
 def solve_group(solver: WideSolver, X, w, lams, b0, q0=None, lam0=None, wx=None):
-    """All λ of ``lams`` (m,) from the bias b0, updated together until each is certified; returns
-    (solutions, q of the last λ's final pass). With q0 = ||x − b0||/λ0 from an earlier pass the
-    first statistics skip the distance computation."""
+    """All λ of ``lams`` (m,) from the bias b0, updated together (``iterate``, batched) until each
+    is certified; returns (solutions, q of the last λ's final pass). With q0 = ||x − b0||/λ0 from
+    an earlier pass the first statistics skip the distance computation."""
     m = lams.shape[0]
-    B = jnp.broadcast_to(jnp.zeros_like(b0) if not solver.bias else b0, (m, b0.shape[0]))
-    if q0 is None or solver.nonneg_atoms:
-        stats = group_stats(X, w, B, lams, solver.nonneg_atoms, wx=wx)
-    else:
-        stats = known_distance_stats(X, w, B[0], q0, lam0, lams, wx=wx)
+    B = jnp.broadcast_to(b0 if solver.fit_bias else jnp.zeros_like(b0), (m, b0.shape[0]))
     sums_of = jax.vmap(solver.sums, in_axes=(0, 0, None, 0))
-    n1, q, G, Y = stats
-    stats = (q, sums_of(n1, q, w, G), G, Y)
-    steps = jnp.zeros((m,), jnp.int32)
 
-    def todo(stats, steps):
-        q, sums, G, Y = stats
-        return jax.vmap(solver.unfinished)(sums, G, Y) & (steps < solver.max_steps)
+    def with_sums(n1, q, G, Y):
+        return q, sums_of(n1, q, w, G), G, Y
 
-    def body(state):
-        B, stats, steps, move = state
-        q, sums, G, Y = stats
-        B = jnp.where(move[:, None], jax.vmap(solver.step)(B, lams, sums, G), B)
-        n1, q, G, Y = group_stats(X, w, B, lams, solver.nonneg_atoms, wx=wx)
-        stats, steps = (q, sums_of(n1, q, w, G), G, Y), steps + move
-        return B, stats, steps, todo(stats, steps)
+    def stats(B):
+        return with_sums(*group_stats(X, w, B, lams, solver.nonneg_atoms, wx=wx))
 
-    if solver.bias:
-        B, stats, steps, _ = lax.while_loop(
-            lambda s: jnp.any(s[3]), body, (B, stats, steps, todo(stats, steps))
-        )
-    q, sums, G, Y = stats
-    sols = jax.vmap(solver.finish)(B, lams, q, sums, G, Y, steps)
-    return sols, q[-1]
+    first = None
+    if q0 is not None and not solver.nonneg_atoms:
+        first = with_sums(*known_distance_stats(X, w, B[0], q0, lam0, lams, wx=wx))
+    s = iterate(solver, stats, B, lams, first=first, batched=True)
+    sols = jax.vmap(solver.finish)(s.bias, lams, s.q, s.sums, s.G, s.Y, s.steps)
+    return sols, s.q[-1]
 
 
 @eqx.filter_jit

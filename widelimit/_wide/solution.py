@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from .._core.results import RESULTS
@@ -75,10 +77,34 @@ class WideSolution(eqx.Module):
 
         ``atoms`` has shape (n_encoded, n_features); ``codes`` (n_samples, n_encoded) is diagonal.
         """
-        import numpy as np
-
         enc = np.asarray(self.encoded)
         atoms = np.asarray(self.atoms(X))[enc]
         codes = np.zeros((enc.shape[0], atoms.shape[0]), dtype=atoms.dtype)
         codes[np.flatnonzero(enc), np.arange(atoms.shape[0])] = np.asarray(self.code_norms)[enc]
         return atoms, codes
+
+
+def check_result(sol: WideSolution, X=None) -> WideSolution:
+    """The one error path of every wide solve (optimistix's ``result.error_if``).
+
+    Traced (inside a user's jit/vmap): ``eqx.error_if`` on any unsuccessful result. Eager: the first
+    failure (the first λ of a path) as ``RuntimeError``, or ``ValueError`` when non-finite data
+    caused it."""
+    ok = sol.result == RESULTS.successful
+    if isinstance(ok, jax.core.Tracer):
+        if ok.ndim == 0:
+            return sol.result.error_if(sol, ~ok)
+        return eqx.error_if(sol, ~ok, "a wide solve did not succeed (non-finite, or max_steps)")
+    bad = np.flatnonzero(~np.asarray(ok).reshape(-1))
+    if bad.size == 0:
+        return sol
+    path = np.ndim(ok) > 0
+    one = jax.tree.map(lambda a: a[bad[0]], sol) if path else sol
+    if one.result == RESULTS.nonfinite and X is not None and not np.isfinite(np.asarray(X)).all():
+        raise ValueError("`X` contains NaN or Inf")
+    where = f"λ = {float(one.lam):.4g}: " if path else ""
+    raise RuntimeError(
+        where
+        + RESULTS[one.result]
+        + f" (gap {float(one.gap):.3g} after {int(one.num_steps)} steps)"
+    )

@@ -8,31 +8,25 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from .._core.precision import full_precision
-from .._core.results import RESULTS
 from .._core.row_source import RowSource, is_streamable
-from .._core.validate import check_lam, check_lams, check_matrix, check_positive_int, check_weights
+from .._core.validate import (
+    check_lam,
+    check_lams,
+    check_matrix,
+    check_positive_int,
+    check_vector,
+    check_weights,
+)
 from .data_pass import block_stats, is_sharded
 from .path import solve_path_grouped
-from .solution import WideSolution
+from .solution import WideSolution, check_result
 from .solver import (
     WideSolver,
     default_rtol,
-    raise_if_failed,
     solve_in_memory,
     solve_path_vmap,
     weighted_mean,
 )
-
-
-def _check_init(init, d, dtype):
-    if init is None:
-        return None
-    b = np.asarray(init)
-    if b.shape != (d,):
-        raise ValueError(f"`init` must have shape ({d},), got {b.shape}")
-    if not np.all(np.isfinite(b)):
-        raise ValueError("`init` contains NaN or Inf")
-    return jnp.asarray(b, dtype)
 
 
 def _shard(X, w, devices):
@@ -62,20 +56,6 @@ def _trim(sol: WideSolution, n: int) -> WideSolution:
             "encoded": sol.encoded[..., :n],
         }
     )
-
-
-def _check_result(sol: WideSolution, X, throw: bool) -> WideSolution:
-    if not throw:
-        return sol
-    if isinstance(sol.result._value, jax.core.Tracer):
-        return raise_if_failed(sol)
-    if sol.result == RESULTS.nonfinite and X is not None and not bool(jnp.isfinite(X).all()):
-        raise ValueError("`X` contains NaN or Inf")
-    if sol.result != RESULTS.successful:
-        raise RuntimeError(
-            RESULTS[sol.result] + f" (gap {float(sol.gap):.3g} after {int(sol.num_steps)} steps)"
-        )
-    return sol
 
 
 @full_precision
@@ -135,14 +115,14 @@ def solve_wide(
     n, d = X.shape
     lam = check_lam(lam, X.dtype)
     w = check_weights(weights, n, X.dtype)
-    b0 = _check_init(init, d, X.dtype)
+    b0 = None if init is None else check_vector(init, d, X.dtype, "init")
     rtol = default_rtol(X.dtype) if rtol is None else float(rtol)
     n_real = n
     if devices is not None and not isinstance(X, jax.core.Tracer):
         X, w, n_real = _shard(X, w, devices)
     solver = WideSolver(rtol, max_steps, bias, nonneg_atoms, chunked=not is_sharded(X))
     sol = _trim(solve_in_memory(solver, X, w, lam, b0), n_real)
-    return _check_result(sol, X, throw)
+    return check_result(sol, X) if throw else sol
 
 
 @full_precision
@@ -181,14 +161,7 @@ def solve_wide_path(
         sols = solve_path_vmap(solver, X, w, lams, b0)
     else:
         sols = solve_path_grouped(solver, X, w, lams)
-    if throw and not isinstance(sols.gap, jax.core.Tracer):
-        bad = np.asarray(sols.result._value != RESULTS.successful._value)
-        if bad.any():
-            if not bool(jnp.isfinite(X).all()):
-                raise ValueError("`X` contains NaN or Inf")
-            i = int(np.flatnonzero(bad)[0])
-            raise RuntimeError(f"λ = {float(lams[i]):.4g}: " + RESULTS[sols.result[i]])
-    return sols
+    return check_result(sols, X) if throw else sols
 
 
 def bias_statistics(X: Float[Array, "n d"], lam, b, *, weights=None, nonneg_atoms=False):

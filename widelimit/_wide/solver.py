@@ -9,6 +9,8 @@ certified relative duality gap (``_wide_certificate``) is ≤ rtol.
 
 from __future__ import annotations
 
+import functools
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -23,6 +25,7 @@ from .certificate import (
     slack_levels,
 )
 from .data_pass import data_pass, fast_pass, weighted_row_sum
+from .iterate import iterate
 from .solution import WideSolution
 
 
@@ -36,7 +39,7 @@ class WideSolver(eqx.Module):
 
     rtol: float
     max_steps: int = eqx.field(static=True)
-    bias: bool = eqx.field(static=True, default=True)
+    fit_bias: bool = eqx.field(static=True, default=True)
     nonneg_atoms: bool = eqx.field(static=True, default=False)
     chunked: bool = eqx.field(static=True, default=True)
     # ``fast_pass`` (unrestricted atoms, unsharded rows); off when vmapped over λ, where its
@@ -58,7 +61,7 @@ class WideSolver(eqx.Module):
     def finish_from_sums(self, b, lam, sums: PointSums, G, Y, steps, code_norms, encoded):
         """``finish`` with the code norms λ·max(q − 1, 0) and the mask q > 1 given (the streamed
         solve computes them on the host)."""
-        primal, gap = certificate_from_sums(sums, G, Y, self.bias)
+        primal, gap = certificate_from_sums(sums, G, Y, self.fit_bias)
         rel = relative(gap, primal)
         finite = jnp.isfinite(primal) & jnp.all(jnp.isfinite(b))
         result = RESULTS.where(
@@ -79,7 +82,7 @@ class WideSolver(eqx.Module):
             encoded=encoded,
             result=result,
             nonneg_atoms=self.nonneg_atoms,
-            fit_bias=self.bias,
+            fit_bias=self.fit_bias,
         )
 
     def unfinished(self, sums: PointSums, G, Y):
@@ -89,13 +92,22 @@ class WideSolver(eqx.Module):
         return (relative(gap, primal) > self.rtol) & jnp.isfinite(primal)
 
     def __call__(self, X, w, lam, b0=None) -> WideSolution:
-        """Solve from ``b0`` (default: the weighted mean)."""
-        fast = self.raw_sums and self.chunked and not self.nonneg_atoms and self.bias
+        """Solve from ``b0`` (default: the weighted mean). ``objective`` is differentiable in X, w
+        and λ (``envelope``); the loop itself is never differentiated."""
+        Xs, ws, lams = (lax.stop_gradient(a) for a in (X, w, lam))
+        sol = self._solve(Xs, ws, lams, None if b0 is None else lax.stop_gradient(b0))
+        value = envelope(X, w, lam, sol.bias, sol.objective, self.nonneg_atoms)
+        return eqx.tree_at(lambda s: s.objective, sol, value)
+
+    def _solve(self, X, w, lam, b0) -> WideSolution:
+        fast = self.raw_sums and self.chunked and not self.nonneg_atoms and self.fit_bias
         wx = None
-        if fast or (self.bias and b0 is None):
+        if fast or (self.fit_bias and b0 is None):
             wx = weighted_row_sum(w, X) if self.chunked else w @ X
-        if b0 is None:
-            b0 = wx / jnp.sum(w) if self.bias else jnp.zeros(X.shape[1], X.dtype)
+        if not self.fit_bias:
+            b0 = jnp.zeros(X.shape[1], X.dtype)
+        elif b0 is None:
+            b0 = wx / jnp.sum(w)
 
         def stats(b):
             if fast:
@@ -104,31 +116,44 @@ class WideSolver(eqx.Module):
                 n1, q, G, Y = data_pass(X, w, b, lam, self.nonneg_atoms, self.chunked)
             return q, self.sums(n1, q, w, G), G, Y
 
-        if not self.bias:
-            b0 = jnp.zeros_like(b0)
-            return self.finish(b0, lam, *stats(b0), 0)
+        s = iterate(self, stats, b0, lam)
+        return self.finish(s.bias, lam, s.q, s.sums, s.G, s.Y, s.steps)
 
-        def cond(state):
-            b, q, sums, G, Y, step = state
-            return self.unfinished(sums, G, Y) & (step < self.max_steps)
 
-        def body(state):
-            b, q, sums, G, Y, step = state
-            b = self.step(b, lam, sums, G)
-            return (b, *stats(b), step + 1)
+def huber_objective(X, w, lam, b, nonneg_atoms: bool = False):
+    """W at a fixed bias: (1/Σw) Σ_n w_n [H_λ(||y_n||) + ½||[x_n − b]₋||²·nonneg], y_n = x_n − b
+    (or [x_n − b]₊), H_λ(r) = r²/2 (r ≤ λ), λr − λ²/2 (r > λ). Safe to differentiate at r = 0."""
+    y = X - b
+    extra = 0.0
+    if nonneg_atoms:
+        extra = 0.5 * jnp.sum(jnp.square(jnp.minimum(y, 0)), axis=1)
+        y = jnp.maximum(y, 0)
+    r2 = jnp.sum(y * y, axis=1)
+    inner = r2 <= lam * lam
+    r = jnp.sqrt(jnp.where(inner, lam * lam, r2))
+    H = jnp.where(inner, 0.5 * r2, lam * r - 0.5 * lam * lam)
+    return jnp.sum(w * (H + extra)) / jnp.sum(w)
 
-        state = (b0, *stats(b0), jnp.asarray(0, jnp.int32))
-        b, q, sums, G, Y, step = lax.while_loop(cond, body, state)
-        return self.finish(b, lam, q, sums, G, Y, step)
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(5,))
+def envelope(X, w, lam, b, value, nonneg_atoms: bool):
+    """``value`` = W(λ) at its optimal bias b, with the envelope theorem's derivative: at the
+    optimum ∂W/∂b = 0, so dW = d(huber_objective) at fixed b. ∂W/∂x_n = w_n ψ(x_n − b)/Σw,
+    ∂W/∂λ = Σ w_n max(||x_n − b|| − λ, 0)/Σw, ∂W/∂w_n = (H_n − W)/Σw."""
+    return value
+
+
+@envelope.defjvp
+def _envelope_jvp(nonneg, primals, tangents):
+    X, w, lam, b, value = primals
+    dX, dw, dlam = tangents[:3]
+    f = lambda X, w, lam: huber_objective(X, w, lam, lax.stop_gradient(b), nonneg)  # noqa: E731
+    _, dv = jax.jvp(f, (X, w, lam), (dX, dw, dlam))
+    return value, dv.astype(value.dtype)
 
 
 def weighted_mean(X, w):
     return weighted_row_sum(w, X) / jnp.sum(w)
-
-
-def raise_if_failed(sol: WideSolution) -> WideSolution:
-    """``eqx.error_if`` on an unsuccessful result (works under jit and vmap)."""
-    return sol.result.error_if(sol, sol.result != RESULTS.successful)
 
 
 solve_in_memory = eqx.filter_jit(lambda solver, X, w, lam, b0=None: solver(X, w, lam, b0))

@@ -19,6 +19,8 @@ from .._core.row_source import RowSource
 from .._core.validate import check_lam, check_weights
 from .certificate import PointSums, add_sums, point_sums
 from .data_pass import data_pass
+from .iterate import host_while_loop, iterate
+from .solution import check_result
 from .solver import WideSolver, default_rtol, solve_in_memory
 
 
@@ -132,28 +134,24 @@ def solve_streaming(
         b = solve_in_memory(sub, Xf, wf, lam).bias
 
     run = functools.partial(_pass, source, w, lam=lam, nonneg=nonneg_atoms, dtype=dtype)
+    last_q = []
 
-    def cert(b, q, sums, G, Y, steps):
-        sums = PointSums(*(jnp.asarray(a, dtype) for a in sums))
-        return sums, solver.finish_from_sums(
-            b,
-            lam,
-            sums,
-            jnp.asarray(G, dtype),
-            jnp.asarray(Y, dtype),
-            steps,
-            jax.device_put((float(lam) * np.maximum(q - 1, 0)).astype(dtype)),
-            jax.device_put(q > 1),
-        )
-
-    steps = 0
-    q, point, G, Y = run(b=b)
-    sums, sol = cert(b, q, point, G, Y, steps)
-    while bias and float(sol.gap) > rtol and steps < max_steps:
-        b = solver.step(b, lam, sums, jnp.asarray(G, dtype))
+    def stats(b):
         q, point, G, Y = run(b=b)
-        steps += 1
-        sums, sol = cert(b, q, point, G, Y, steps)
-    from .solve import _check_result
+        last_q[:] = [q]
+        sums = PointSums(*(jnp.asarray(a, dtype) for a in point))
+        return jax.device_put(q.astype(dtype)), sums, jnp.asarray(G, dtype), jnp.asarray(Y, dtype)
 
-    return _check_result(sol, None, throw)
+    s = iterate(solver, stats, b, lam, loop=host_while_loop)
+    q = last_q[0]
+    sol = solver.finish_from_sums(
+        s.bias,
+        lam,
+        s.sums,
+        s.G,
+        s.Y,
+        s.steps,
+        jax.device_put((float(lam) * np.maximum(q - 1, 0)).astype(dtype)),
+        jax.device_put(q > 1),
+    )
+    return check_result(sol) if throw else sol
