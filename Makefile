@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo bench lint clean
+.PHONY: venv test test-floors demo bench lint clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -16,10 +16,19 @@ $(STAMP): $(BIN)/python pyproject.toml
 venv: $(STAMP)
 
 lint: venv
+	$(BIN)/ruff format --check widelimit tests benchmarks
 	$(BIN)/ruff check widelimit tests benchmarks
+	$(BIN)/mypy
 
 test: venv lint
 	$(BIN)/python -m pytest -n 2 -q --nbmake tests notebooks
+
+# the declared dependency floors (.ci/floors.txt = pyproject's lower bounds), in their own venv
+test-floors:
+	test -x .venv-floors/bin/python || $(PY) -m venv .venv-floors
+	.venv-floors/bin/pip install -q -r .ci/floors.txt
+	.venv-floors/bin/pip install -q --no-deps -e .
+	cd .ci && ../.venv-floors/bin/python floors_smoke.py
 
 demo: venv
 	$(BIN)/widelimit demo --out demo-output
@@ -31,4 +40,4 @@ bench: venv
 	$(BIN)/python benchmarks/pair_hull_scaling.py
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache
+	rm -rf $(VENV) .venv-floors demo-output .pytest_cache

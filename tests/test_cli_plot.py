@@ -108,7 +108,7 @@ def test_wide_fit_sweep_check_plot(tmp_path, rays_file):
             "1",
         ]
     )
-    assert "gap closes" in res.output
+    assert "gap to the wide limit closes" in res.output
     assert json.loads((tmp_path / "s" / "sweep.json").read_text())["widths"] == [1, 2, 3]
     for f in ("loss.png", "gap.png", "rays_covered.png", "split_tree.png"):
         (tmp_path / "s" / f).unlink()
@@ -261,3 +261,22 @@ def test_cli_keeps_a_persistent_compilation_cache(tmp_path, rays_file):
     second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0 and second.stdout == first.stdout
     assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == entries  # read, not rewritten
+
+
+def test_cli_fixes_of_issue_15(tmp_path, rays_file):
+    """--json on stdout; rich does not eat the report's [ok ] marks; flags take no value; a sentence
+    for a gap that never closes; a fingerprint mismatch names the differing field."""
+    res = ok(["wide", str(rays_file / "x.npy"), "--lam", "0.5", "--json"])
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    assert summary["lam"] == 0.5 and summary["gap"] >= 0
+    out = tmp_path / "fit"
+    res = ok(["fit", str(rays_file / "x.npy"), "--width", "3", "--lam", "0.3", "-o", str(out)])
+    assert "[ok ]" in res.output or "[FAIL]" in res.output
+    assert "] codes (KKT)" in res.output and "  [" in res.output
+    res = runner.invoke(app, ["wide", str(rays_file / "x.npy"), "--lam", "0.5", "--quiet", "true"])
+    assert res.exit_code == 2  # a flag: "true" is an unexpected extra argument
+    from widelimit.cli import _closes_sentence
+
+    assert "None" not in _closes_sentence(None) and "K = 4" in _closes_sentence(4)
+    res = fails(["fit", str(rays_file / "x.npy"), "--width", "3", "--lam", "0.4", "-o", str(out)])
+    assert "lam: 0.3" in res.output and "→ 0.4" in res.output

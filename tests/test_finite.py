@@ -232,16 +232,43 @@ def test_minibatch_and_float32(rng):
     assert float(fit.loss) >= float(fit.wide_bound)
 
 
-def test_sklearn_style_estimator(rng):
+def test_sklearn_estimator(rng):
+    from sklearn.base import clone
+
     X = rng.normal(size=(100, 4))
-    est = wl.DictionaryLearner(5, 0.3, max_epochs=10)
+    est = wl.DictionaryLearner(5, alpha=0.3, max_epochs=10, random_state=0)
     assert est.fit(X) is est
-    assert est.components_.shape == (5, 4) and est.n_iter_ >= 1
+    assert est.components_.shape == (5, 4) and est.n_iter_ >= 1 and est.n_features_in_ == 4
     Z = est.transform(X)
     assert Z.shape == (100, 5) and np.all(Z >= 0)
-    np.testing.assert_allclose(Z, est.codes_, atol=1e-3)  # fit codes are solved to code_tol
-    with pytest.raises(RuntimeError, match="not fitted"):
-        wl.DictionaryLearner(3, 0.1).transform(X)
+    np.testing.assert_allclose(Z, np.asarray(est.fit_.codes), atol=1e-3)  # fit codes: code_tol
+    again = clone(est).fit(X)  # same random_state: the same fit
+    np.testing.assert_allclose(again.components_, est.components_)
+    loss = est.loss_
+    est.partial_fit(X)  # more epochs from the current atoms never raise the loss
+    assert est.loss_ <= loss * (1 + 1e-6) and est.n_iter_ > again.n_iter_
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        wl.DictionaryLearner(3, alpha=0.1).transform(X)
+
+
+def test_sklearn_check_estimator_passes_what_minibatch_dictionary_learning_passes():
+    """Every check of sklearn's suite that its own MiniBatchDictionaryLearning passes."""
+    import warnings
+
+    from sklearn.decomposition import MiniBatchDictionaryLearning
+    from sklearn.utils.estimator_checks import check_estimator
+
+    def passed(est):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = check_estimator(est, on_fail=None, on_skip=None)
+        return {r["check_name"] for r in res if r["status"] == "passed"}
+
+    ref = passed(MiniBatchDictionaryLearning(n_components=3, max_iter=5, random_state=0))
+    ours = passed(wl.DictionaryLearner(3, alpha=0.1, max_epochs=3, random_state=0))
+    assert len(ref) >= 40 and ref <= ours, sorted(ref - ours)
 
 
 @pytest.mark.parametrize(

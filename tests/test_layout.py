@@ -69,3 +69,21 @@ def test_import_is_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"import widelimit loaded {out.stdout.strip()}"
+
+
+def test_dependency_floors_are_the_tested_ones():
+    """pyproject's lower bounds are exactly the versions ``make test-floors`` installs and runs."""
+    import re
+
+    import tomllib
+
+    project = pathlib.Path(__file__).resolve().parents[1]
+    deps = tomllib.loads((project / "pyproject.toml").read_text())["project"]["dependencies"]
+    floors = dict(re.match(r"([\w-]+)>=([\w.]+)$", d).groups() for d in deps)
+    pins = dict(
+        line.split("==")
+        for line in (project / ".ci" / "floors.txt").read_text().split()
+        if "==" in line
+    )
+    assert floors == {k: v for k, v in pins.items() if k != "jaxlib"}
+    assert pins["jaxlib"] == pins["jax"]

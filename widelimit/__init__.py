@@ -31,7 +31,6 @@ from ._finite.fit import fit_dictionary as fit_dictionary
 from ._finite.fit_file import load_fit as load_fit
 from ._finite.fit_file import save_fit as save_fit
 from ._finite.seeds import fit_dictionary_seeds as fit_dictionary_seeds
-from ._finite.sklearn import DictionaryLearner as DictionaryLearner
 from ._finite.split import grow as grow
 from ._finite.split import split_atoms as split_atoms
 from ._sae.relu import ReluSAE as ReluSAE
@@ -44,3 +43,12 @@ from ._wide.solve import solve_wide_path as solve_wide_path
 from ._wide.solver import WideSolver as WideSolver
 from .io import load_saelens as load_saelens
 from .io import save_saelens as save_saelens
+
+
+def __getattr__(name: str):
+    # scikit-learn is optional: the estimator is imported on first use (PEP 562)
+    if name == "DictionaryLearner":
+        from ._finite.sklearn import DictionaryLearner
+
+        return DictionaryLearner
+    raise AttributeError(f"module 'widelimit' has no attribute {name!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -83,6 +84,12 @@ def _setup(dtype: str, quiet: bool):
     return DTYPES[dtype]
 
 
+def _closes_sentence(k: int | None) -> str:
+    if k is None:
+        return "The gap to the wide limit stays above 1e-4 at every width tried."
+    return f"The gap to the wide limit closes (≤ 1e-4) at K = {k}."
+
+
 def _check_lam(lam: float):
     if not (np.isfinite(lam) and lam > 0):
         _fail(f"--lam must be a finite number > 0, got {lam}")
@@ -106,7 +113,7 @@ def _save_fig(fig, path: str):
 
 DtypeOpt = typer.Option("float32", "--dtype", help="float32 or float64")
 SeedOpt = typer.Option(0, "--seed")
-QuietOpt = typer.Option(False, "--quiet", help="print nothing but errors")
+QuietOpt = typer.Option(False, "--quiet", is_flag=True, metavar="", help="print nothing but errors")
 KeyOpt = typer.Option(None, "--key", help="array name inside .npz/.safetensors")
 
 
@@ -118,6 +125,9 @@ def wide(
     out: str = typer.Option(None, "-o", "--out"),
     dtype: str = DtypeOpt,
     quiet: bool = QuietOpt,
+    as_json: bool = typer.Option(
+        False, "--json", is_flag=True, metavar="", help="print the summary as JSON on stdout"
+    ),
 ):
     """Solve the wide limit of DATA and print the certified gap."""
     import widelimit as wl
@@ -138,7 +148,10 @@ def wide(
     if out:
         os.makedirs(out, exist_ok=True)
         write_json(os.path.join(out, "wide.json"), summary)
-    console.print(summary)
+    if as_json:
+        sys.stdout.write(json.dumps(summary) + "\n")
+    else:
+        console.print(summary)
 
 
 @app.command()
@@ -148,7 +161,9 @@ def fit(
     lam: float = typer.Option(..., "--lam"),
     out: str = typer.Option(..., "-o", "--out"),
     key: str = KeyOpt,
-    no_bias: bool = typer.Option(False, "--no-bias"),
+    no_bias: bool = typer.Option(
+        False, "--no-bias", is_flag=True, metavar="", help="fit without a bias (b = 0)"
+    ),
     epochs: int = typer.Option(200, "--epochs"),
     dtype: str = DtypeOpt,
     seed: int = SeedOpt,
@@ -166,7 +181,7 @@ def fit(
     X = load_data(data, key).astype(dt)
     f = _call(
         wl.fit_dictionary, X, width, lam, key=jax.random.key(seed), bias=not no_bias,
-        max_epochs=epochs, checkpoint_dir=os.path.join(out, "checkpoint"), progress=not quiet,
+        max_epochs=epochs, checkpoint_dir=os.path.join(out, "checkpoint"), progress=None if not quiet else False,
     )  # fmt: skip
     rep = _call(wl.check_optimality, X, f.atoms, f.codes, f.bias if not no_bias else None, lam)
     wl.save_fit(f, os.path.join(out, "fit.npz"))
@@ -180,7 +195,7 @@ def fit(
     console.print(
         f"K = {width}: L = {summary['loss']:.6g}, certified gap to the wide limit {summary['gap']:.3g}"
     )
-    console.print(rep.summary())
+    console.print(rep.summary(), markup=False, highlight=False)
     console.print(f"outputs: {os.path.abspath(out)}/fit.npz, fit.json")
 
 
@@ -227,7 +242,9 @@ def sweep(
     lam: float = typer.Option(..., "--lam"),
     out: str = typer.Option(..., "-o", "--out"),
     key: str = KeyOpt,
-    no_bias: bool = typer.Option(False, "--no-bias"),
+    no_bias: bool = typer.Option(
+        False, "--no-bias", is_flag=True, metavar="", help="fit without a bias (b = 0)"
+    ),
     seeds: int = typer.Option(1, "--seeds"),
     epochs: int = typer.Option(200, "--epochs"),
     dtype: str = DtypeOpt,
@@ -245,11 +262,11 @@ def sweep(
     X = load_data(data, key).astype(dt)
     s = _call(
         wl.width_sweep, X, ws, lam, key=jax.random.key(seed), bias=not no_bias, n_seeds=seeds,
-        out_dir=out, max_epochs=epochs, progress=not quiet,
+        out_dir=out, max_epochs=epochs, progress=None if not quiet else False,
     )  # fmt: skip
     figs = _sweep_figures(s, out)
     console.print(_sweep_table(s))
-    console.print(f"gap closes (≤ 1e-4) at K = {s.closes_at()}; outputs: {os.path.abspath(out)}")
+    console.print(f"{_closes_sentence(s.closes_at())} Outputs: {os.path.abspath(out)}")
     for f in figs:
         console.print(f"  {f}")
 
@@ -304,7 +321,7 @@ def check(
     else:
         codes = _call(wl.encode, atoms, bias, X, lam)
     rep = _call(wl.check_optimality, X, atoms, codes, bias, lam, normalise=True)
-    console.print(rep.summary())
+    console.print(rep.summary(), markup=False, highlight=False)
     if out:
         from widelimit.plot import plot_report
 
@@ -359,7 +376,7 @@ def demo(
     )
     s = wl.width_sweep(
         X, list(range(1, n_rays + 3)), lam, key=key, bias=False, out_dir=os.path.join(out, "sweep"),
-        ground_truth=toy, progress=not quiet,
+        ground_truth=toy, progress=None if not quiet else False,
     )  # fmt: skip
     figs = _sweep_figures(s, out)
     # the hierarchical arrangement: atoms at the true dog and labrador directions, exact codes
@@ -380,7 +397,7 @@ def demo(
     }  # fmt: skip
     write_json(os.path.join(out, "demo.json"), summary)
     console.print(_sweep_table(s))
-    console.print(f"the gap to the wide limit closes at K = {closes} (the data has {n_rays} rays)")
+    console.print(f"{_closes_sentence(closes)} (The data has {n_rays} rays.)")
     console.print(
         "the hierarchical arrangement (dog, labrador) is "
         + ("[bold red]flagged unstable[/bold red]" if flagged else "NOT flagged")

@@ -166,7 +166,7 @@ def width_sweep(
     n_seeds: int = 1,
     out_dir: str | None = None,
     ground_truth=None,
-    progress: bool = True,
+    progress: bool | None = None,
     max_epochs: int = 200,
     cover_delta: float = 1e-2,
     check_tol: float = 1e-3,

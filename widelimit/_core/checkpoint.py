@@ -45,6 +45,15 @@ def saved_capacity(directory: str | None) -> int | None:
     return None if path is None else int(os.path.basename(path)[6:-4])
 
 
+def fingerprint_difference(old, new) -> str:
+    """The fields of two fingerprints that differ, as 'field: stored → requested'."""
+    if not isinstance(old, dict):
+        return "the stored fingerprint is unreadable"
+    keys = sorted(set(old) | set(new))
+    diff = [f"{k}: {old.get(k)!r} → {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+    return "; ".join(diff)
+
+
 def check_manifest(path: str, fp: dict) -> dict | None:
     """The JSON manifest at ``path`` (None if absent); ValueError if unreadable or if its
     fingerprint differs from ``fp`` (the directory holds another problem)."""
@@ -55,10 +64,11 @@ def check_manifest(path: str, fp: dict) -> dict | None:
             manifest = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"manifest {path!r} is unreadable: {e}") from e
-    if manifest.get("fingerprint") != fp:
+    old = manifest.get("fingerprint")
+    if old != fp:
         raise ValueError(
             f"{os.path.dirname(path)!r} holds results of a different problem "
-            f"({manifest.get('fingerprint')} != {fp}); use another directory"
+            f"({fingerprint_difference(old, fp)}); use another directory"
         )
     return manifest
 

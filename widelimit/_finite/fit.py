@@ -109,7 +109,7 @@ def fit_dictionary(
     callback=None,
     checkpoint_dir: str | None = None,
     checkpoint_every: int = 5,
-    progress: bool = True,
+    progress: bool | None = None,
     parents: Int[ArrayLike, " n_atoms"] | None = None,
 ) -> DictionaryFit:
     """Learn D (unit rows), b and Z ≥ 0 minimising L = (1/2N)Σ w||x − b − Dz||² + (λ/N)Σ w||z||₁.
