@@ -87,3 +87,14 @@ def test_dependency_floors_are_the_tested_ones():
     )
     assert floors == {k: v for k, v in pins.items() if k != "jaxlib"}
     assert pins["jaxlib"] == pins["jax"]
+
+
+def test_estimator_without_scikit_learn_is_a_clear_import_error():
+    code = (
+        "import sys; sys.modules['sklearn'] = None\n"
+        "import widelimit\n"
+        "try:\n    widelimit.DictionaryLearner\n"
+        "except ImportError as e:\n    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "pip install 'widelimit[sklearn]'" in out.stdout, out.stdout + out.stderr

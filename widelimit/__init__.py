@@ -48,7 +48,13 @@ from .io import save_saelens as save_saelens
 def __getattr__(name: str):
     # scikit-learn is optional: the estimator is imported on first use (PEP 562)
     if name == "DictionaryLearner":
-        from ._finite.sklearn import DictionaryLearner
-
+        try:
+            from ._finite.sklearn import DictionaryLearner
+        except ModuleNotFoundError as e:
+            if (e.name or "").partition(".")[0] != "sklearn":
+                raise
+            raise ImportError(
+                "DictionaryLearner needs scikit-learn: pip install 'widelimit[sklearn]'"
+            ) from e
         return DictionaryLearner
     raise AttributeError(f"module 'widelimit' has no attribute {name!r}")

@@ -84,6 +84,11 @@ def _setup(dtype: str, quiet: bool):
     return DTYPES[dtype]
 
 
+def _progress(quiet: bool) -> bool | None:
+    """The library's ``progress=``: off with --quiet, else its default (a bar on a terminal)."""
+    return False if quiet else None
+
+
 def _closes_sentence(k: int | None) -> str:
     if k is None:
         return "The gap to the wide limit stays above 1e-4 at every width tried."
@@ -181,7 +186,7 @@ def fit(
     X = load_data(data, key).astype(dt)
     f = _call(
         wl.fit_dictionary, X, width, lam, key=jax.random.key(seed), bias=not no_bias,
-        max_epochs=epochs, checkpoint_dir=os.path.join(out, "checkpoint"), progress=None if not quiet else False,
+        max_epochs=epochs, checkpoint_dir=os.path.join(out, "checkpoint"), progress=_progress(quiet),
     )  # fmt: skip
     rep = _call(wl.check_optimality, X, f.atoms, f.codes, f.bias if not no_bias else None, lam)
     wl.save_fit(f, os.path.join(out, "fit.npz"))
@@ -262,7 +267,7 @@ def sweep(
     X = load_data(data, key).astype(dt)
     s = _call(
         wl.width_sweep, X, ws, lam, key=jax.random.key(seed), bias=not no_bias, n_seeds=seeds,
-        out_dir=out, max_epochs=epochs, progress=None if not quiet else False,
+        out_dir=out, max_epochs=epochs, progress=_progress(quiet),
     )  # fmt: skip
     figs = _sweep_figures(s, out)
     console.print(_sweep_table(s))
@@ -376,7 +381,7 @@ def demo(
     )
     s = wl.width_sweep(
         X, list(range(1, n_rays + 3)), lam, key=key, bias=False, out_dir=os.path.join(out, "sweep"),
-        ground_truth=toy, progress=None if not quiet else False,
+        ground_truth=toy, progress=_progress(quiet),
     )  # fmt: skip
     figs = _sweep_figures(s, out)
     # the hierarchical arrangement: atoms at the true dog and labrador directions, exact codes

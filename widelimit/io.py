@@ -12,8 +12,8 @@ from ._sae.relu import ReluSAE
 def _safetensors():
     try:
         import safetensors.numpy
-    except ImportError as e:  # pragma: no cover - safetensors ships with the cli/dev extras
-        raise ImportError("SAELens files need safetensors: pip install 'widelimit[cli]'") from e
+    except ImportError as e:  # pragma: no cover - safetensors ships with the io/cli/dev extras
+        raise ImportError("SAELens files need safetensors: pip install 'widelimit[io]'") from e
     return safetensors.numpy
 
 

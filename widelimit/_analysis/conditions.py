@@ -24,6 +24,12 @@ from .._core.validate import check_lam, check_weights
 from .hull_table import dense_hull_table, hull_table
 
 
+def hull_severity(margin, mu):
+    """−margin_ij/μ_j: how far (1 − c_ij) μ_j lies outside its hull, relative to μ_j (a pair is
+    violated when this exceeds tol)."""
+    return -margin / jnp.where(mu > 0, mu, 1)[None, :]
+
+
 class OptimalityReport(eqx.Module):
     """Per-condition diagnostics of (atoms, codes, bias) at λ; ``passed`` if all hold within tol."""
 
@@ -45,8 +51,8 @@ class OptimalityReport(eqx.Module):
     fit_bias: bool = eqx.field(static=True)
 
     def hull_severity(self) -> Float[Array, "n_atoms n_atoms"]:
-        """−margin_ij/μ_j: how far (1 − c_ij) μ_j lies outside its hull, relative to μ_j."""
-        return -self.hull_margin / jnp.where(self.mu > 0, self.mu, 1)[None, :]
+        """``hull_severity`` of this report's margins."""
+        return hull_severity(self.hull_margin, self.mu)
 
     @property
     def violated_pairs(self) -> Int[np.ndarray, "n_violated 2"]:
@@ -174,7 +180,7 @@ def check_optimality(
     else:
         table = hull_table(Z, D, weights=np.asarray(w), bias=fit_bias)
     margin, mu = table.margin, table.mu
-    violated = -margin / jnp.where(mu > 0, mu, 1)[None, :] > tol
+    violated = hull_severity(margin, mu) > tol
     passed = (kkt <= tol) & (jnp.max(stat, initial=0.0) <= tol) & ~jnp.any(violated)
     if fit_bias:
         passed = passed & (bres <= tol)

@@ -62,6 +62,14 @@ def row_chunks(Z, w, rows):
         yield s, zc, wc
 
 
+def off_bounds(Z, valid, zi):
+    """(min, max) of each column z_j over the valid rows where zi ≤ 0: the hull bounds (lo_ij,
+    hi_ij) of one feature i over the rows of Z (+inf, −inf where there are none)."""
+    off = ((zi <= 0) & valid)[:, None]
+    inf = jnp.asarray(jnp.inf, Z.dtype)
+    return jnp.min(jnp.where(off, Z, inf), 0), jnp.max(jnp.where(off, Z, -inf), 0)
+
+
 @eqx.filter_jit
 def _scan_chunk(state, zc, wc, offset, top: int):
     """Running support counts, weighted masses and top-T activations (values, row indices) of
@@ -97,8 +105,7 @@ def _exact_chunk(acc, zc, wc, dense_idx, pair_i, pair_j):
     zc_ax = jnp.where(valid[:, None], zc, -inf)  # ... or a max
 
     def rows_of(h):  # i = h dense: over n with z_h(n) = 0, all j
-        off = (zc[:, h] <= 0)[:, None]
-        return jnp.min(jnp.where(off, zc_in, inf), 0), jnp.max(jnp.where(off, zc_ax, -inf), 0)
+        return off_bounds(zc, valid, zc[:, h])
 
     def cols_of(h):  # j = h dense: over n with z_i(n) = 0, all i
         off = zc <= 0
@@ -225,13 +232,7 @@ def dense_hull_table(codes, atoms, w, fit_bias: bool) -> HullTable:
     n = Z.shape[0]
     w = w * (n / jnp.sum(w))
     valid = w > 0
-    inf = jnp.asarray(jnp.inf, Z.dtype)
-
-    def bounds(zi):
-        off = ((zi <= 0) & valid)[:, None]
-        return jnp.min(jnp.where(off, Z, inf), 0), jnp.max(jnp.where(off, Z, -inf), 0)
-
-    lo, hi = jax.lax.map(bounds, Z.T)
+    lo, hi = jax.lax.map(lambda zi: off_bounds(Z, valid, zi), Z.T)
     mu = (w @ Z) / n
     target = (1 - D @ D.T) * mu[None, :]
     margin = hull_margin(lo, hi, target, mu, fit_bias)

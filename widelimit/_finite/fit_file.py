@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from .._core.atomic import atomic_write
+from .._core.atomic import atomic_write_bytes
 from .epochs import History
 from .fit import DictionaryFit
 
@@ -18,12 +18,7 @@ def save_fit(fit: DictionaryFit, path: str) -> None:
     arrays = {k: np.asarray(getattr(fit, k)) for k in _FIT_KEYS}
     arrays |= {f"history_{k}": np.asarray(getattr(fit.history, k)) for k in _HIST_KEYS}
     arrays["fit_bias"] = np.asarray(fit.fit_bias)
-
-    def write(tmp):
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-
-    atomic_write(path, write)
+    atomic_write_bytes(path, lambda f: np.savez(f, **arrays))
 
 
 def load_fit(path: str) -> DictionaryFit:

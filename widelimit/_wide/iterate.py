@@ -21,7 +21,8 @@ from .certificate import PointSums
 
 
 class WideState(NamedTuple):
-    """A bias (or biases, leading λ axis) and the statistics of its last pass."""
+    """A bias (or biases, leading λ axis) and the statistics of its last pass (q is a host array
+    in the streamed solve, whose loop runs on the host)."""
 
     bias: Array
     q: Array

@@ -9,6 +9,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from .._core.results import RESULTS
+from .._core.validate import ensure_finite
 
 
 class WideSolution(eqx.Module):
@@ -100,8 +101,8 @@ def check_result(sol: WideSolution, X=None) -> WideSolution:
         return sol
     path = np.ndim(ok) > 0
     one = jax.tree.map(lambda a: a[bad[0]], sol) if path else sol
-    if one.result == RESULTS.nonfinite and X is not None and not np.isfinite(np.asarray(X)).all():
-        raise ValueError("`X` contains NaN or Inf")
+    if one.result == RESULTS.nonfinite and X is not None:
+        ensure_finite(X, "X")  # ValueError when the data caused it
     where = f"λ = {float(one.lam):.4g}: " if path else ""
     raise RuntimeError(
         where

@@ -134,16 +134,13 @@ def solve_streaming(
         b = solve_in_memory(sub, Xf, wf, lam).bias
 
     run = functools.partial(_pass, source, w, lam=lam, nonneg=nonneg_atoms, dtype=dtype)
-    last_q = []
 
-    def stats(b):
+    def stats(b):  # q stays a host array: the host loop never sends it to the device
         q, point, G, Y = run(b=b)
-        last_q[:] = [q]
         sums = PointSums(*(jnp.asarray(a, dtype) for a in point))
-        return jax.device_put(q.astype(dtype)), sums, jnp.asarray(G, dtype), jnp.asarray(Y, dtype)
+        return q, sums, jnp.asarray(G, dtype), jnp.asarray(Y, dtype)
 
     s = iterate(solver, stats, b, lam, loop=host_while_loop)
-    q = last_q[0]
     sol = solver.finish_from_sums(
         s.bias,
         lam,
@@ -151,7 +148,7 @@ def solve_streaming(
         s.G,
         s.Y,
         s.steps,
-        jax.device_put((float(lam) * np.maximum(q - 1, 0)).astype(dtype)),
-        jax.device_put(q > 1),
+        jax.device_put((float(lam) * np.maximum(s.q - 1, 0)).astype(dtype)),
+        jax.device_put(s.q > 1),
     )
     return check_result(sol) if throw else sol
