@@ -120,8 +120,11 @@ def test_wide_fit_sweep_check_plot(tmp_path, rays_file):
     ok(["check", str(tmp_path / "f"), x, "--lam", "0.3"])
     # a SAELens file: decoder rows not unit-norm, normalised by check
     sae = wl.ReluSAE(jnp.ones((4, 5)), jnp.zeros(4), 2 * jnp.eye(5)[:4], jnp.zeros(5))
-    wl.save_saelens(sae, str(tmp_path / "sae.safetensors"))
-    ok(["check", str(tmp_path / "sae.safetensors"), x, "--lam", "0.3"])
+    wl.save_saelens(sae, str(tmp_path / "sae"))
+    res = ok(["check", str(tmp_path / "sae"), x, "--lam", "0.3", "-o", str(tmp_path / "c2")])
+    assert "SAE architecture: standard" in res.output
+    assert json.loads((tmp_path / "c2" / "check.json").read_text())["architecture"] == "standard"
+    ok(["check", str(tmp_path / "sae" / "sae_weights.safetensors"), x, "--lam", "0.3"])
 
 
 def test_bad_files_and_options_fail_cleanly_and_keep_outputs(tmp_path, rays_file):
@@ -177,24 +180,20 @@ def test_bad_files_and_options_fail_cleanly_and_keep_outputs(tmp_path, rays_file
     assert {p.name: p.read_bytes() for p in (tmp_path / "s").iterdir()} == before
 
 
-def test_saelens_round_trip_and_bad_files(tmp_path, rng):
+def test_saelens_weights_without_config_and_fit_confusion(tmp_path, rng):
     sae = wl.ReluSAE(*(jnp.asarray(rng.normal(size=s)) for s in ((6, 4), (6,), (6, 4), (4,))))
-    wl.save_saelens(sae, str(tmp_path / "a.safetensors"))
-    back = wl.load_saelens(str(tmp_path / "a.safetensors"))
+    wl.save_saelens(sae, str(tmp_path / "a"))
+    back = wl.load_saelens(str(tmp_path / "a"))
     for f in ("W_enc", "b_enc", "W_dec", "b_dec"):
         np.testing.assert_allclose(getattr(back, f), getattr(sae, f), rtol=1e-6)
     from safetensors.numpy import save_file
 
+    # weights alone (what widelimit < 0.2 wrote): the architecture is unknown, so it is an error
     save_file({"W_dec": np.ones((3, 2), np.float32)}, str(tmp_path / "b.safetensors"))
-    with pytest.raises(ValueError, match="missing"):
+    with pytest.raises(ValueError, match="no cfg.json beside it"):
         wl.load_saelens(str(tmp_path / "b.safetensors"))
-    bad = {"W_enc": np.ones((2, 4), np.float32), "b_enc": np.ones(3, np.float32),
-           "W_dec": np.ones((3, 2), np.float32), "b_dec": np.ones(2, np.float32)}  # fmt: skip
-    save_file(bad, str(tmp_path / "c.safetensors"))
-    with pytest.raises(ValueError, match="inconsistent"):
-        wl.load_saelens(str(tmp_path / "c.safetensors"))
     with pytest.raises(ValueError, match="not a widelimit fit"):
-        wl.load_fit(str(tmp_path / "a.safetensors"))
+        wl.load_fit(str(tmp_path / "a" / "sae_weights.safetensors"))
 
 
 def test_plot_wide_has_the_expected_artists(rng):

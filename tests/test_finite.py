@@ -184,7 +184,9 @@ def test_split_atoms_records_parents(rng):
 def test_sae_training_and_amortisation_gap(rng):
     X = (np.abs(rng.normal(size=(500, 3, 1))) * unit(rng.normal(size=(3, 8)))[None]).sum(1)
     X = X * (rng.random((500, 1)) < 0.8) + 0.5
-    sae, losses = wl.train_sae(X, 6, 0.1, key=jax.random.PRNGKey(0), steps=400, batch_size=64)
+    res = wl.train_sae(X, 6, 0.1, key=jax.random.PRNGKey(0), steps=400, batch_size=64)
+    sae, losses = res.sae, res.losses
+    assert res.seconds > 0
     assert float(losses[-50:].mean()) < float(losses[:50].mean())
     np.testing.assert_allclose(np.linalg.norm(np.asarray(sae.W_dec), axis=1), 1, rtol=1e-6)
     gap = float(wl.amortisation_gap(sae, X, 0.1))

@@ -277,12 +277,15 @@ def sweep(
 
 
 def _load_model(target: str):
-    """(atoms, bias, encoder or None) from a fit dir, sweep dir, fit .npz or SAELens .safetensors."""
+    """(atoms, bias, SAE or None) from a fit dir, sweep dir, fit .npz or SAELens dir/weights file."""
     import widelimit as wl
 
     if not os.path.exists(target):
         _fail(f"no such file or directory: {target}")
     if os.path.isdir(target):
+        if os.path.exists(os.path.join(target, "cfg.json")):
+            sae = _call(wl.load_saelens, target)
+            return sae.W_dec, sae.b_dec, sae
         if os.path.exists(os.path.join(target, "fit.npz")):
             target = os.path.join(target, "fit.npz")
         else:
@@ -295,7 +298,7 @@ def _load_model(target: str):
     if target.endswith(".npz"):
         f = _call(wl.load_fit, target)
         return f.atoms, (f.bias if f.fit_bias else None), None
-    _fail(f"unsupported model: {target} (a fit/sweep directory, fit .npz or SAELens .safetensors)")
+    _fail(f"unsupported model: {target} (a fit/sweep directory, fit .npz or SAELens directory)")
 
 
 @app.command()
@@ -322,7 +325,11 @@ def check(
     atoms = jnp.asarray(atoms, dt)
     bias = None if bias is None else jnp.asarray(bias, dt)
     if sae is not None:
-        codes = jnp.asarray(sae.encode(jnp.asarray(X, sae.W_dec.dtype)), dt)
+        console.print(f"SAE architecture: {sae.architecture}", markup=False, highlight=False)
+        # the SAE read as a dictionary: unit decoder rows, codes rescaled, its b_dec
+        atoms, codes, bias = (
+            jnp.asarray(a, dt) for a in sae.as_dictionary(jnp.asarray(X, sae.W_dec.dtype))
+        )
     else:
         codes = _call(wl.encode, atoms, bias, X, lam)
     rep = _call(wl.check_optimality, X, atoms, codes, bias, lam, normalise=True)
@@ -333,7 +340,8 @@ def check(
         os.makedirs(out, exist_ok=True)
         write_json(
             os.path.join(out, "check.json"),
-            {"passed": bool(rep.passed), "code_kkt_max": float(rep.code_kkt_max),
+            {"architecture": sae.architecture if sae is not None else "dictionary",
+             "passed": bool(rep.passed), "code_kkt_max": float(rep.code_kkt_max),
              "atom_stationarity_max": float(rep.atom_stationarity.max()),
              "bias_residual": float(rep.bias_residual), "wide_certificate": float(rep.wide_certificate),
              "violated_pairs": rep.violated_pairs[:100].tolist(), "n_violated_pairs": len(rep.violated_pairs)},
