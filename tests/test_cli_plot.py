@@ -122,7 +122,7 @@ def test_wide_fit_sweep_check_plot(tmp_path, rays_file):
     sae = wl.ReluSAE(jnp.ones((4, 5)), jnp.zeros(4), 2 * jnp.eye(5)[:4], jnp.zeros(5))
     wl.save_saelens(sae, str(tmp_path / "sae"))
     res = ok(["check", str(tmp_path / "sae"), x, "--lam", "0.3", "-o", str(tmp_path / "c2")])
-    assert "SAE architecture: standard" in res.output
+    assert "standard SAE at λ = 0.3" in res.output
     assert json.loads((tmp_path / "c2" / "check.json").read_text())["architecture"] == "standard"
     ok(["check", str(tmp_path / "sae" / "sae_weights.safetensors"), x, "--lam", "0.3"])
 
@@ -279,3 +279,20 @@ def test_cli_fixes_of_issue_15(tmp_path, rays_file):
     assert "None" not in _closes_sentence(None) and "K = 4" in _closes_sentence(4)
     res = fails(["fit", str(rays_file / "x.npy"), "--width", "3", "--lam", "0.4", "-o", str(out)])
     assert "lam: 0.3" in res.output and "→ 0.4" in res.output
+
+
+def test_check_reads_every_saelens_architecture_as_itself(tmp_path):
+    import pathlib
+
+    fix = pathlib.Path(__file__).parent / "fixtures" / "saelens"
+    x = str(tmp_path / "x.npy")
+    np.save(x, np.load(fix / "topk" / "expected.npz")["X"].astype(np.float32))
+    res = ok(["check", str(fix / "topk"), x, "--lam", "1.0", "-o", str(tmp_path / "c")])
+    assert "topk SAE at λ = 1" in res.output and "n/a" in res.output
+    rec = json.loads((tmp_path / "c" / "check.json").read_text())
+    assert rec["architecture"] == "topk" and rec["applies"]["codes"] == "not necessary"
+    ok(["check", str(fix / "gated"), x, "--lam", "1.0"])
+    # a TopK SAE implies no positive λ (unshrunk codes): a clear error that names --lam
+    res = fails(["check", str(fix / "topk"), x])
+    assert "--lam" in res.output
+    fails(["check", str(fix / "topk" / "cfg.json"), x, "--lam", "1"])

@@ -16,6 +16,13 @@ from ._analysis.pair_hull import Perturbation as Perturbation
 from ._analysis.pair_hull import apply_perturbation as apply_perturbation
 from ._analysis.pair_hull import pair_hull as pair_hull
 from ._analysis.pair_hull import separating_perturbation as separating_perturbation
+from ._analysis.sae_conditions import ImpliedLam as ImpliedLam
+from ._analysis.sae_conditions import SAEStationarity as SAEStationarity
+from ._analysis.sae_conditions import applicable_conditions as applicable_conditions
+from ._analysis.sae_conditions import implied_lam as implied_lam
+from ._analysis.sae_conditions import sae_stationarity as sae_stationarity
+from ._analysis.sae_report import SAEReport as SAEReport
+from ._analysis.sae_report import check_sae as check_sae
 from ._analysis.split_tree import SplitTree as SplitTree
 from ._analysis.split_tree import split_tree as split_tree
 from ._analysis.sweep import Sweep as Sweep

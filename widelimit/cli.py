@@ -305,7 +305,7 @@ def _load_model(target: str):
 def check(
     model: str,
     data: str,
-    lam: float = typer.Option(..., "--lam"),
+    lam: float = typer.Option(None, "--lam", help="λ (an SAE: default the λ its codes imply)"),
     key: str = KeyOpt,
     out: str = typer.Option(None, "-o", "--out", help="write check.json and report.png here"),
     dtype: str = DtypeOpt,
@@ -317,35 +317,36 @@ def check(
     import widelimit as wl
 
     dt = _setup(dtype, quiet)
-    _check_lam(lam)
     atoms, bias, sae = _load_model(model)
+    if lam is not None or sae is None:
+        if lam is None:
+            _fail("--lam is needed to check a dictionary")
+        _check_lam(lam)
     X = load_data(data, key).astype(dt)
     if X.shape[1] != atoms.shape[1]:
         _fail(f"{data} has {X.shape[1]} features but the model has {atoms.shape[1]}")
-    atoms = jnp.asarray(atoms, dt)
-    bias = None if bias is None else jnp.asarray(bias, dt)
     if sae is not None:
-        console.print(f"SAE architecture: {sae.architecture}", markup=False, highlight=False)
-        # the SAE read as a dictionary: unit decoder rows, codes rescaled, its b_dec
-        atoms, codes, bias = (
-            jnp.asarray(a, dt) for a in sae.as_dictionary(jnp.asarray(X, sae.W_dec.dtype))
-        )
+        srep = _call(wl.check_sae, sae, jnp.asarray(X, sae.W_dec.dtype), lam)
+        console.print(srep.summary(), markup=False, highlight=False)
+        rep, record = srep.dictionary, srep.to_json()
     else:
+        atoms = jnp.asarray(atoms, dt)
+        bias = None if bias is None else jnp.asarray(bias, dt)
         codes = _call(wl.encode, atoms, bias, X, lam)
-    rep = _call(wl.check_optimality, X, atoms, codes, bias, lam, normalise=True)
-    console.print(rep.summary(), markup=False, highlight=False)
+        rep = _call(wl.check_optimality, X, atoms, codes, bias, lam, normalise=True)
+        console.print(rep.summary(), markup=False, highlight=False)
+        record = {"architecture": "dictionary", "lam": lam, "passed": bool(rep.passed),
+                  "code_kkt_max": float(rep.code_kkt_max),
+                  "atom_stationarity_max": float(rep.atom_stationarity.max()),
+                  "bias_residual": float(rep.bias_residual),
+                  "wide_certificate": float(rep.wide_certificate),
+                  "n_violated_pairs": len(rep.violated_pairs)}  # fmt: skip
     if out:
         from widelimit.plot import plot_report
 
         os.makedirs(out, exist_ok=True)
-        write_json(
-            os.path.join(out, "check.json"),
-            {"architecture": sae.architecture if sae is not None else "dictionary",
-             "passed": bool(rep.passed), "code_kkt_max": float(rep.code_kkt_max),
-             "atom_stationarity_max": float(rep.atom_stationarity.max()),
-             "bias_residual": float(rep.bias_residual), "wide_certificate": float(rep.wide_certificate),
-             "violated_pairs": rep.violated_pairs[:100].tolist(), "n_violated_pairs": len(rep.violated_pairs)},
-        )  # fmt: skip
+        record["violated_pairs"] = rep.violated_pairs[:100].tolist()
+        write_json(os.path.join(out, "check.json"), record)
         _save_fig(plot_report(rep), os.path.join(out, "report.png"))
         console.print(f"outputs: {os.path.abspath(out)}/check.json, report.png")
 

@@ -6,6 +6,8 @@ the data rays relative to b (``rays``; None when the data does not lie on finite
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -273,3 +275,33 @@ __all__ = [
     "rays",
     "sparse_coded",
 ]
+
+
+class Activations(NamedTuple):
+    """Real activations shipped with widelimit: ``X`` (n_samples, 384) float32, the ``words`` they
+    come from, the ``layer`` and the ``versions`` of what made them."""
+
+    X: np.ndarray
+    words: np.ndarray
+    layer: int
+    versions: dict
+
+
+def activations(n_samples: int | None = None) -> Activations:
+    """8000 real activations: all-MiniLM-L6-v2's residual stream after layer 3 of 6 (d = 384),
+    averaged over the tokens of each of the 8000 most frequent English words (wordfreq).
+
+    Made by ``benchmarks/data/make_activations.py`` (stored in float16, returned in float32);
+    ``n_samples`` takes the first (most frequent) words. Nothing is downloaded.
+    """
+    import json
+    from importlib.resources import files
+
+    with files("widelimit").joinpath("data/activations.npz").open("rb") as f:
+        z = np.load(f, allow_pickle=False)
+        X, words, layer, versions = z["X"], z["words"], int(z["layer"]), str(z["versions"])
+    if n_samples is not None:
+        if not 1 <= int(n_samples) <= len(X):
+            raise ValueError(f"`n_samples` must be in [1, {len(X)}], got {n_samples}")
+        X, words = X[: int(n_samples)], words[: int(n_samples)]
+    return Activations(X.astype(np.float32), words, layer, json.loads(versions))

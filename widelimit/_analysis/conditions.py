@@ -21,6 +21,7 @@ from jaxtyping import Array, ArrayLike, Bool, Float, Int
 from .._core.objective import check_dictionary
 from .._core.precision import full_precision
 from .._core.validate import check_lam, check_weights
+from .._sae.base import AbstractSAE
 from .hull_table import dense_hull_table, hull_table
 
 
@@ -154,26 +155,45 @@ def unit_atoms(D, Z, normalise: bool = False):
 @full_precision
 def check_optimality(
     X: Float[ArrayLike, "n_samples n_features"],
-    atoms: Float[ArrayLike, "n_atoms n_features"],
-    codes: Float[ArrayLike, "n_samples n_atoms"],
-    bias: Float[ArrayLike, " n_features"] | None,
-    lam: float,
+    atoms,
+    codes: Float[ArrayLike, "n_samples n_atoms"] | None = None,
+    bias: Float[ArrayLike, " n_features"] | None = None,
+    lam: float | None = None,
     *,
     weights: Float[ArrayLike, " n_samples"] | None = None,
     tol: float = 1e-3,
     normalise: bool = False,
-) -> OptimalityReport:
-    """Check conditions 1–5 of SPEC §4 on any dictionary or SAE (``bias=None``: no bias).
+):
+    """Check conditions 1–5 of SPEC §4 on any dictionary (``bias=None``: no bias), or judge an SAE.
 
-    Atoms must have unit rows (``normalise=True`` rescales them and the codes equivalently) and
-    codes must be ≥ 0. ``tol`` is relative: KKT and stationarity in units of λ; a hull pair is
-    violated when its margin < −tol·μ_j.
+    Dictionary: atoms must have unit rows (``normalise=True`` rescales them and the codes
+    equivalently) and codes must be ≥ 0. ``tol`` is relative: KKT and stationarity in units of λ;
+    a hull pair is violated when its margin < −tol·μ_j. Returns an ``OptimalityReport``.
+
+    SAE (``check_optimality(X, sae, lam=...)``, any widelimit SAE): returns ``check_sae``'s
+    ``SAEReport``, which says per condition whether it applies to the architecture; ``lam``
+    defaults to the λ the SAE's codes imply.
     """
+    if isinstance(atoms, AbstractSAE):
+        from .sae_report import check_sae
+
+        if codes is not None or bias is not None or weights is not None:
+            raise TypeError(
+                "an SAE brings its own codes and bias: check_optimality(X, sae, lam=...)"
+            )
+        return check_sae(atoms, X, lam, tol=tol)
+    if codes is None or lam is None:
+        raise TypeError("check_optimality(X, atoms, codes, bias, lam) needs codes and lam")
     fit_bias = bias is not None
     X, D, Z, b = check_dictionary(X, atoms, codes, bias)
     lam = check_lam(lam, X.dtype)
     w = check_weights(weights, X.shape[0], X.dtype)
     D, Z = unit_atoms(D, Z, normalise)
+    return dictionary_report(X, D, Z, b, lam, w, tol, fit_bias)
+
+
+def dictionary_report(X, D, Z, b, lam, w, tol: float, fit_bias: bool = True) -> OptimalityReport:
+    """``check_optimality`` on checked inputs: unit atoms D, codes Z ≥ 0, bias b, weights w."""
     kkt, kkt_k, stat, direction, bres, wide, wants = _report_arrays(X, D, Z, b, lam, w, fit_bias)
     if isinstance(Z, jax.core.Tracer) or isinstance(w, jax.core.Tracer):
         table = dense_hull_table(Z, D, w, fit_bias)
