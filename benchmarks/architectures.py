@@ -188,8 +188,8 @@ def plot(out, name):
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     archs = sorted({r["architecture"] for r in out["rows"]})
-    colours = dict(zip(archs, plt.cm.tab10.colors))
-    for width, marker in zip(sorted({r["width"] for r in out["rows"]}), "os^D"):
+    colours = dict(zip(archs, plt.cm.tab10.colors, strict=False))
+    for width, marker in zip(sorted({r["width"] for r in out["rows"]}), "os^D", strict=False):
         for arch in archs:
             rs = sorted(
                 (r for r in out["rows"] if r["architecture"] == arch and r["width"] == width),
