@@ -4,7 +4,8 @@ activations, judged by one objective and the theory (issue 16 §4).
 Data: ``widelimit.datasets.activations()`` (all-MiniLM-L6-v2 layer-3 residual stream, d = 384),
 the first ``--n`` words. Each architecture trains at each width at two or three sparsities: k for
 the k-architectures (TopK, AbsTopK, BatchTopK, Matryoshka), a λ grid for the λ-architectures
-(standard, JumpReLU, Gated) chosen so that their L0 lands near the same range. Per model:
+(standard and Gated: λ = (¼, ½, 1)·λ_c; JumpReLU: threshold-scale √(2λ) = (0.2, 0.4)·λ_c), chosen so
+that their L0 lands in about the same range; the comparison is the loss–L0 frontier. Per model:
 
 - normalised MSE = Σ||x − x̂||² / Σ||x − mean||², L0, dead features, training time (s);
 - the implied λ (median ⟨d_i, r_n⟩ over active codes) and its spread;
@@ -41,6 +42,7 @@ LAM_ARCHS = ("standard", "jumprelu", "gated")
 
 
 def judge(name, arch, width, sparsity, X, lam_c, W, seconds, sae=None, fit=None):
+    t0 = time.perf_counter()
     Xj = jnp.asarray(X)
     w = jnp.ones(X.shape[0], Xj.dtype)
     if sae is not None:
@@ -84,7 +86,7 @@ def judge(name, arch, width, sparsity, X, lam_c, W, seconds, sae=None, fit=None)
     print(
         f"{name:28s} L0 {row['l0']:6.1f}  nMSE {mse:.3f}  L {L:.4f}  gap {row['gap_to_wide']:.3f}  "
         f"amort {row['amortisation_gap']:.4f}  hull {n_viol:6d}  absorb {row['absorption_candidates']:5d}  "
-        f"dead {row['dead']:4d}  λ̂ {implied:.3g}  {seconds:.1f}s",
+        f"dead {row['dead']:4d}  λ̂ {implied:.3g}  train {seconds:.1f}s judge {time.perf_counter() - t0:.1f}s",
         flush=True,
     )
     return row
@@ -95,12 +97,20 @@ def main():
     p.add_argument("--n", type=int, default=4000)
     p.add_argument("--widths", type=int, nargs="+", default=[256, 1024])
     p.add_argument("--ks", type=float, nargs="+", default=[8, 32])
-    p.add_argument("--lam-scales", type=float, nargs="+", default=[0.1, 0.25])
+    p.add_argument("--l1-scales", type=float, nargs="+", default=[0.25, 0.5, 1.0])
+    p.add_argument("--theta-scales", type=float, nargs="+", default=[0.2, 0.4])
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--quick", action="store_true")
     a = p.parse_args()
     if a.quick:
-        a.n, a.widths, a.ks, a.lam_scales, a.steps = 600, [64], [8], [0.25], 150
+        a.n, a.widths, a.ks, a.l1_scales, a.theta_scales, a.steps = (
+            600,
+            [64],
+            [8],
+            [0.5],
+            [0.4],
+            150,
+        )
     act = wl.datasets.activations(a.n)
     X = act.X.astype(np.float64) if jax.config.jax_enable_x64 else act.X
     s = float(np.median(np.linalg.norm(X - X.mean(0), axis=1)))
@@ -111,11 +121,12 @@ def main():
     )
     rows = []
     key = jax.random.PRNGKey(0)
-    # JumpReLU's λ is an L0 weight, the others' an L1 weight: each grid is set in its own units
+    # JumpReLU's λ is an L0 weight (its threshold starts at θ = √(2λ)), the others' an L1 weight:
+    # each grid is set in its own units, so that L0 covers about the k range
     lam_grid = {
-        "standard": [f * lam_c for f in a.lam_scales],
-        "gated": [f * lam_c for f in a.lam_scales],
-        "jumprelu": [(f * lam_c) ** 2 / 2 for f in (4 * np.asarray(a.lam_scales))],
+        "standard": [f * lam_c for f in a.l1_scales],
+        "gated": [f * lam_c for f in a.l1_scales],
+        "jumprelu": [(f * lam_c) ** 2 / 2 for f in a.theta_scales],
     }
     for width in a.widths:
         opt = optax.adam(1e-3)

@@ -219,3 +219,24 @@ def test_saelens_loads_what_widelimit_writes(tmp_path):
             out = theirs(torch.from_numpy(X)).double().numpy()
         _close(np.asarray(sae.encode(jnp.asarray(X))), Z)
         _close(np.asarray(sae(jnp.asarray(X))), out)
+
+
+@pytest.mark.parametrize(
+    "arch", ["standard", "topk", "abstopk", "batchtopk", "matryoshka", "jumprelu", "gated"]
+)
+def test_saelens_loads_models_trained_in_widelimit(arch, tmp_path):
+    """Models made in widelimit (no cfg.json to keep) load in SAELens with equal outputs."""
+    sae_lens = pytest.importorskip("sae_lens")
+    import torch
+
+    X = np.random.default_rng(0).normal(size=(200, 16)).astype(np.float32)
+    lam = 0.1 if arch in ("standard", "jumprelu", "gated") else None
+    extra = {} if lam else {"k": 4}
+    sae = wl.train_sae(
+        X, 32, lam, architecture=arch, key=jax.random.PRNGKey(0), steps=30, **extra
+    ).sae
+    wl.save_saelens(sae, tmp_path / arch)
+    theirs = sae_lens.SAE.load_from_disk(str(tmp_path / arch))
+    with torch.no_grad():
+        out = theirs(torch.from_numpy(X)).double().numpy()
+    _close(np.asarray(sae(jnp.asarray(X))), out)

@@ -53,6 +53,10 @@ def load_data(path: str, key: str | None = None) -> np.ndarray:
         _fail(f"cannot read {path}: {e}")
     if X.ndim != 2:
         _fail(f"{path}: data must be 2-D (n_samples, n_features), got shape {X.shape}")
+    if X.dtype.kind not in "fiu":
+        _fail(f"{path}: data must be real numbers, got dtype {X.dtype}")
+    if X.size and not np.isfinite(X).all():
+        _fail(f"{path}: data contains NaN or Inf")
     return X
 
 

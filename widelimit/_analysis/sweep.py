@@ -187,8 +187,10 @@ def width_sweep(
     n_seeds = check_positive_int(n_seeds, "n_seeds")
     rays = _rays_of(ground_truth, d, X.dtype)
     fp = checkpoint.fingerprint(
-        X, lam=float(lam), bias=bias, n_seeds=n_seeds, max_epochs=max_epochs,
-        ground_truth=None if rays is None else np.asarray(rays).round(6).tolist(),
+        X, key=key, lam=float(lam), bias=bias, n_seeds=n_seeds, max_epochs=max_epochs,
+        batch_seeds=bool(batch_seeds), cover_delta=float(cover_delta), check_tol=float(check_tol),
+        ground_truth=None if rays is None else np.asarray(rays),
+        **{f"fit_{k}": v for k, v in sorted(fit_kwargs.items()) if k not in ("progress", "callback")},
     )  # fmt: skip
     if out_dir is not None:
         checkpoint.check_manifest(os.path.join(out_dir, _MANIFEST), fp)

@@ -1,7 +1,7 @@
 """Atomic checkpoints of a long fit: pytree leaves (equinox serialisation) plus a JSON manifest.
 
-A checkpoint is only resumed when its fingerprint (problem shape, λ, options and a checksum of X)
-matches; a mismatch raises ``ValueError`` before anything is written.
+A checkpoint is only resumed when its fingerprint (X hashed in full, the PRNG key, λ and every
+option) matches; a mismatch raises ``ValueError`` before anything is written.
 """
 
 from __future__ import annotations
@@ -19,16 +19,52 @@ _LEAVES = "state-{}.eqx"  # formatted with the history capacity (its arrays' len
 _MANIFEST = "manifest.json"
 
 
-def fingerprint(X, **options) -> dict:
+def digest(a) -> str:
+    """SHA-256 of an array's shape, dtype and every byte (streamed in 64 MiB slices)."""
+    a = np.asarray(a)
+    h = hashlib.sha256(f"{a.shape}|{a.dtype}|".encode())
+    flat = a.reshape(-1) if a.ndim else a.reshape(1)
+    step = max(1, (64 << 20) // max(a.itemsize, 1))
+    for i in range(0, flat.size, step):
+        h.update(np.ascontiguousarray(flat[i : i + step]).tobytes())
+    return h.hexdigest()
+
+
+def key_data(key) -> list | None:
+    """A PRNG key (raw uint32 or typed) as a JSON list, or None."""
+    if key is None:
+        return None
+    import jax
+
+    k = (
+        key
+        if not jax.dtypes.issubdtype(getattr(key, "dtype", None), jax.dtypes.prng_key)
+        else (jax.random.key_data(key))
+    )
+    return np.asarray(k).astype(np.int64).ravel().tolist()
+
+
+def _option(v):
+    if isinstance(v, (float, np.floating)):
+        return float(v)
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if hasattr(v, "shape") and hasattr(v, "dtype"):  # arrays: their full digest
+        return digest(v)
+    return v
+
+
+def fingerprint(X, *, key=None, **options) -> dict:
+    """Everything that changes a resumable result: X hashed in full (every byte, not a sample), the
+    PRNG key, and every option (arrays by their digest). Stopping rules (``max_epochs``, ``tol``)
+    are left out on purpose: a rerun with a larger budget continues the stored run."""
     Xn = np.asarray(X)
-    h = hashlib.sha256()
-    h.update(np.ascontiguousarray(Xn[:: max(1, len(Xn) // 256)]).tobytes())
     return {
         "shape": list(Xn.shape),
         "dtype": str(Xn.dtype),
-        "checksum": h.hexdigest(),
-        "sum": float(np.sum(Xn, dtype=np.float64)),
-        **{k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in options.items()},
+        "sha256": digest(Xn),
+        "key": key_data(key),
+        **{k: _option(v) for k, v in options.items()},
     }
 
 

@@ -10,3 +10,7 @@ class RESULTS(eqx.Enumeration):
         "Raise `max_steps`, loosen `rtol`, or pass `throw=False` to inspect the result."
     )
     nonfinite = "Non-finite values appeared (NaN or Inf in the data, or overflow)."
+    out_of_range = (
+        "W(λ) is outside the range of the dtype (it overflows, or underflows below its smallest "
+        "normal number, where a certificate means nothing): use float64 (jax_enable_x64) or rescale X."
+    )

@@ -21,6 +21,8 @@ def is_streamable(X) -> bool:
         return True
     if hasattr(X, "shape") and hasattr(X, "dtype"):
         return False
+    if isinstance(X, (list, tuple)) and X and not hasattr(X[0], "shape"):
+        return False  # a nested list of numbers is a matrix, not a list of row chunks
     return callable(X) or isinstance(X, Iterable)
 
 

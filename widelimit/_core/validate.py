@@ -7,6 +7,7 @@ Structural mistakes (shape, dtype, sign of λ, bad weights, non-finite values) r
 from __future__ import annotations
 
 import numbers
+import warnings
 
 import equinox as eqx
 import jax
@@ -28,11 +29,24 @@ def to_device(x, dtype):
     return jax.device_put(np.asarray(x, dtype=np.dtype(dtype)))
 
 
+_warned_x64: list = []
+
+
 def float_dtype(x, name: str):
     """The floating dtype to compute in: float32/float64 kept, ints and half precisions promoted."""
     dt = np.dtype(x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype)
     if dt == np.float64:
-        return jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+        if jax.config.jax_enable_x64:
+            return jnp.float64
+        if not _warned_x64:
+            _warned_x64.append(True)
+            warnings.warn(
+                f"`{name}` is float64 but jax_enable_x64 is off, so widelimit computes in float32 "
+                "(and certifies only to float32 accuracy); enable x64 with "
+                "jax.config.update('jax_enable_x64', True) for float64 (said once per process)",
+                stacklevel=4,
+            )
+        return jnp.float32
     if dt == np.float32:
         return jnp.float32
     if dt.kind in "iu" or dt in (np.float16, jnp.bfloat16):

@@ -143,13 +143,11 @@ def fit_dictionary(
     elif np.shape(parents) != (n_atoms,):
         raise ValueError(f"`parents` must have shape ({n_atoms},)")
     fp = checkpoint.fingerprint(
-        X,
-        n_atoms=n_atoms,
-        lam=float(lam),
-        bias=bias,
-        batch_size=batch_size,
-        weighted=weights is not None,
-    )
+        X, key=key, n_atoms=n_atoms, lam=float(lam), bias=bias, batch_size=batch_size,
+        weights=None if weights is None else np.asarray(w), init=init, init_bias=init_bias,
+        atom_steps=atom_steps, code_tol=code_tol, code_steps=code_steps,
+        resample_dead=bool(resample_dead), momentum=float(momentum),
+    )  # fmt: skip
     if init_bias is not None:
         init_bias = jnp.asarray(init_bias, dt)
         if init_bias.shape != (d,):
@@ -177,6 +175,8 @@ def fit_dictionary(
     e = int(state.epoch)
     if e > 0:
         prev = float(np.asarray(state.history.loss)[e - 1])
+    if e >= 2 and float(np.asarray(state.history.loss)[e - 2]) - prev <= tol * abs(prev):
+        max_epochs = e  # a resumed run that had already converged: return it unchanged
     supports = row_supports(state.Z)  # then from each full-batch epoch (Z stays on the device)
     while e < max_epochs:
         cfg = _with_working_set(cfg, supports, n_atoms, e)

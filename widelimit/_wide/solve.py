@@ -19,10 +19,11 @@ from .._core.validate import (
 )
 from .data_pass import block_stats, is_sharded
 from .path import solve_path_grouped
+from .scaling import effective_lam, standardise, unstandardise
 from .solution import WideSolution, check_result
 from .solver import (
     WideSolver,
-    default_rtol,
+    resolvable_rtol,
     solve_in_memory,
     solve_path_vmap,
     weighted_mean,
@@ -116,12 +117,16 @@ def solve_wide(
     lam = check_lam(lam, X.dtype)
     w = check_weights(weights, n, X.dtype)
     b0 = None if init is None else check_vector(init, d, X.dtype, "init")
-    rtol = default_rtol(X.dtype) if rtol is None else float(rtol)
+    rtol = resolvable_rtol(rtol, X.dtype)
     n_real = n
     if devices is not None and not isinstance(X, jax.core.Tracer):
         X, w, n_real = _shard(X, w, devices)
     solver = WideSolver(rtol, max_steps, bias, nonneg_atoms, chunked=not is_sharded(X))
-    sol = _trim(solve_in_memory(solver, X, w, lam, b0), n_real)
+    c, s = standardise(X, w, bias)
+    b0 = None if b0 is None else (b0 - c) / s
+    Y = (X - c) / s
+    sol = solve_in_memory(solver, Y, w, effective_lam(Y, lam / s), b0)
+    sol = _trim(unstandardise(sol, c, s, lam), n_real)
     return check_result(sol, X) if throw else sol
 
 
@@ -153,14 +158,17 @@ def solve_wide_path(
     n, d = X.shape
     lams = check_lams(lams, X.dtype)
     w = check_weights(weights, n, X.dtype)
-    rtol = default_rtol(X.dtype) if rtol is None else float(rtol)
+    rtol = resolvable_rtol(rtol, X.dtype)
     # the vmapped solve keeps the direct pass (``WideSolver.raw_sums``)
     solver = WideSolver(rtol, max_steps, bias, nonneg_atoms, raw_sums=method == "scan")
+    c, s = standardise(X, w, bias)
+    Y = (X - c) / s
     if method == "vmap":
-        b0 = weighted_mean(X, w) if bias else jnp.zeros((d,), X.dtype)
-        sols = solve_path_vmap(solver, X, w, lams, b0)
+        b0 = weighted_mean(Y, w) if bias else jnp.zeros((d,), X.dtype)
+        sols = solve_path_vmap(solver, Y, w, effective_lam(Y, lams / s), b0)
     else:
-        sols = solve_path_grouped(solver, X, w, lams)
+        sols = solve_path_grouped(solver, Y, w, effective_lam(Y, lams / s))
+    sols = unstandardise(sols, c, s, lams)
     return check_result(sols, X) if throw else sols
 
 

@@ -34,6 +34,24 @@ def default_rtol(dtype) -> float:
     return 1e-10 if jnp.dtype(dtype) == jnp.float64 else 1e-6
 
 
+def resolvable_rtol(rtol, dtype) -> float:
+    """``rtol`` (default ``default_rtol``), clipped with a warning to 8·eps of ``dtype``: a
+    certificate tighter than the dtype resolves would claim digits that are not there."""
+    if rtol is None:
+        return default_rtol(dtype)
+    floor = 8 * float(jnp.finfo(dtype).eps)
+    if rtol < floor:
+        import warnings
+
+        warnings.warn(
+            f"rtol = {rtol:g} is below what {jnp.dtype(dtype).name} resolves; using {floor:.3g} "
+            "(use float64 for tighter certificates)",
+            stacklevel=3,
+        )
+        return floor
+    return float(rtol)
+
+
 class WideSolver(eqx.Module):
     """Configuration of the wide-limit solve; ``__call__`` runs it under ``lax.while_loop``."""
 

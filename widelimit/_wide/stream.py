@@ -21,7 +21,7 @@ from .certificate import PointSums, add_sums, point_sums
 from .data_pass import data_pass
 from .iterate import host_while_loop, iterate
 from .solution import check_result
-from .solver import WideSolver, default_rtol, solve_in_memory
+from .solver import WideSolver, resolvable_rtol, solve_in_memory
 
 
 def _block(xb, wb, b, lam, nonneg: bool):
@@ -103,7 +103,7 @@ def solve_streaming(
         jnp.float64 if (source.dtype == np.float64 and jax.config.jax_enable_x64) else jnp.float32
     )
     lam = check_lam(lam, dtype)
-    rtol = default_rtol(dtype) if rtol is None else float(rtol)
+    rtol = resolvable_rtol(rtol, dtype)
     d = source.n_features
     if source.n_rows is not None:
         w = _weights_for(weights, source.n_rows, dtype)

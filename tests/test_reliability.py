@@ -1,0 +1,145 @@
+"""Issue 20's silent wrong answers, each a regression test: a clear error or the right answer."""
+
+import json
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import widelimit as wl
+
+
+def _data(seed=0, n=300, d=6, dtype=np.float32):
+    return np.random.default_rng(seed).normal(size=(n, d)).astype(dtype)
+
+
+def test_huge_lambda_gives_the_mean_and_the_variance():
+    for dt in (np.float32, np.float64):
+        X = _data(dtype=dt)
+        sol = wl.solve_wide(X, 1e20)
+        mean = X.astype(np.float64).mean(0)
+        var = 0.5 * np.mean(np.sum((X - mean) ** 2, axis=1))
+        assert sol.result == wl.RESULTS.successful
+        np.testing.assert_allclose(float(sol.objective), var, rtol=1e-5)
+        np.testing.assert_allclose(np.asarray(sol.bias), mean, atol=1e-5)
+
+
+def test_overflow_and_underflow_are_errors_not_successes():
+    X = _data()
+    for scale in (1e20, 1e-20):  # W ~ 1e40 overflows float32; W ~ 1e-40 is below its normal range
+        Xs = (X.astype(np.float64) * scale).astype(np.float32)
+        with pytest.raises(RuntimeError, match="outside the range of the dtype"):
+            wl.solve_wide(Xs, 2 * scale)
+        sol = wl.solve_wide(Xs, 2 * scale, throw=False)
+        assert sol.result == wl.RESULTS.out_of_range
+    with pytest.raises(RuntimeError, match="outside the range"):
+        wl.solve_wide_path((X.astype(np.float64) * 1e20).astype(np.float32), [1e20, 2e20])
+
+
+def test_huge_and_tiny_scales_inside_the_range_are_exact():
+    X = _data()
+    ref = wl.solve_wide(X.astype(np.float64), 2.0)
+    for scale in (1e17, 1e-15):  # the squares of single entries stay in range, their sums did not
+        Xs = (X.astype(np.float64) * scale).astype(np.float32)
+        sol = wl.solve_wide(Xs, 2 * scale)
+        np.testing.assert_allclose(float(sol.objective), float(ref.objective) * scale**2, rtol=1e-4)
+        # float32 certifies W to ~1e-6, which pins b to about sqrt(1e-6) (README, accuracy)
+        np.testing.assert_allclose(np.asarray(sol.bias) / scale, np.asarray(ref.bias), atol=5e-3)
+        assert float(sol.gap) <= 1e-5
+
+
+def test_offset_float32_data_converges_like_centred_data():
+    X = _data()
+    ref = wl.solve_wide(X.astype(np.float64), 2.0)
+    for offset in (100.0, 1e4):
+        sol = wl.solve_wide(X + np.float32(offset), 2.0)
+        assert int(sol.num_steps) < 50
+        np.testing.assert_allclose(float(sol.objective), float(ref.objective), rtol=1e-4)
+        np.testing.assert_allclose(np.asarray(sol.bias) - offset, np.asarray(ref.bias), atol=5e-3)
+    path = wl.solve_wide_path(X + np.float32(100), [1.0, 2.0])
+    np.testing.assert_allclose(float(path.objective[1]), float(ref.objective), rtol=1e-4)
+
+
+def test_a_python_list_is_a_matrix():
+    X = _data(n=20)
+    a = wl.solve_wide(X.tolist(), 1.0)
+    b = wl.solve_wide(X, 1.0)
+    np.testing.assert_allclose(float(a.objective), float(b.objective), rtol=1e-6)
+
+
+def test_a_certificate_below_the_dtype_resolution_is_clipped_with_a_warning():
+    X = _data()
+    with pytest.warns(UserWarning, match="below what float32 resolves"):
+        sol = wl.solve_wide(X, 1.0, rtol=1e-10)
+    # certified to the clipped rtol, 8·eps(float32) ≈ 9.5e-7, never to the 1e-10 asked for
+    assert 1e-10 < 8 * np.finfo(np.float32).eps and float(sol.gap) <= 8 * np.finfo(np.float32).eps
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        wl.solve_wide(X.astype(np.float64), 1.0, rtol=1e-12)  # float64 resolves it
+
+
+def test_float64_without_x64_warns(monkeypatch):
+    from types import SimpleNamespace
+
+    from widelimit._core import validate
+
+    monkeypatch.setattr(
+        validate, "jax", SimpleNamespace(config=SimpleNamespace(jax_enable_x64=False))
+    )
+    monkeypatch.setattr(validate, "_warned_x64", [])
+    with pytest.warns(UserWarning, match="jax_enable_x64 is off"):
+        assert validate.float_dtype(np.zeros((2, 2)), "X") == jnp.float32
+
+
+def test_resume_refuses_another_seed_and_other_data(tmp_path):
+    X = _data(n=120, d=5, dtype=np.float64)
+    kw = dict(max_epochs=3, progress=False, checkpoint_dir=str(tmp_path))
+    wl.fit_dictionary(X, 4, 0.3, key=jax.random.PRNGKey(0), **kw)
+    with pytest.raises(ValueError, match="key:"):
+        wl.fit_dictionary(X, 4, 0.3, key=jax.random.PRNGKey(1), **kw)
+    rev = X.copy()
+    rev[:100] = rev[:100][::-1]  # same sum, same sampled rows would not tell them apart
+    with pytest.raises(ValueError, match="sha256"):
+        wl.fit_dictionary(rev, 4, 0.3, key=jax.random.PRNGKey(0), **kw)
+    with pytest.raises(ValueError, match="code_tol"):
+        wl.fit_dictionary(X, 4, 0.3, key=jax.random.PRNGKey(0), code_tol=1e-2, **kw)
+
+
+def test_sweep_resume_refuses_another_seed(tmp_path):
+    X = _data(n=100, d=4, dtype=np.float64)
+    kw = dict(out_dir=str(tmp_path), max_epochs=3, progress=False)
+    wl.width_sweep(X, [1, 2], 0.3, key=jax.random.PRNGKey(0), **kw)
+    with pytest.raises(ValueError, match="key:"):
+        wl.width_sweep(X, [1, 2], 0.3, key=jax.random.PRNGKey(5), **kw)
+
+
+def test_rerunning_a_finished_fit_returns_it_unchanged(tmp_path):
+    X = _data(n=150, d=5, dtype=np.float64)
+    kw = dict(key=jax.random.PRNGKey(0), progress=False, checkpoint_dir=str(tmp_path), tol=1e-3)
+    first = wl.fit_dictionary(X, 4, 0.3, max_epochs=60, **kw)
+    assert int(first.n_epochs) < 60  # it converged
+    again = wl.fit_dictionary(X, 4, 0.3, max_epochs=60, **kw)
+    assert int(again.n_epochs) == int(first.n_epochs)
+    np.testing.assert_array_equal(np.asarray(again.codes), np.asarray(first.codes))
+    np.testing.assert_array_equal(np.asarray(again.atoms), np.asarray(first.atoms))
+
+
+def test_cli_refuses_complex_and_nonfinite_data(tmp_path):
+    from typer.testing import CliRunner
+
+    from widelimit.cli import app
+
+    runner = CliRunner()
+    for name, X in (
+        ("c.npy", _data(n=10).astype(np.complex64)),
+        ("n.npy", np.full((4, 3), np.nan)),
+    ):
+        np.save(tmp_path / name, X)
+        res = runner.invoke(app, ["wide", str(tmp_path / name), "--lam", "1"])
+        assert res.exit_code == 2 and "error" in res.output, res.output
+    np.save(tmp_path / "x.npy", _data(n=50))
+    res = runner.invoke(app, ["wide", str(tmp_path / "x.npy"), "--lam", "1e20", "--json"])
+    assert res.exit_code == 0, res.output
+    assert np.isfinite(json.loads(res.output)["objective"])
