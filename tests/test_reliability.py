@@ -143,3 +143,43 @@ def test_cli_refuses_complex_and_nonfinite_data(tmp_path):
     res = runner.invoke(app, ["wide", str(tmp_path / "x.npy"), "--lam", "1e20", "--json"])
     assert res.exit_code == 0, res.output
     assert np.isfinite(json.loads(res.output)["objective"])
+
+
+def test_output_directories_are_exclusive(tmp_path):
+    from widelimit._core.lock import dir_lock
+
+    X = _data(n=60, d=4, dtype=np.float64)
+    with dir_lock(str(tmp_path / "fit")):  # another writer holds it
+        with pytest.raises(RuntimeError, match="in use by another widelimit run"):
+            wl.fit_dictionary(X, 3, 0.3, key=jax.random.PRNGKey(0), max_epochs=2, progress=False,
+                              checkpoint_dir=str(tmp_path / "fit"))  # fmt: skip
+    with dir_lock(str(tmp_path / "sweep")):
+        with pytest.raises(RuntimeError, match="in use"):
+            wl.width_sweep(X, [1], 0.3, key=jax.random.PRNGKey(0), out_dir=str(tmp_path / "sweep"),
+                           max_epochs=2, progress=False)  # fmt: skip
+    # released: the same calls now run (the lock of a finished or killed run never lingers)
+    wl.fit_dictionary(X, 3, 0.3, key=jax.random.PRNGKey(0), max_epochs=2, progress=False,
+                      checkpoint_dir=str(tmp_path / "fit"))  # fmt: skip
+    wl.width_sweep(X, [1], 0.3, key=jax.random.PRNGKey(0), out_dir=str(tmp_path / "sweep"),
+                   max_epochs=2, progress=False)  # fmt: skip
+
+
+def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, time; from widelimit._core.lock import dir_lock\n"
+        f"with dir_lock({str(tmp_path)!r}):\n    print('held', flush=True); time.sleep(60)\n"
+    )
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "held"
+    from widelimit._core.lock import dir_lock
+
+    with pytest.raises(RuntimeError, match=f"pid {p.pid}"):
+        with dir_lock(str(tmp_path)):
+            pass
+    p.kill()
+    p.wait()
+    with dir_lock(str(tmp_path)):  # SIGKILL released it
+        pass

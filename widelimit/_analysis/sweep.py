@@ -22,6 +22,7 @@ from jaxtyping import ArrayLike, Float, Int, PRNGKeyArray
 
 from .._core import checkpoint
 from .._core.atomic import write_json
+from .._core.lock import locks_directory
 from .._core.precision import full_precision
 from .._core.progress import Progress
 from .._core.validate import check_lam, check_matrix, check_positive_int
@@ -155,6 +156,7 @@ def _assemble(records, fits, n_rays, wide_optimum, wide_bound, lam) -> Sweep:
     )  # fmt: skip
 
 
+@locks_directory("out_dir")
 @full_precision
 def width_sweep(
     X: Float[ArrayLike, "n_samples n_features"],

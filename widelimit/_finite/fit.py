@@ -17,6 +17,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from .._core import checkpoint
+from .._core.lock import locks_directory
 from .._core.objective import loss_value as _loss
 from .._core.precision import full_precision
 from .._core.progress import Progress
@@ -87,6 +88,7 @@ def _check_init_atoms(init, n_atoms, d, dtype):
     return normalise_rows(init.astype(dtype))
 
 
+@locks_directory("checkpoint_dir")
 @full_precision
 def fit_dictionary(
     X: Float[ArrayLike, "n_samples n_features"],
