@@ -183,3 +183,28 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
     p.wait()
     with dir_lock(str(tmp_path)):  # SIGKILL released it
         pass
+
+
+def test_fit_status_says_how_it_ended(tmp_path):
+    X = _data(n=150, d=5, dtype=np.float64)
+    kw = dict(key=jax.random.PRNGKey(0), progress=False)
+    short = wl.fit_dictionary(X, 4, 0.3, max_epochs=2, tol=0, **kw)
+    assert short.result == wl.RESULTS.max_steps_reached and not short.converged
+    with pytest.raises(RuntimeError, match="did not reach the requested tolerance"):
+        wl.fit_dictionary(X, 4, 0.3, max_epochs=2, tol=0, throw=True, **kw)
+    done = wl.fit_dictionary(X, 4, 0.3, max_epochs=200, tol=1e-4, throw=True, **kw)
+    assert done.converged and int(done.n_epochs) < 200 and done.seconds > 0
+    # the recorded residuals are check_optimality's
+    rep = wl.check_optimality(X, done.atoms, done.codes, done.bias, 0.3)
+    np.testing.assert_allclose(float(done.code_kkt), float(rep.code_kkt_max), rtol=1e-6)
+    np.testing.assert_allclose(
+        float(done.atom_stationarity), float(rep.atom_stationarity.max()), rtol=1e-6
+    )
+    np.testing.assert_allclose(float(done.bias_residual), float(rep.bias_residual), rtol=1e-6)
+    wl.save_fit(short, str(tmp_path / "f.npz"))
+    back = wl.load_fit(str(tmp_path / "f.npz"))
+    assert back.result == wl.RESULTS.max_steps_reached
+    assert float(back.code_kkt) == pytest.approx(float(short.code_kkt))
+    seeds = wl.fit_dictionary_seeds(X, 4, 0.3, keys=jax.random.split(jax.random.PRNGKey(0), 2),
+                                    max_epochs=2, tol=0)  # fmt: skip
+    assert all(f.result == wl.RESULTS.max_steps_reached for f in seeds)

@@ -182,6 +182,7 @@ def fit(
     import jax
 
     import widelimit as wl
+    from widelimit._finite.fit_file import result_name
 
     dt = _setup(dtype, quiet)
     _check_lam(lam)
@@ -196,13 +197,21 @@ def fit(
     wl.save_fit(f, os.path.join(out, "fit.npz"))
     summary = {
         "width": width, "lam": lam, "loss": float(f.loss), "wide_bound": float(f.wide_bound),
+        "result": result_name(f.result), "seconds": float(f.seconds),
+        "code_kkt": float(f.code_kkt), "atom_stationarity": float(f.atom_stationarity),
         "gap": float(f.gap), "epochs": int(f.n_epochs),
         "l0": float((f.codes > 0).sum(1).mean()), "passed": bool(rep.passed),
         "violated_pairs": rep.violated_pairs[:20].tolist(),
     }  # fmt: skip
     write_json(os.path.join(out, "fit.json"), summary)
+    status = {
+        "successful": "converged",
+        "max_steps_reached": f"stopped at --epochs {epochs} before converging",
+        "nonfinite": "NOT FINITE",
+    }[summary["result"]]
     console.print(
         f"K = {width}: L = {summary['loss']:.6g}, certified gap to the wide limit {summary['gap']:.3g}"
+        f" ({status} after {summary['epochs']} epochs, {summary['seconds']:.1f} s)"
     )
     console.print(rep.summary(), markup=False, highlight=False)
     console.print(f"outputs: {os.path.abspath(out)}/fit.npz, fit.json")

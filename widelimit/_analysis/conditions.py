@@ -20,6 +20,7 @@ from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
 from .._core.objective import check_dictionary
 from .._core.precision import full_precision
+from .._core.stationarity import first_order_residuals
 from .._core.validate import check_lam, check_weights
 from .._sae.base import AbstractSAE
 from .hull_table import dense_hull_table, hull_table
@@ -90,37 +91,6 @@ class OptimalityReport(eqx.Module):
 
     def __str__(self):
         return self.summary()
-
-
-@eqx.filter_jit
-def _report_arrays(X, D, Z, b, lam, w, fit_bias: bool):
-    n = jnp.sum(w)
-    R = X - b - Z @ D
-    corr = R @ D.T  # ⟨d_i, r_n⟩
-    kkt = jnp.where(Z > 0, jnp.abs(corr - lam), jnp.maximum(corr - lam, 0)) / lam
-    code_kkt_per_atom = jnp.max(kkt, axis=0)
-    WZ = w[:, None] * Z
-    S = WZ.T @ R  # Σ_n w z_i(n) r_n
-    mass = jnp.sum(WZ, axis=0)
-    tang = S - jnp.sum(S * D, axis=1, keepdims=True) * D
-    resid = S - lam * mass[:, None] * D
-    atom_stat = jnp.where(
-        mass > 0, jnp.linalg.norm(resid, axis=1) / (lam * jnp.where(mass > 0, mass, 1)), 0
-    )
-    tn = jnp.linalg.norm(tang, axis=1, keepdims=True)
-    direction = jnp.where(tn > 0, tang / jnp.where(tn > 0, tn, 1), 0)
-    bias_res = jnp.linalg.norm(w @ R) / (n * lam) if fit_bias else jnp.zeros((), X.dtype)
-    rn = jnp.linalg.norm(R, axis=1)
-    wide = jnp.max(jnp.where(w > 0, rn, 0)) / lam
-    return (
-        jnp.max(kkt, initial=0.0),
-        code_kkt_per_atom,
-        atom_stat,
-        direction,
-        bias_res,
-        wide,
-        rn > lam,
-    )
 
 
 def unit_atoms(D, Z, normalise: bool = False):
@@ -194,7 +164,9 @@ def check_optimality(
 
 def dictionary_report(X, D, Z, b, lam, w, tol: float, fit_bias: bool = True) -> OptimalityReport:
     """``check_optimality`` on checked inputs: unit atoms D, codes Z ≥ 0, bias b, weights w."""
-    kkt, kkt_k, stat, direction, bres, wide, wants = _report_arrays(X, D, Z, b, lam, w, fit_bias)
+    kkt, kkt_k, stat, direction, bres, wide, wants = first_order_residuals(
+        X, D, Z, b, lam, w, fit_bias
+    )
     if isinstance(Z, jax.core.Tracer) or isinstance(w, jax.core.Tracer):
         table = dense_hull_table(Z, D, w, fit_bias)
     else:

@@ -22,7 +22,7 @@ from jaxtyping import ArrayLike, Float, Int, PRNGKeyArray
 
 from .._core import checkpoint
 from .._core.atomic import write_json
-from .._core.lock import locks_directory
+from .._core.lock import dir_lock
 from .._core.precision import full_precision
 from .._core.progress import Progress
 from .._core.validate import check_lam, check_matrix, check_positive_int
@@ -156,7 +156,6 @@ def _assemble(records, fits, n_rays, wide_optimum, wide_bound, lam) -> Sweep:
     )  # fmt: skip
 
 
-@locks_directory("out_dir")
 @full_precision
 def width_sweep(
     X: Float[ArrayLike, "n_samples n_features"],
@@ -194,80 +193,81 @@ def width_sweep(
         ground_truth=None if rays is None else np.asarray(rays),
         **{f"fit_{k}": v for k, v in sorted(fit_kwargs.items()) if k not in ("progress", "callback")},
     )  # fmt: skip
-    if out_dir is not None:
-        checkpoint.check_manifest(os.path.join(out_dir, _MANIFEST), fp)
-    wide = solve_wide(X, lam, bias=bias, throw=False)
-    wide_bound = float(wide.dual_objective)
-    if rays is None:
-        rays = wide.atoms(X)[wide.encoded]
-    if out_dir is not None:
-        os.makedirs(out_dir, exist_ok=True)
-        write_json(
-            os.path.join(out_dir, _MANIFEST),
-            {"fingerprint": fp, "wide_optimum": float(wide.objective), "wide_bound": wide_bound,
-             "lam": float(lam), "n_rays": int(rays.shape[0])},
-        )  # fmt: skip
-    bar = Progress(len(ws), "width_sweep", progress)
-    records, fits = [], []
-    prev = None
-    for t, k in enumerate(ws):
-        rec_path = None if out_dir is None else os.path.join(out_dir, f"width-{k}.json")
-        fit_path = None if out_dir is None else os.path.join(out_dir, f"width-{k}.npz")
-        if rec_path and os.path.exists(rec_path) and os.path.exists(fit_path):
-            with open(rec_path) as f:
-                rec = json.load(f)
-            best = load_fit(fit_path)
-        else:
-            keys = [jax.random.fold_in(jax.random.fold_in(key, k), s) for s in range(n_seeds)]
-            grown = (
-                None
-                if prev is None
-                else [grow(prev, X, k, key=jax.random.fold_in(sk, 7)) for sk in keys]
-            )
-            b0 = prev.bias if (prev is not None and bias) else None
-            if n_seeds > 1 and batch_seeds and fit_kwargs.get("batch_size") is None:
-                kw = {a: v for a, v in fit_kwargs.items() if a != "batch_size"}
-                fits_k = fit_dictionary_seeds(
-                    X, k, lam, keys=jnp.stack(keys), bias=bias, max_epochs=max_epochs, init_bias=b0,
-                    inits=None if grown is None else jnp.stack([g[0] for g in grown]),
-                    parents=None if grown is None else jnp.stack([g[1] for g in grown]), **kw,
-                )  # fmt: skip
-            else:
-                fits_k = [
-                    fit_dictionary(
-                        X,
-                        k,
-                        lam,
-                        key=sk,
-                        bias=bias,
-                        max_epochs=max_epochs,
-                        progress=False,
-                        init=None if grown is None else grown[s][0],
-                        init_bias=b0,
-                        parents=None if grown is None else grown[s][1],
-                        **fit_kwargs,
-                    )  # fmt: skip
-                    for s, sk in enumerate(keys)
-                ]
-            seed_loss = [float(f.loss) for f in fits_k]
-            best = fits_k[int(np.argmin(seed_loss))]
-            rec = _record(best, X, lam, rays, cover_delta, check_tol, seed_loss, wide_bound)
-            if out_dir is not None:
-                save_fit(best, fit_path)
-                write_json(rec_path, rec)
-        records.append(rec)
-        fits.append(best)
-        prev = best
-        bar.update(t + 1, K=k, gap=rec["gap"])
+    with dir_lock(out_dir):  # after validation: a bad call creates nothing
         if out_dir is not None:
-            sweep = _assemble(
-                records, fits, int(rays.shape[0]), float(wide.objective), wide_bound, float(lam)
-            )
-            write_json(os.path.join(out_dir, "sweep.json"), sweep.to_dict())
-    bar.close()
-    return _assemble(
-        records, fits, int(rays.shape[0]), float(wide.objective), wide_bound, float(lam)
-    )
+            checkpoint.check_manifest(os.path.join(out_dir, _MANIFEST), fp)
+        wide = solve_wide(X, lam, bias=bias, throw=False)
+        wide_bound = float(wide.dual_objective)
+        if rays is None:
+            rays = wide.atoms(X)[wide.encoded]
+        if out_dir is not None:
+            os.makedirs(out_dir, exist_ok=True)
+            write_json(
+                os.path.join(out_dir, _MANIFEST),
+                {"fingerprint": fp, "wide_optimum": float(wide.objective), "wide_bound": wide_bound,
+                 "lam": float(lam), "n_rays": int(rays.shape[0])},
+            )  # fmt: skip
+        bar = Progress(len(ws), "width_sweep", progress)
+        records, fits = [], []
+        prev = None
+        for t, k in enumerate(ws):
+            rec_path = None if out_dir is None else os.path.join(out_dir, f"width-{k}.json")
+            fit_path = None if out_dir is None else os.path.join(out_dir, f"width-{k}.npz")
+            if rec_path and os.path.exists(rec_path) and os.path.exists(fit_path):
+                with open(rec_path) as f:
+                    rec = json.load(f)
+                best = load_fit(fit_path)
+            else:
+                keys = [jax.random.fold_in(jax.random.fold_in(key, k), s) for s in range(n_seeds)]
+                grown = (
+                    None
+                    if prev is None
+                    else [grow(prev, X, k, key=jax.random.fold_in(sk, 7)) for sk in keys]
+                )
+                b0 = prev.bias if (prev is not None and bias) else None
+                if n_seeds > 1 and batch_seeds and fit_kwargs.get("batch_size") is None:
+                    kw = {a: v for a, v in fit_kwargs.items() if a != "batch_size"}
+                    fits_k = fit_dictionary_seeds(
+                        X, k, lam, keys=jnp.stack(keys), bias=bias, max_epochs=max_epochs, init_bias=b0,
+                        inits=None if grown is None else jnp.stack([g[0] for g in grown]),
+                        parents=None if grown is None else jnp.stack([g[1] for g in grown]), **kw,
+                    )  # fmt: skip
+                else:
+                    fits_k = [
+                        fit_dictionary(
+                            X,
+                            k,
+                            lam,
+                            key=sk,
+                            bias=bias,
+                            max_epochs=max_epochs,
+                            progress=False,
+                            init=None if grown is None else grown[s][0],
+                            init_bias=b0,
+                            parents=None if grown is None else grown[s][1],
+                            **fit_kwargs,
+                        )  # fmt: skip
+                        for s, sk in enumerate(keys)
+                    ]
+                seed_loss = [float(f.loss) for f in fits_k]
+                best = fits_k[int(np.argmin(seed_loss))]
+                rec = _record(best, X, lam, rays, cover_delta, check_tol, seed_loss, wide_bound)
+                if out_dir is not None:
+                    save_fit(best, fit_path)
+                    write_json(rec_path, rec)
+            records.append(rec)
+            fits.append(best)
+            prev = best
+            bar.update(t + 1, K=k, gap=rec["gap"])
+            if out_dir is not None:
+                sweep = _assemble(
+                    records, fits, int(rays.shape[0]), float(wide.objective), wide_bound, float(lam)
+                )
+                write_json(os.path.join(out_dir, "sweep.json"), sweep.to_dict())
+        bar.close()
+        return _assemble(
+            records, fits, int(rays.shape[0]), float(wide.objective), wide_bound, float(lam)
+        )
 
 
 def load_sweep(out_dir: str) -> Sweep:

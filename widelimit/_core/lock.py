@@ -8,8 +8,6 @@ a stale lock behind. Where ``fcntl`` does not exist (Windows) the lock is a no-o
 from __future__ import annotations
 
 import contextlib
-import functools
-import inspect
 import os
 
 LOCK_NAME = ".widelimit.lock"
@@ -43,20 +41,3 @@ def dir_lock(directory: str | None):
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
-
-
-def locks_directory(argument: str):
-    """Decorator: hold ``dir_lock`` on the call's ``argument`` (a directory or None)."""
-
-    def wrap(f):
-        sig = inspect.signature(f)
-
-        @functools.wraps(f)
-        def locked(*args, **kwargs):
-            directory = sig.bind_partial(*args, **kwargs).arguments.get(argument)
-            with dir_lock(directory):
-                return f(*args, **kwargs)
-
-        return locked
-
-    return wrap

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._core.atomic import atomic_write_bytes
+from .._core.results import RESULTS
 from .epochs import History
 from .fit import DictionaryFit
 
@@ -18,6 +19,9 @@ def save_fit(fit: DictionaryFit, path: str) -> None:
     arrays = {k: np.asarray(getattr(fit, k)) for k in _FIT_KEYS}
     arrays |= {f"history_{k}": np.asarray(getattr(fit.history, k)) for k in _HIST_KEYS}
     arrays["fit_bias"] = np.asarray(fit.fit_bias)
+    arrays["result"] = np.asarray(result_name(fit.result))
+    for k in _STATUS_KEYS:
+        arrays[k] = np.asarray(float(getattr(fit, k)))
     atomic_write_bytes(path, lambda f: np.savez(f, **arrays))
 
 
@@ -28,6 +32,21 @@ def load_fit(path: str) -> DictionaryFit:
             a = {k: jnp.asarray(z[k]) for k in _FIT_KEYS}
             h = History(*(jnp.asarray(z[f"history_{k}"]) for k in _HIST_KEYS))
             fit_bias = bool(z["fit_bias"])
+            # status fields (absent from files written before they existed)
+            status = {k: float(z[k]) for k in _STATUS_KEYS if k in z}
+            if "result" in z:
+                status["result"] = getattr(RESULTS, str(z["result"]))
     except Exception as e:  # noqa: BLE001 - zip, pickle-free npz and key errors all mean a bad file
         raise ValueError(f"{path!r} is not a widelimit fit file: {e}") from e
-    return DictionaryFit(history=h, fit_bias=fit_bias, **a)
+    return DictionaryFit(history=h, fit_bias=fit_bias, **a, **status)
+
+
+_STATUS_KEYS = ("code_kkt", "atom_stationarity", "bias_residual", "seconds")
+
+
+def result_name(result) -> str:
+    """The ``RESULTS`` member's name (``successful``, ``max_steps_reached``, …)."""
+    for name in ("successful", "max_steps_reached", "nonfinite", "out_of_range"):
+        if bool(result == getattr(RESULTS, name)):
+            return name
+    raise ValueError(f"unknown result {result!r}")

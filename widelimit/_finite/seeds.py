@@ -7,6 +7,8 @@ number of seeds (S codes of N × K), so batch only where that fits.
 
 from __future__ import annotations
 
+import time
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -14,6 +16,7 @@ import numpy as np
 from jaxtyping import ArrayLike, Float, Int, PRNGKeyArray
 
 from .._core.precision import full_precision
+from .._core.results import RESULTS
 from .._wide.solve import solve_wide
 from .codes import row_supports
 from .epochs import _Config, _epoch, _with_working_set, initial_state
@@ -59,6 +62,7 @@ def fit_dictionary_seeds(
 ) -> list[DictionaryFit]:
     """``fit_dictionary`` (full batch) for ``len(keys)`` seeds in one vmapped program; returns one
     ``DictionaryFit`` per seed (``inits`` (S, K, d): per-seed initial atoms, else data-based)."""
+    t_start = time.perf_counter()
     X, n_atoms, lam, w, max_epochs = check_fit_inputs(X, n_atoms, lam, weights, max_epochs)
     momentum = check_momentum(momentum)
     n, d = X.shape
@@ -99,4 +103,5 @@ def fit_dictionary_seeds(
             break
     cfg = _with_working_set(cfg, row_supports(state.Z.reshape(s * n, n_atoms)), n_atoms, max_epochs)
     pick = lambda i: jax.tree.map(lambda a: a[i], state)  # noqa: E731
-    return [finish_fit(cfg, pick(i), X, w, wide_bound, par[i]) for i in range(s)]
+    stops = [RESULTS.max_steps_reached if a else RESULTS.successful for a in active]
+    return [finish_fit(cfg, pick(i), X, w, wide_bound, par[i], stops[i], t_start) for i in range(s)]
