@@ -15,7 +15,7 @@ data rays (points with ‖x_n − b‖ > λ, each its own ray in the wide optimu
 
 Writes ``benchmarks/results/width_study.json`` and ``width_study.png``.
 
-    python benchmarks/width_study.py               # N = 1000, K = 16 … 2048
+    python benchmarks/width_study.py               # N = 2000, K = 16 … 2048 (doubling, ≤ 2N)
     python benchmarks/width_study.py --quick       # N = 200, K = 16 … 256 (a smoke run)
 """
 
@@ -65,7 +65,7 @@ def study(X, lam, widths, key, epochs, tol):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--n", type=int, default=2000)
     p.add_argument("--lam-fractions", type=float, nargs="+", default=[0.25, 0.5])
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--tol", type=float, default=1e-4)
