@@ -36,7 +36,18 @@ def _min_positive(Z):
 
 
 class _BatchTopKBase(AbstractSAE):
-    """The rules BatchTopK and Matryoshka share."""
+    """The fields and rules BatchTopK and Matryoshka share."""
+
+    W_enc: Float[Array, "n_atoms n_features"]
+    b_enc: Float[Array, " n_atoms"]
+    W_dec: Float[Array, "n_atoms n_features"]
+    b_dec: Float[Array, " n_features"]
+    threshold: Float[Array, " n_atoms"]
+    k: float = eqx.field(static=True, default=1.0)
+    apply_b_dec_to_input: bool = eqx.field(static=True, default=True)
+    rescale_acts_by_decoder_norm: bool = eqx.field(static=True, default=False)
+    threshold_lr: float = eqx.field(static=True, default=0.01)
+    config: str = eqx.field(static=True, default="{}")
 
     def encode(self, X: Float[Array, "n_samples n_features"]) -> Float[Array, "n_samples n_atoms"]:
         """ReLU(π) · H(π − θ) (the inference rule)."""
@@ -62,17 +73,6 @@ class BatchTopKSAE(_BatchTopKBase):
     """BatchTopK SAE: ``encode`` is the inference rule (threshold θ), ``encode_batch`` the training
     rule (top k·B over the batch)."""
 
-    W_enc: Float[Array, "n_atoms n_features"]
-    b_enc: Float[Array, " n_atoms"]
-    W_dec: Float[Array, "n_atoms n_features"]
-    b_dec: Float[Array, " n_features"]
-    threshold: Float[Array, " n_atoms"]
-    k: float = eqx.field(static=True, default=1.0)
-    apply_b_dec_to_input: bool = eqx.field(static=True, default=True)
-    rescale_acts_by_decoder_norm: bool = eqx.field(static=True, default=False)
-    threshold_lr: float = eqx.field(static=True, default=0.01)
-    config: str = eqx.field(static=True, default="{}")
-
     architecture: ClassVar[str] = "batchtopk"
 
     def loss(self, X, lam):
@@ -84,18 +84,7 @@ class BatchTopKSAE(_BatchTopKBase):
 class MatryoshkaSAE(_BatchTopKBase):
     """Matryoshka BatchTopK SAE: BatchTopK codes, a loss summed over nested prefixes ``widths``."""
 
-    W_enc: Float[Array, "n_atoms n_features"]
-    b_enc: Float[Array, " n_atoms"]
-    W_dec: Float[Array, "n_atoms n_features"]
-    b_dec: Float[Array, " n_features"]
-    threshold: Float[Array, " n_atoms"]
     widths: tuple[int, ...] = eqx.field(static=True, default=())
-    k: float = eqx.field(static=True, default=1.0)
-    apply_b_dec_to_input: bool = eqx.field(static=True, default=True)
-    rescale_acts_by_decoder_norm: bool = eqx.field(static=True, default=False)
-    threshold_lr: float = eqx.field(static=True, default=0.01)
-    config: str = eqx.field(static=True, default="{}")
-
     architecture: ClassVar[str] = "matryoshka_batchtopk"
 
     def __check_init__(self):

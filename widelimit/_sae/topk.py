@@ -24,8 +24,8 @@ def keep_topk(values, scores, k: int):
     return jnp.where(mask, values, 0)
 
 
-class TopKSAE(AbstractSAE):
-    """TopK SAE: k codes per row (fewer if some of the top k pre-activations are ≤ 0)."""
+class _KSparseSAE(AbstractSAE):
+    """The fields and loss TopK and AbsTopK share."""
 
     W_enc: Float[Array, "n_atoms n_features"]
     b_enc: Float[Array, " n_atoms"]
@@ -35,6 +35,14 @@ class TopKSAE(AbstractSAE):
     apply_b_dec_to_input: bool = eqx.field(static=True, default=True)
     rescale_acts_by_decoder_norm: bool = eqx.field(static=True, default=False)
     config: str = eqx.field(static=True, default="{}")
+
+    def loss(self, X, lam):
+        """(1/2B)Σ||x − x̂||² (λ unused: k sets the sparsity)."""
+        return half_sq_error(X, self(X)), {}
+
+
+class TopKSAE(_KSparseSAE):
+    """TopK SAE: k codes per row (fewer if some of the top k pre-activations are ≤ 0)."""
 
     architecture: ClassVar[str] = "topk"
 
@@ -43,22 +51,9 @@ class TopKSAE(AbstractSAE):
         pre = pre_acts(self, X)
         return jax.nn.relu(keep_topk(pre, pre, self.k))
 
-    def loss(self, X, lam):
-        """(1/2B)Σ||x − x̂||² (λ unused: k sets the sparsity)."""
-        return half_sq_error(X, self(X)), {}
 
-
-class AbsTopKSAE(AbstractSAE):
+class AbsTopKSAE(_KSparseSAE):
     """AbsTopK SAE: the k pre-activations of largest |·|, signs kept (bidirectional features)."""
-
-    W_enc: Float[Array, "n_atoms n_features"]
-    b_enc: Float[Array, " n_atoms"]
-    W_dec: Float[Array, "n_atoms n_features"]
-    b_dec: Float[Array, " n_features"]
-    k: int = eqx.field(static=True, default=1)
-    apply_b_dec_to_input: bool = eqx.field(static=True, default=True)
-    rescale_acts_by_decoder_norm: bool = eqx.field(static=True, default=False)
-    config: str = eqx.field(static=True, default="{}")
 
     architecture: ClassVar[str] = "abstopk"
     signed_codes: ClassVar[bool] = True
@@ -67,7 +62,3 @@ class AbsTopKSAE(AbstractSAE):
         """top-k by |·| of W_enc (x − b_dec) + b_enc, signed."""
         pre = pre_acts(self, X)
         return keep_topk(pre, jnp.abs(pre), self.k)
-
-    def loss(self, X, lam):
-        """(1/2B)Σ||x − x̂||² (λ unused)."""
-        return half_sq_error(X, self(X)), {}
