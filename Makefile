@@ -38,6 +38,8 @@ bench: venv
 	$(BIN)/python benchmarks/wide_scaling.py
 	$(BIN)/python benchmarks/finite_scaling.py
 	$(BIN)/python benchmarks/pair_hull_scaling.py
+	$(BIN)/python benchmarks/width_study.py
+	$(BIN)/python benchmarks/architectures.py
 
 clean:
 	rm -rf $(VENV) .venv-floors demo-output .pytest_cache
