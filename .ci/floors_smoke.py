@@ -19,4 +19,14 @@ rep = wl.check_optimality(X, fit.atoms, fit.codes, fit.bias, 0.5)
 assert np.isfinite(float(rep.code_kkt_max))
 Z = jax.jit(lambda: wl.encode(fit.atoms, fit.bias, X, 0.5))()
 assert Z.shape == (200, 4)
+# scaled wide solves, fit status, every SAE architecture (equinox/optax floors)
+assert int(wl.solve_wide(X + 100, 0.5).num_steps) < 50
+assert wl.solve_wide(X * 1e20, 5e19, throw=False).result == wl.RESULTS.out_of_range
+assert fit.result == wl.RESULTS.max_steps_reached and np.isfinite(float(fit.code_kkt))
+for arch, lam, kw in [("standard", 0.1, {}), ("topk", None, {"k": 2}), ("abstopk", None, {"k": 2}),
+                      ("batchtopk", None, {"k": 2}), ("matryoshka", None, {"k": 2, "widths": (4, 8)}),
+                      ("jumprelu", 0.1, {}), ("gated", 0.1, {})]:  # fmt: skip
+    res = wl.train_sae(X, 8, lam, architecture=arch, key=jax.random.key(0), steps=20, **kw)
+    assert np.all(np.isfinite(np.asarray(res.losses))), arch
+    assert wl.check_sae(res.sae, X, 0.5).sae_loss >= wl.solve_wide(X, 0.5).objective * (1 - 1e-5)
 print("floors smoke: ok", jax.__version__)
