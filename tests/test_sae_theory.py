@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import widelimit as wl
-from widelimit._analysis.sae_conditions import _level_sums, _unit_decoder, training_codes
+from widelimit._analysis.sae_conditions import _level_sums, training_codes
 
 FIX = pathlib.Path(__file__).parent / "fixtures" / "saelens"
 
@@ -123,7 +123,7 @@ def test_each_necessary_condition_names_a_descent_direction_of_the_own_loss(arch
     X = planted()
     sae = _trained(arch, lam, kw, X)
     n = X.shape[0]
-    D, Zp = _unit_decoder(sae, training_codes(sae, X))
+    D, Zp = sae.unit_decoder(training_codes(sae, X))
     S, R_sum, _ = _level_sums(sae, X, D, Zp)
     st = wl.sae_stationarity(sae, X, lam_own=lam if arch == "standard" else None)
     assert float(jnp.max(st.tangential)) > 1e-2 and float(st.bias) > 1e-3  # violated
@@ -156,7 +156,7 @@ def test_each_necessary_condition_names_a_descent_direction_of_the_own_loss(arch
 def test_matryoshka_conditions_are_level_summed_not_full_residual():
     X = planted()
     sae = _trained("matryoshka", None, {"k": 3, "widths": (4, 8, 16)}, X)
-    D, Zp = _unit_decoder(sae, training_codes(sae, X))
+    D, Zp = sae.unit_decoder(training_codes(sae, X))
     S, R_sum, _ = _level_sums(sae, X, D, Zp)
     R_full = X - sae.b_dec - Zp @ D
     full = jnp.sum(R_full, axis=0)

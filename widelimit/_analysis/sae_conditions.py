@@ -58,13 +58,6 @@ def training_codes(sae: AbstractSAE, X):
     return sae.encode(X)
 
 
-def _unit_decoder(sae, Z):
-    """(unit rows, codes against them) so that decode(Z) = b + Z' D."""
-    norms = sae.decoder_norms()
-    D = sae.W_dec / norms[:, None]
-    return D, (Z if sae._rescale() else Z * norms)
-
-
 class SAEStationarity(eqx.Module):
     """Residuals of the SAE's own first-order conditions, in units of the rms residual norm:
     ``tangential[i]`` = ||P⊥ S_i|| / (Σ|z_i|·rms), ``radial[i]`` = |ρ_i − λ_own| / rms with
@@ -102,7 +95,7 @@ def sae_stationarity(sae: AbstractSAE, X: Float[ArrayLike, "n_samples n_features
     standard SAE's training (default: the median of its per-atom ρ_i, the λ its atoms imply);
     0 for the other architectures."""
     X = check_matrix(X, "X")
-    D, Zp = _unit_decoder(sae, training_codes(sae, X))
+    D, Zp = sae.unit_decoder(training_codes(sae, X))
     S, R_sum, rms = _level_sums(sae, X, D, Zp)
     mass = jnp.sum(jnp.abs(Zp), axis=0)
     safe = jnp.where(mass > 0, mass, 1)
@@ -144,7 +137,11 @@ class ImpliedLam(NamedTuple):
 def implied_lam(sae: AbstractSAE, X: Float[ArrayLike, "n_samples n_features"]) -> ImpliedLam:
     """λ̂ = median of ⟨d_i, r_n⟩ over (n, i) with z_i(n) > 0, on ``sae.as_dictionary(X)``."""
     X = check_matrix(X, "X")
-    D, Z, b = sae.as_dictionary(X)
+    return implied_lam_of(X, *sae.as_dictionary(X))
+
+
+def implied_lam_of(X, D, Z, b) -> ImpliedLam:
+    """``implied_lam`` of the dictionary (D, Z, b) that an SAE is read as."""
     corr = np.asarray((X - b - Z @ D) @ D.T)
     active = corr[np.asarray(Z) > 0]
     if active.size == 0:
@@ -154,14 +151,13 @@ def implied_lam(sae: AbstractSAE, X: Float[ArrayLike, "n_samples n_features"]) -
     return ImpliedLam(med, q25, q75, spread, int(active.size))
 
 
-def check_lam_or_implied(sae, X, lam):
-    """``lam`` checked, or the implied λ (an error when it is not positive)."""
+def check_lam_or_implied(sae, X, lam, imp: ImpliedLam):
+    """``lam`` checked, or the implied λ ``imp.lam`` (an error when it is not positive)."""
     if lam is not None:
-        return check_lam(lam, X.dtype), None
-    imp = implied_lam(sae, X)
+        return check_lam(lam, X.dtype)
     if not imp.lam > 0:
         raise ValueError(
             f"the {sae.architecture} SAE's codes imply λ = {imp.lam:.3g} ≤ 0 (its active codes are "
             "not shrunk); pass `lam=` (`--lam` in the CLI) to judge it at a chosen λ"
         )
-    return imp.lam, imp
+    return imp.lam

@@ -23,7 +23,7 @@ from .sae_conditions import (
     SAEStationarity,
     applicable_conditions,
     check_lam_or_implied,
-    implied_lam,
+    implied_lam_of,
     sae_stationarity,
 )
 
@@ -101,9 +101,9 @@ def check_sae(sae: AbstractSAE, X, lam: float | None = None, *, tol: float = 1e-
     if X.shape[1] != sae.W_dec.shape[1]:
         raise ValueError(f"X has {X.shape[1]} features but the SAE has {sae.W_dec.shape[1]}")
     X = jnp.asarray(X, jnp.result_type(X.dtype, sae.W_dec.dtype))
-    lam, imp = check_lam_or_implied(sae, X, lam)
-    imp = imp or implied_lam(sae, X)
-    D, Z, b = sae.as_dictionary(X)
+    D, Z, b = sae.as_dictionary(X)  # encoded once: the implied λ and the losses share it
+    imp = implied_lam_of(X, D, Z, b)
+    lam = check_lam_or_implied(sae, X, lam, imp)
     w = jnp.ones(X.shape[0], X.dtype)
     L_sae = float(loss_value(X, D, Z, b, lam, w))
     Z_exact = encode(D, b, X, lam)

@@ -91,10 +91,7 @@ class AbstractSAE(eqx.Module):
         d_i = W_dec,i/||W_dec,i||, z'_i = z_i·||W_dec,i|| (z_i unchanged when the forward pass already
         rescales). Signed codes (AbsTopK) give 2K atoms [D; −D] with codes [z⁺, z⁻].
         """
-        Z = self.encode(X)
-        norms = self.decoder_norms()
-        D = normalise_rows(self.W_dec)
-        Zp = Z if self._rescale() else Z * norms
+        D, Zp = self.unit_decoder(self.encode(X))
         if self.signed_codes:
             return (
                 jnp.concatenate([D, -D]),
@@ -102,6 +99,11 @@ class AbstractSAE(eqx.Module):
                 self.b_dec,
             )
         return D, Zp, self.b_dec
+
+    def unit_decoder(self, Z):
+        """(unit decoder rows, ``Z`` against them) with decode(Z) = b_dec + Z' D (signs kept)."""
+        D = normalise_rows(self.W_dec)
+        return D, (Z if self._rescale() else Z * self.decoder_norms())
 
     def normalised(self) -> AbstractSAE:
         """The same SAE after a training step's projection: decoder rows back to unit norm."""

@@ -20,23 +20,24 @@ from .solver import weighted_mean
 
 
 def standardise(X, w, bias: bool):
-    """(c, s): the centre (the weighted mean with a bias, else 0) and a power-of-two scale."""
+    """(Y, c, s, R): the data Y = (X − c)/s, the centre c (the weighted mean with a bias, else 0),
+    a power-of-two scale s near the rms distance to c, and R = max_n ||y_n||."""
     d = X.shape[1]
     c = weighted_mean(X, w) if bias else jnp.zeros((d,), X.dtype)
-    # rms distance, computed from the max-normalised data so the squares cannot overflow/underflow
-    Y = X - c
-    big = jnp.max(jnp.abs(Y))
+    Yc = X - c
+    # row norms of the max-normalised data, so that no square overflows or underflows
+    big = jnp.max(jnp.abs(Yc))
     safe = jnp.where(big > 0, big, 1)
-    rms = safe * jnp.sqrt(jnp.sum(w * jnp.sum((Y / safe) ** 2, axis=1)) / jnp.sum(w))
-    s = jnp.exp2(jnp.round(jnp.log2(jnp.where(rms > 0, rms, 1))))
-    return c, s.astype(X.dtype)
+    u = jnp.linalg.norm(Yc / safe, axis=1)
+    rms = safe * jnp.sqrt(jnp.sum(w * u**2) / jnp.sum(w))
+    s = jnp.exp2(jnp.round(jnp.log2(jnp.where(rms > 0, rms, 1)))).astype(X.dtype)
+    return Yc / s, c, s, safe * jnp.max(u) / s
 
 
-def effective_lam(Y, lam_scaled):
-    """λ/s, capped at 2·max_n||y_n|| + 1 (scaled units): once every point lies within λ of the
-    bias the solution (b = the weighted mean, M = 0) and both objectives no longer depend on λ, and
-    the cap keeps λ² in range (solve_wide(X, 1e20) in float32)."""
-    R = jnp.max(jnp.linalg.norm(Y, axis=1))
+def effective_lam(R, lam_scaled):
+    """λ/s, capped at 2R + 1 (scaled units, R = max_n ||y_n||): once every point lies within λ of
+    the bias the solution (b = the weighted mean, M = 0) and both objectives no longer depend on
+    λ, and the cap keeps λ² in range (solve_wide(X, 1e20) in float32)."""
     return jnp.minimum(lam_scaled, 2 * R + 1)
 
 
@@ -56,5 +57,5 @@ def unstandardise(sol: WideSolution, c, s, lam) -> WideSolution:
         lambda t: (t.bias, t.lam, t.objective, t.dual_objective, t.abs_gap, t.code_norms, t.result),
         sol,
         (bias, jnp.broadcast_to(jnp.asarray(lam, obj.dtype), sol.lam.shape), obj, dual, abs_gap,
-         sol.code_norms * (s[..., None] if jnp.ndim(s) else s), result),
+         sol.code_norms * s, result),
     )  # fmt: skip

@@ -122,10 +122,9 @@ def solve_wide(
     if devices is not None and not isinstance(X, jax.core.Tracer):
         X, w, n_real = _shard(X, w, devices)
     solver = WideSolver(rtol, max_steps, bias, nonneg_atoms, chunked=not is_sharded(X))
-    c, s = standardise(X, w, bias)
+    Y, c, s, R = standardise(X, w, bias)
     b0 = None if b0 is None else (b0 - c) / s
-    Y = (X - c) / s
-    sol = solve_in_memory(solver, Y, w, effective_lam(Y, lam / s), b0)
+    sol = solve_in_memory(solver, Y, w, effective_lam(R, lam / s), b0)
     sol = _trim(unstandardise(sol, c, s, lam), n_real)
     return check_result(sol, X) if throw else sol
 
@@ -161,13 +160,12 @@ def solve_wide_path(
     rtol = resolvable_rtol(rtol, X.dtype)
     # the vmapped solve keeps the direct pass (``WideSolver.raw_sums``)
     solver = WideSolver(rtol, max_steps, bias, nonneg_atoms, raw_sums=method == "scan")
-    c, s = standardise(X, w, bias)
-    Y = (X - c) / s
+    Y, c, s, R = standardise(X, w, bias)
     if method == "vmap":
         b0 = weighted_mean(Y, w) if bias else jnp.zeros((d,), X.dtype)
-        sols = solve_path_vmap(solver, Y, w, effective_lam(Y, lams / s), b0)
+        sols = solve_path_vmap(solver, Y, w, effective_lam(R, lams / s), b0)
     else:
-        sols = solve_path_grouped(solver, Y, w, effective_lam(Y, lams / s))
+        sols = solve_path_grouped(solver, Y, w, effective_lam(R, lams / s))
     sols = unstandardise(sols, c, s, lams)
     return check_result(sols, X) if throw else sols
 

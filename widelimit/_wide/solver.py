@@ -10,6 +10,7 @@ certified relative duality gap (``_wide_certificate``) is ≤ rtol.
 from __future__ import annotations
 
 import functools
+import warnings
 
 import equinox as eqx
 import jax
@@ -41,8 +42,6 @@ def resolvable_rtol(rtol, dtype) -> float:
         return default_rtol(dtype)
     floor = 8 * float(jnp.finfo(dtype).eps)
     if rtol < floor:
-        import warnings
-
         warnings.warn(
             f"rtol = {rtol:g} is below what {jnp.dtype(dtype).name} resolves; using {floor:.3g} "
             "(use float64 for tighter certificates)",
