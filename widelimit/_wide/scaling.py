@@ -19,6 +19,7 @@ from .solution import WideSolution
 from .solver import weighted_mean
 
 
+@eqx.filter_jit  # one dispatch: small solves are dominated by per-op overhead
 def standardise(X, w, bias: bool):
     """(Y, c, s, R): the data Y = (X − c)/s, the centre c (the weighted mean with a bias, else 0),
     a power-of-two scale s near the rms distance to c, and R = max_n ||y_n||."""
@@ -34,6 +35,7 @@ def standardise(X, w, bias: bool):
     return Yc / s, c, s, safe * jnp.max(u) / s
 
 
+@jax.jit
 def effective_lam(R, lam_scaled):
     """λ/s, capped at 2R + 1 (scaled units, R = max_n ||y_n||): once every point lies within λ of
     the bias the solution (b = the weighted mean, M = 0) and both objectives no longer depend on
@@ -41,6 +43,7 @@ def effective_lam(R, lam_scaled):
     return jnp.minimum(lam_scaled, 2 * R + 1)
 
 
+@eqx.filter_jit
 def unstandardise(sol: WideSolution, c, s, lam) -> WideSolution:
     """``sol`` of (Y, λ/s) in the units of X; out-of-range objectives marked ``out_of_range``."""
     s2 = s * s
@@ -59,3 +62,12 @@ def unstandardise(sol: WideSolution, c, s, lam) -> WideSolution:
         (bias, jnp.broadcast_to(jnp.asarray(lam, obj.dtype), sol.lam.shape), obj, dual, abs_gap,
          sol.code_norms * s, result),
     )  # fmt: skip
+
+
+@eqx.filter_jit
+def solve_standardised(solver, X, w, lam, b0=None) -> WideSolution:
+    """``solver`` on the standardised data, reported in the units of X: one compiled program, so
+    a small solve pays one dispatch, not one per step of the scaling."""
+    Y, c, s, R = standardise(X, w, solver.fit_bias)
+    b0 = None if b0 is None else (b0 - c) / s
+    return unstandardise(solver(Y, w, effective_lam(R, lam / s), b0), c, s, lam)

@@ -19,12 +19,11 @@ from .._core.validate import (
 )
 from .data_pass import block_stats, is_sharded
 from .path import solve_path_grouped
-from .scaling import effective_lam, standardise, unstandardise
+from .scaling import effective_lam, solve_standardised, standardise, unstandardise
 from .solution import WideSolution, check_result
 from .solver import (
     WideSolver,
     resolvable_rtol,
-    solve_in_memory,
     solve_path_vmap,
     weighted_mean,
 )
@@ -122,10 +121,7 @@ def solve_wide(
     if devices is not None and not isinstance(X, jax.core.Tracer):
         X, w, n_real = _shard(X, w, devices)
     solver = WideSolver(rtol, max_steps, bias, nonneg_atoms, chunked=not is_sharded(X))
-    Y, c, s, R = standardise(X, w, bias)
-    b0 = None if b0 is None else (b0 - c) / s
-    sol = solve_in_memory(solver, Y, w, effective_lam(R, lam / s), b0)
-    sol = _trim(unstandardise(sol, c, s, lam), n_real)
+    sol = _trim(solve_standardised(solver, X, w, lam, b0), n_real)
     return check_result(sol, X) if throw else sol
 
 
