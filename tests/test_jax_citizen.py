@@ -152,8 +152,8 @@ def test_grad_of_wide_limit_envelope_formula(rng):
     y = X - np.asarray(sol.bias)
     r = np.linalg.norm(y, axis=1, keepdims=True)
     psi = y * np.minimum(1, 0.5 / np.maximum(r, 1e-300))
-    # Σ_n ψ(x_n − b) = 0 at the optimal b; at the computed b it is ~1e-7, and the solve's centring
-    # (b is found for X − mean) projects it out: W is translation invariant, so Σ_n ∂W/∂x_n = 0
+    # Σ_n ψ(x_n − b) = 0 at the optimal b; at the computed b it is ~1e-7, and the
+    # derivative (the envelope's JVP) projects it out: W is translation invariant, so Σ_n ∂W/∂x_n = 0
     np.testing.assert_allclose(np.asarray(g), psi / len(X), atol=1e-8)
     np.testing.assert_allclose(np.asarray(g), (psi - psi.mean(0)) / len(X), atol=1e-11)
     np.testing.assert_allclose(np.asarray(g).sum(0), 0, atol=1e-13)

@@ -1,7 +1,9 @@
-"""Solve on centred, power-of-two-scaled data, report in the caller's units.
+"""When a solve on X as it is fails, solve again on centred, power-of-two-scaled data.
 
-W is equivariant: with X = c + sY (c the weighted mean when a bias is fitted, else 0; s a power of
-two near the rms distance to c, so scaling is exact), W(X, λ) = s² W(Y, λ/s), b_X = c + s b_Y and
+The first attempt runs on X unchanged (no extra pass over the data in the common case). If it is
+non-finite, out of the dtype's range, zero, or does not converge (offset float32 data), the rescue
+solves on Y: W is equivariant, with X = c + sY (c the weighted mean when a bias is fitted, else 0;
+s a power of two near max |x − c|, so scaling is exact), W(X, λ) = s² W(Y, λ/s), b_X = c + s b_Y and
 ||m_n|| scales by s. The solve then never squares huge or tiny numbers, and offset float32 data
 (X + 100) keeps its digits. A result whose W or bound does not fit the dtype is marked
 ``RESULTS.out_of_range``, never successful. λ beyond every point's distance is capped
@@ -22,22 +24,19 @@ from .solver import weighted_mean
 @eqx.filter_jit  # one dispatch: small solves are dominated by per-op overhead
 def standardise(X, w, bias: bool):
     """(Y, c, s, R): the data Y = (X − c)/s, the centre c (the weighted mean with a bias, else 0),
-    a power-of-two scale s near the rms distance to c, and R = max_n ||y_n||."""
+    a power-of-two scale s near max |x − c|, and R = √d ≥ max_n ||y_n|| (entries of Y are ≤ 1).
+    Two reductions and one write of Y, which is materialised once (not refused into every pass)."""
     d = X.shape[1]
     c = weighted_mean(X, w) if bias else jnp.zeros((d,), X.dtype)
-    Yc = X - c
-    # row norms of the max-normalised data, so that no square overflows or underflows
-    big = jnp.max(jnp.abs(Yc))
-    safe = jnp.where(big > 0, big, 1)
-    u = jnp.linalg.norm(Yc / safe, axis=1)
-    rms = safe * jnp.sqrt(jnp.sum(w * u**2) / jnp.sum(w))
-    s = jnp.exp2(jnp.round(jnp.log2(jnp.where(rms > 0, rms, 1)))).astype(X.dtype)
-    return Yc / s, c, s, safe * jnp.max(u) / s
+    big = jnp.max(jnp.abs(X - c))
+    s = jnp.exp2(jnp.ceil(jnp.log2(jnp.where(big > 0, big, 1)))).astype(X.dtype)
+    Y = jax.lax.optimization_barrier((X - c) / s)
+    return Y, c, s, jnp.sqrt(jnp.asarray(d, X.dtype))
 
 
 @jax.jit
 def effective_lam(R, lam_scaled):
-    """λ/s, capped at 2R + 1 (scaled units, R = max_n ||y_n||): once every point lies within λ of
+    """λ/s, capped at 2R + 1 (scaled units, R ≥ max_n ||y_n||): once every point lies within λ of
     the bias the solution (b = the weighted mean, M = 0) and both objectives no longer depend on
     λ, and the cap keeps λ² in range (solve_wide(X, 1e20) in float32)."""
     return jnp.minimum(lam_scaled, 2 * R + 1)
@@ -66,8 +65,17 @@ def unstandardise(sol: WideSolution, c, s, lam) -> WideSolution:
 
 @eqx.filter_jit
 def solve_standardised(solver, X, w, lam, b0=None) -> WideSolution:
-    """``solver`` on the standardised data, reported in the units of X: one compiled program, so
-    a small solve pays one dispatch, not one per step of the scaling."""
-    Y, c, s, R = standardise(X, w, solver.fit_bias)
-    b0 = None if b0 is None else (b0 - c) / s
-    return unstandardise(solver(Y, w, effective_lam(R, lam / s), b0), c, s, lam)
+    """``solver`` on X as it is; only if that fails (non-finite, out of range, or no convergence,
+    as offset float32 data can) again on the standardised data. One compiled program: the common
+    case costs nothing extra, and ``lax.cond`` runs the rescue only when it is needed."""
+    one = jnp.ones((), X.dtype)
+    first = unstandardise(solver(X, w, lam, b0), jnp.zeros((X.shape[1],), X.dtype), one, lam)
+
+    def rescue(_):
+        Y, c, s, R = standardise(X, w, solver.fit_bias)
+        start = None if b0 is None else (b0 - c) / s
+        return unstandardise(solver(Y, w, effective_lam(R, lam / s), start), c, s, lam)
+
+    # W = 0 on X as it is is either identical points (the rescue gives 0 again) or an underflow
+    ok = (first.result == RESULTS.successful) & (first.objective != 0)
+    return jax.lax.cond(ok, lambda _: first, rescue, None)

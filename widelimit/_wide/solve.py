@@ -8,6 +8,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from .._core.precision import full_precision
+from .._core.results import RESULTS
 from .._core.row_source import RowSource, is_streamable
 from .._core.validate import (
     check_lam,
@@ -156,13 +157,19 @@ def solve_wide_path(
     rtol = resolvable_rtol(rtol, X.dtype)
     # the vmapped solve keeps the direct pass (``WideSolver.raw_sums``)
     solver = WideSolver(rtol, max_steps, bias, nonneg_atoms, raw_sums=method == "scan")
-    Y, c, s, R = standardise(X, w, bias)
-    if method == "vmap":
-        b0 = weighted_mean(Y, w) if bias else jnp.zeros((d,), X.dtype)
-        sols = solve_path_vmap(solver, Y, w, effective_lam(R, lams / s), b0)
-    else:
-        sols = solve_path_grouped(solver, Y, w, effective_lam(R, lams / s))
-    sols = unstandardise(sols, c, s, lams)
+
+    def path(Y, lams_y):
+        if method == "vmap":
+            b0 = weighted_mean(Y, w) if bias else jnp.zeros((d,), X.dtype)
+            return solve_path_vmap(solver, Y, w, lams_y, b0)
+        return solve_path_grouped(solver, Y, w, lams_y)
+
+    # X as it is first; the standardised data (scaling.py) only when some λ failed on it
+    sols = unstandardise(path(X, lams), jnp.zeros((d,), X.dtype), jnp.ones((), X.dtype), lams)
+    ok = (sols.result == RESULTS.successful) & (sols.objective != 0)
+    if not isinstance(ok, jax.core.Tracer) and not bool(np.all(np.asarray(ok))):
+        Y, c, s, R = standardise(X, w, bias)
+        sols = unstandardise(path(Y, effective_lam(R, lams / s)), c, s, lams)
     return check_result(sols, X) if throw else sols
 
 

@@ -113,7 +113,7 @@ class WideSolver(eqx.Module):
         and λ (``envelope``); the loop itself is never differentiated."""
         Xs, ws, lams = (lax.stop_gradient(a) for a in (X, w, lam))
         sol = self._solve(Xs, ws, lams, None if b0 is None else lax.stop_gradient(b0))
-        value = envelope(X, w, lam, sol.bias, sol.objective, self.nonneg_atoms)
+        value = envelope(X, w, lam, sol.bias, sol.objective, self.nonneg_atoms, self.fit_bias)
         return eqx.tree_at(lambda s: s.objective, sol, value)
 
     def _solve(self, X, w, lam, b0) -> WideSolution:
@@ -152,18 +152,22 @@ def huber_objective(X, w, lam, b, nonneg_atoms: bool = False):
     return jnp.sum(w * (H + extra)) / jnp.sum(w)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(5,))
-def envelope(X, w, lam, b, value, nonneg_atoms: bool):
+@functools.partial(jax.custom_jvp, nondiff_argnums=(5, 6))
+def envelope(X, w, lam, b, value, nonneg_atoms: bool, fit_bias: bool = True):
     """``value`` = W(λ) at its optimal bias b, with the envelope theorem's derivative: at the
     optimum ∂W/∂b = 0, so dW = d(huber_objective) at fixed b. ∂W/∂x_n = w_n ψ(x_n − b)/Σw,
-    ∂W/∂λ = Σ w_n max(||x_n − b|| − λ, 0)/Σw, ∂W/∂w_n = (H_n − W)/Σw."""
+    ∂W/∂λ = Σ w_n max(||x_n − b|| − λ, 0)/Σw, ∂W/∂w_n = (H_n − W)/Σw. With a bias W is translation
+    invariant, so the weighted mean of ψ (zero at the exact optimum, rounding at the computed b) is
+    projected out of ∂W/∂x: Σ_n ∂W/∂x_n = 0 exactly."""
     return value
 
 
 @envelope.defjvp
-def _envelope_jvp(nonneg, primals, tangents):
+def _envelope_jvp(nonneg, fit_bias, primals, tangents):
     X, w, lam, b, value = primals
     dX, dw, dlam = tangents[:3]
+    if fit_bias:  # translation invariance: dX's weighted mean moves b along with X
+        dX = dX - weighted_mean(dX, lax.stop_gradient(w))
     f = lambda X, w, lam: huber_objective(X, w, lam, lax.stop_gradient(b), nonneg)  # noqa: E731
     _, dv = jax.jvp(f, (X, w, lam), (dX, dw, dlam))
     return value, dv.astype(value.dtype)
