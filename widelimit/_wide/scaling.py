@@ -20,6 +20,10 @@ from .._core.results import RESULTS
 from .solution import WideSolution
 from .solver import weighted_mean
 
+# public (and differentiable) in newer jax; the floor (0.4.30) has neither, so there it is the
+# identity. It only keeps XLA from fusing (X − c)/s into every later pass: same values either way.
+_barrier = getattr(jax.lax, "optimization_barrier", lambda x: x)
+
 
 @eqx.filter_jit  # one dispatch: small solves are dominated by per-op overhead
 def standardise(X, w, bias: bool):
@@ -30,7 +34,7 @@ def standardise(X, w, bias: bool):
     c = weighted_mean(X, w) if bias else jnp.zeros((d,), X.dtype)
     big = jnp.max(jnp.abs(X - c))
     s = jnp.exp2(jnp.ceil(jnp.log2(jnp.where(big > 0, big, 1)))).astype(X.dtype)
-    Y = jax.lax.optimization_barrier((X - c) / s)
+    Y = _barrier((X - c) / s)
     return Y, c, s, jnp.sqrt(jnp.asarray(d, X.dtype))
 
 
