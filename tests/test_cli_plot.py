@@ -229,7 +229,7 @@ def test_sweep_plots(rng):
         [1, 2, 3],
         0.3,
         key=jax.random.key(0),
-        bias=False,
+        fit_bias=False,
         ground_truth=toy,
         progress=False,
         max_epochs=30,

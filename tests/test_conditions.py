@@ -89,7 +89,7 @@ def test_mop_up_example(rng):
         1,
         lam,
         key=jax.random.PRNGKey(0),
-        bias=False,
+        fit_bias=False,
         init=dog[None],
         max_epochs=300,
         tol=1e-12,

@@ -146,9 +146,9 @@ def test_rays_width_r_by_splitting_reaches_the_wide_optimum():
     lab = r.integers(0, R, n)
     X = V[lab] * r.uniform(0.5, 3.0, (n, 1))
     lam = 0.2
-    wide = wl.solve_wide(X, lam, bias=False)
+    wide = wl.solve_wide(X, lam, fit_bias=False)
     key = jax.random.PRNGKey(0)
-    fit = wl.fit_dictionary(X, 1, lam, key=key, bias=False, max_epochs=50, progress=False)
+    fit = wl.fit_dictionary(X, 1, lam, key=key, fit_bias=False, max_epochs=50, progress=False)
     while fit.atoms.shape[0] < R:
         atoms, parents, codes = wl.grow(fit, X, min(2 * fit.atoms.shape[0], R), key=key)
         fit = wl.fit_dictionary(
@@ -156,7 +156,7 @@ def test_rays_width_r_by_splitting_reaches_the_wide_optimum():
             atoms.shape[0],
             lam,
             key=key,
-            bias=False,
+            fit_bias=False,
             init=atoms,
             max_epochs=200,
             progress=False,
@@ -276,7 +276,7 @@ def test_sklearn_check_estimator_passes_what_minibatch_dictionary_learning_passe
 @pytest.mark.parametrize(
     "kw,match",
     [
-        (dict(n_atoms=0), "`n_atoms` must be >= 1"),
+        (dict(width=0), "`width` must be >= 1"),
         (dict(lam=0.0), "`lam`"),
         (dict(lam=-1.0), "`lam`"),
         (dict(X=np.full((5, 2), np.nan)), "`X` contains NaN"),
@@ -291,12 +291,12 @@ def test_sklearn_check_estimator_passes_what_minibatch_dictionary_learning_passe
     ],
 )
 def test_bad_inputs(kw, match, tmp_path):
-    args = dict(X=np.random.default_rng(0).normal(size=(20, 3)), n_atoms=2, lam=0.1)
+    args = dict(X=np.random.default_rng(0).normal(size=(20, 3)), width=2, lam=0.1)
     args.update(kw)
     with pytest.raises((ValueError, TypeError), match=match):
         wl.fit_dictionary(
             args.pop("X"),
-            args.pop("n_atoms"),
+            args.pop("width"),
             args.pop("lam"),
             key=jax.random.PRNGKey(0),
             checkpoint_dir=str(tmp_path / "ck"),
@@ -368,7 +368,7 @@ def test_working_set_sizes_and_their_reuse():
     s = row_supports(Z)
     assert s.tolist() == [10] * 95 + [30] * 5
     assert working_set_size(s, 2500) == (16, 48)
-    assert working_set_size(s, 20) == (16, 20)  # capped at n_atoms
+    assert working_set_size(s, 20) == (16, 20)  # capped at width
     cfg = _Config(1.0, True, None, 10, 1e-4, 500, True)
     first = _with_working_set(cfg, np.zeros(100, int), 2500, 0)
     assert first.ws == (64, 256) and first.support == 64  # before any codes
@@ -445,14 +445,14 @@ def test_data_init_seeds_at_data_directions_then_lloyd_steps_raise_the_kmeans_ob
     P = np.asarray(X - b)
     e = np.einsum("nd,nd->n", P, P)
     U = P / np.sqrt(e)[:, None]
-    for n_atoms, max_rows in ((8, 16384), (8, 20), (70, 16384)):  # subsample; more atoms than rows
-        D = np.asarray(data_init(X, b, n_atoms, jax.random.key(1), max_rows=max_rows, lloyd=0))
-        assert D.shape == (n_atoms, 5) and D.dtype == np.asarray(X).dtype
+    for width, max_rows in ((8, 16384), (8, 20), (70, 16384)):  # subsample; more atoms than rows
+        D = np.asarray(data_init(X, b, width, jax.random.key(1), max_rows=max_rows, lloyd=0))
+        assert D.shape == (width, 5) and D.dtype == np.asarray(X).dtype
         np.testing.assert_allclose(np.linalg.norm(D, axis=1), 1, rtol=1e-6)
         assert (U @ D.T).max(0).min() > 0.999  # each seed is a data direction (up to 1e-3 noise)
-        again = data_init(X, b, n_atoms, jax.random.key(1), max_rows=max_rows, lloyd=0)
+        again = data_init(X, b, width, jax.random.key(1), max_rows=max_rows, lloyd=0)
         np.testing.assert_array_equal(D, np.asarray(again))
-        other = data_init(X, b, n_atoms, jax.random.key(2), max_rows=max_rows, lloyd=0)
+        other = data_init(X, b, width, jax.random.key(2), max_rows=max_rows, lloyd=0)
         assert not np.allclose(D, np.asarray(other))
     # k-means++ spreads the first atoms: 8 draws from 50 points never repeat a direction
     D0 = np.asarray(data_init(X, b, 8, jax.random.key(3), lloyd=0))
@@ -492,7 +492,7 @@ def test_dead_atoms_are_counted_and_resampled_from_the_worst_reconstructed_point
     good = unit(np.abs(r.normal(size=(k - 2, d))))
     init = np.vstack([good, -np.ones((2, d)) / np.sqrt(d)])
     opts = dict(
-        key=jax.random.PRNGKey(0), bias=False, init=init, max_epochs=6, tol=0, progress=False
+        key=jax.random.PRNGKey(0), fit_bias=False, init=init, max_epochs=6, tol=0, progress=False
     )
     kept = wl.fit_dictionary(X, k, 0.5, resample_dead=False, **opts)
     h = kept.history.trimmed(6)

@@ -98,7 +98,7 @@ def test_dense_hull_table_equals_streamed(rng):
     D /= np.linalg.norm(D, axis=1, keepdims=True)
     w = rng.uniform(0.5, 2, 200)
     for bias in (True, False):
-        host = wl.hull_table(Z, D, weights=w, bias=bias)
+        host = wl.hull_table(Z, D, weights=w, fit_bias=bias)
         traced = jax.jit(dense_hull_table, static_argnums=3)(jnp.asarray(Z), D, w, bias)
         off = ~np.eye(9, dtype=bool)
         for f in ("lo", "hi", "target", "margin"):
@@ -124,7 +124,7 @@ def test_grad_of_wide_limit_matches_finite_differences(rng, fit_bias, nonneg):
 
     def W(X, lam, w):
         return wl.solve_wide(
-            X, lam, weights=w, bias=fit_bias, nonneg_atoms=nonneg, rtol=1e-13
+            X, lam, weights=w, fit_bias=fit_bias, nonneg_atoms=nonneg, rtol=1e-13
         ).objective
 
     gX, gl, gw = (

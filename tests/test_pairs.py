@@ -97,10 +97,12 @@ def test_perturbation_of_a_passing_pair_is_refused(rng):
 
 def test_without_bias_the_perturbation_has_no_bias_part(rng):
     X, D, Z, _ = _hierarchy(rng, offset=0.0)
-    pert = wl.separating_perturbation(Z, 0, 1, atoms=D, bias=False)
+    pert = wl.separating_perturbation(Z, 0, 1, atoms=D, fit_bias=False)
     assert (pert.a, float(pert.t)) == (-1.0, 0.0)
     lam = 0.1
-    D2, Z2, b2 = wl.apply_perturbation(X, D, Z, None, lam, 0, 1, 1e-4)
+    moved = wl.apply_perturbation(X, D, Z, None, lam, 0, 1, 1e-4)
+    assert isinstance(moved, wl.Perturbed) and moved.bias is None
+    D2, Z2, b2 = moved
     assert b2 is None
     dL = float(wl.dictionary_loss(X, D2, Z2, None, lam) - wl.dictionary_loss(X, D, Z, None, lam))
     np.testing.assert_allclose(dL / 1e-4, float(pert.slope(lam)), rtol=1e-3)
@@ -138,7 +140,7 @@ def test_classify_pairs_on_known_structures():
     assert {tuple(p) for p in h.hierarchy.tolist()} <= nested
     assert nested == {(0, 1), (0, 2), (1, 2), (3, 4), (3, 5), (4, 5)}
     assert c.kind[1, 0] == pair_classes.COACTIVE  # the parent is not inside the child
-    m = wl.datasets.mutually_exclusive(key, n_atoms=4)
+    m = wl.datasets.mutually_exclusive(key, width=4)
     cm = wl.classify_pairs(m.codes)
     assert len(cm.exclusive) == 12 and len(cm.nested) == 0
 

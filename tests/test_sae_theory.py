@@ -33,7 +33,7 @@ def test_an_sae_is_a_dictionary_with_unit_atoms(name):
     scale = float(jnp.max(jnp.abs(sae(X))))
     np.testing.assert_allclose(np.asarray(b + Z @ D), np.asarray(sae(X)), atol=1e-5 * scale)
     if sae.signed_codes:
-        assert D.shape[0] == 2 * sae.n_atoms
+        assert D.shape[0] == 2 * sae.width
 
 
 def test_exact_lasso_codes_imply_lambda_and_close_the_amortisation_gap(rng):

@@ -21,7 +21,7 @@ def ray_data():
 
 def test_rays_sweep_closes_the_gap_at_k_equal_r(ray_data):
     s = wl.width_sweep(
-        ray_data.X, [1, 2, 3, 4, 5], 0.2, key=jax.random.key(0), bias=False,
+        ray_data.X, [1, 2, 3, 4, 5], 0.2, key=jax.random.key(0), fit_bias=False,
         ground_truth=ray_data, progress=False,
     )  # fmt: skip
     assert s.n_rays == 4
@@ -31,11 +31,11 @@ def test_rays_sweep_closes_the_gap_at_k_equal_r(ray_data):
     assert np.all(np.diff(s.loss) <= 1e-9 * s.loss[1:])  # warm starts never lose ground
     assert s.tree.widths == (1, 2, 3, 4, 5) and s.tree.method == "lineage"
     np.testing.assert_allclose(
-        s.wide_optimum, float(wl.solve_wide(ray_data.X, 0.2, bias=False).objective)
+        s.wide_optimum, float(wl.solve_wide(ray_data.X, 0.2, fit_bias=False).objective)
     )
     # without ground truth the rays are the wide solution's encoded data rays
-    s2 = wl.width_sweep(ray_data.X, [4], 0.2, key=jax.random.key(0), bias=False, progress=False)
-    assert s2.n_rays == int(wl.solve_wide(ray_data.X, 0.2, bias=False).encoded.sum())
+    s2 = wl.width_sweep(ray_data.X, [4], 0.2, key=jax.random.key(0), fit_bias=False, progress=False)
+    assert s2.n_rays == int(wl.solve_wide(ray_data.X, 0.2, fit_bias=False).encoded.sum())
 
 
 def _dog_lab(n=600, d=8, seed=0):
@@ -68,7 +68,7 @@ def test_strict_hierarchy_is_never_a_converged_solution():
     # in a sweep from one atom (no bias: the single atom then sits between dog and labrador), the
     # split tree shows that atom splitting into dog and an absorbing labrador atom
     s = wl.width_sweep(
-        X, [1, 2], lam, key=jax.random.key(1), bias=False, progress=False, max_epochs=300
+        X, [1, 2], lam, key=jax.random.key(1), fit_bias=False, progress=False, max_epochs=300
     )
     assert s.hull_violations[-1] == 0
     (split,) = s.tree.splits()
@@ -82,7 +82,7 @@ def test_strict_hierarchy_is_never_a_converged_solution():
 
 def test_resume_after_a_crash_recomputes_nothing_finished(tmp_path, ray_data, monkeypatch):
     kw = dict(
-        key=jax.random.key(0), bias=False, ground_truth=ray_data, progress=False, max_epochs=40
+        key=jax.random.key(0), fit_bias=False, ground_truth=ray_data, progress=False, max_epochs=40
     )
     widths = [1, 2, 3, 4]
     full = wl.width_sweep(ray_data.X, widths, 0.2, **kw)
@@ -125,7 +125,7 @@ def test_resume_after_a_crash_recomputes_nothing_finished(tmp_path, ray_data, mo
 
 
 def test_sweep_bad_inputs_leave_the_directory_alone(tmp_path, ray_data):
-    kw = dict(key=jax.random.key(0), bias=False, progress=False, max_epochs=5)
+    kw = dict(key=jax.random.key(0), fit_bias=False, progress=False, max_epochs=5)
     wl.width_sweep(ray_data.X, [1], 0.2, out_dir=str(tmp_path), **kw)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     with pytest.raises(ValueError, match="different problem"):
@@ -167,16 +167,23 @@ def test_batched_seeds_equal_one_by_one_fits(ray_data):
     keys = jax.random.split(jax.random.key(4), 3)
     r = np.random.default_rng(0)
     inits = r.normal(size=(3, 3, X.shape[1]))
-    fits = wl.fit_dictionary_seeds(X, 3, 0.2, keys=keys, inits=inits, bias=False, max_epochs=30)
+    fits = wl.fit_dictionary_seeds(X, 3, 0.2, keys=keys, inits=inits, fit_bias=False, max_epochs=30)
     for i, f in enumerate(fits):
         one = wl.fit_dictionary(
-            X, 3, 0.2, key=keys[i], init=inits[i], bias=False, max_epochs=30, progress=False
+            X, 3, 0.2, key=keys[i], init=inits[i], fit_bias=False, max_epochs=30, progress=False
         )
         np.testing.assert_allclose(float(f.loss), float(one.loss), rtol=1e-9)
         np.testing.assert_allclose(f.atoms, one.atoms, atol=1e-7)
         assert int(f.n_epochs) == int(one.n_epochs)
     s = wl.width_sweep(
-        X, [2, 4], 0.2, key=jax.random.key(0), bias=False, n_seeds=3, progress=False, max_epochs=60
+        X,
+        [2, 4],
+        0.2,
+        key=jax.random.key(0),
+        fit_bias=False,
+        n_seeds=3,
+        progress=False,
+        max_epochs=60,
     )
     assert s.seed_loss.shape == (2, 3)
     np.testing.assert_array_equal(s.loss, s.seed_loss.min(axis=1))

@@ -54,7 +54,7 @@ def test_wide_optimum_lower_bounds_random_dictionaries(p, k, with_bias):
     atoms /= np.linalg.norm(atoms, axis=1, keepdims=True)
     codes = np.abs(r.normal(size=(n, k))) * r.uniform(0, 2)
     bias = r.normal(size=d) if with_bias else None
-    W = wl.solve_wide(X, lam, bias=with_bias, rtol=1e-12, max_steps=10000)
+    W = wl.solve_wide(X, lam, fit_bias=with_bias, rtol=1e-12, max_steps=10000)
     lb = wl.wide_lower_bound(X, lam, atoms, codes, bias, wide=W)
     L = float(wl.dictionary_loss(X, atoms, codes, bias, lam))
     np.testing.assert_allclose(float(lb.loss), L, rtol=1e-12)

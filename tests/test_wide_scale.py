@@ -41,7 +41,7 @@ def test_stream_weights_nonneg_and_no_bias(data, tmp_path):
     w = np.random.default_rng(3).uniform(0, 2, len(data))
     path = tmp_path / "x.npy"
     np.save(path, data)
-    for kw in (dict(weights=w), dict(nonneg_atoms=True), dict(bias=False)):
+    for kw in (dict(weights=w), dict(nonneg_atoms=True), dict(fit_bias=False)):
         _agree(wl.solve_wide(str(path), 1.5, chunk_rows=999, **kw), wl.solve_wide(data, 1.5, **kw))
 
 

@@ -13,7 +13,7 @@ PROBLEMS = wide_problems()
 def test_matches_cvxpy(name, X, w, bias, nonneg, lam):
     ref_val, ref_b, ref_M = cvxpy_wide(X, lam, w, bias, nonneg)
     # b is ill-conditioned where most points are far (curvature λ/r): b to 1e-5 needs a 1e-13 gap
-    sol = wl.solve_wide(X, lam, weights=w, bias=bias, nonneg_atoms=nonneg, rtol=1e-13)
+    sol = wl.solve_wide(X, lam, weights=w, fit_bias=bias, nonneg_atoms=nonneg, rtol=1e-13)
     assert sol.bias.dtype == jnp.float64
     np.testing.assert_allclose(float(sol.objective), ref_val, rtol=1e-6)
     np.testing.assert_allclose(np.asarray(sol.bias), ref_b, atol=1e-5)

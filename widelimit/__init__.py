@@ -13,6 +13,7 @@ from ._analysis.pair_classes import PairClasses as PairClasses
 from ._analysis.pair_classes import classify_pairs as classify_pairs
 from ._analysis.pair_hull import PairHull as PairHull
 from ._analysis.pair_hull import Perturbation as Perturbation
+from ._analysis.pair_hull import Perturbed as Perturbed
 from ._analysis.pair_hull import apply_perturbation as apply_perturbation
 from ._analysis.pair_hull import pair_hull as pair_hull
 from ._analysis.pair_hull import separating_perturbation as separating_perturbation
@@ -38,6 +39,10 @@ from ._finite.fit import fit_dictionary as fit_dictionary
 from ._finite.fit_file import load_fit as load_fit
 from ._finite.fit_file import save_fit as save_fit
 from ._finite.seeds import fit_dictionary_seeds as fit_dictionary_seeds
+from ._finite.solver import DictionarySolver as DictionarySolver
+from ._finite.solver import FitState as FitState
+from ._finite.split import Grown as Grown
+from ._finite.split import Split as Split
 from ._finite.split import grow as grow
 from ._finite.split import split_atoms as split_atoms
 from ._sae.amortisation import amortisation_gap as amortisation_gap

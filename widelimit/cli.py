@@ -190,7 +190,7 @@ def fit(
         _fail(f"--width must be ≥ 1, got {width}")
     X = load_data(data, key).astype(dt)
     f = _call(
-        wl.fit_dictionary, X, width, lam, key=jax.random.key(seed), bias=not no_bias,
+        wl.fit_dictionary, X, width, lam, key=jax.random.key(seed), fit_bias=not no_bias,
         max_epochs=epochs, checkpoint_dir=os.path.join(out, "checkpoint"), progress=_progress(quiet),
     )  # fmt: skip
     rep = _call(wl.check_optimality, X, f.atoms, f.codes, f.bias if not no_bias else None, lam)
@@ -279,7 +279,7 @@ def sweep(
     ws = _parse_widths(widths)
     X = load_data(data, key).astype(dt)
     s = _call(
-        wl.width_sweep, X, ws, lam, key=jax.random.key(seed), bias=not no_bias, n_seeds=seeds,
+        wl.width_sweep, X, ws, lam, key=jax.random.key(seed), fit_bias=not no_bias, n_seeds=seeds,
         out_dir=out, max_epochs=epochs, progress=_progress(quiet),
     )  # fmt: skip
     figs = _sweep_figures(s, out)
@@ -402,7 +402,7 @@ def demo(
         f"toy data: {len(X)} points on {n_rays} rays (dog, dog+labrador, 4 plain rays), λ = {lam}"
     )
     s = wl.width_sweep(
-        X, list(range(1, n_rays + 3)), lam, key=key, bias=False, out_dir=os.path.join(out, "sweep"),
+        X, list(range(1, n_rays + 3)), lam, key=key, fit_bias=False, out_dir=os.path.join(out, "sweep"),
         ground_truth=toy, progress=_progress(quiet),
     )  # fmt: skip
     figs = _sweep_figures(s, out)
@@ -410,7 +410,7 @@ def demo(
     D = jnp.asarray(toy.atoms)
     Z = wl.encode(D, None, X, lam)
     rep = wl.check_optimality(X, D, Z, None, lam)
-    pair = wl.pair_hull(Z, 0, 1, atoms=D, bias=False)
+    pair = wl.pair_hull(Z, 0, 1, atoms=D, fit_bias=False)
     figs.append(_save_fig(plot.plot_pair_hull(pair), os.path.join(out, "hierarchy_pair_hull.png")))
     figs.append(_save_fig(plot.plot_report(rep), os.path.join(out, "hierarchy_report.png")))
     panels = wl.datasets.hull_panels(key)

@@ -21,8 +21,8 @@ class ToyData(eqx.Module):
     """Data and ground truth. ``hierarchy`` lists (parent, child) atom pairs."""
 
     X: Float[Array, "n_samples n_features"]
-    atoms: Float[Array, "n_atoms n_features"]
-    codes: Float[Array, "n_samples n_atoms"]
+    atoms: Float[Array, "width n_features"]
+    codes: Float[Array, "n_samples width"]
     bias: Float[Array, " n_features"]
     rays: Float[Array, "n_rays n_features"] | None
     hierarchy: Int[np.ndarray, "n_pairs 2"]
@@ -128,7 +128,7 @@ def hierarchy(
 def mutually_exclusive(
     key: PRNGKeyArray,
     n_samples: int = 600,
-    n_atoms: int = 4,
+    width: int = 4,
     n_features: int = 8,
     *,
     p_empty: float = 0.2,
@@ -139,11 +139,11 @@ def mutually_exclusive(
     with magnitude lognormal(0, σ); orthonormal atoms, no bias."""
     n_samples = check_positive_int(n_samples, "n_samples")
     kd, ke, kr, ks = jax.random.split(key, 4)
-    D = _unit_directions(kd, n_atoms, n_features, dtype)
-    r = jax.random.randint(kr, (n_samples,), 0, n_atoms)
+    D = _unit_directions(kd, width, n_features, dtype)
+    r = jax.random.randint(kr, (n_samples,), 0, width)
     live = jax.random.uniform(ke, (n_samples,)) >= p_empty
     s = jnp.exp(sigma * jax.random.normal(ks, (n_samples,), dtype))
-    Z = jax.nn.one_hot(r, n_atoms, dtype=dtype) * (s * live)[:, None]
+    Z = jax.nn.one_hot(r, width, dtype=dtype) * (s * live)[:, None]
     return _finish("mutually_exclusive", Z, D, jnp.zeros(n_features, dtype), D)
 
 
@@ -212,7 +212,7 @@ def hull_panels(
 def sparse_coded(
     key: PRNGKeyArray,
     n_samples: int = 2000,
-    n_atoms: int = 24,
+    width: int = 24,
     n_features: int = 16,
     *,
     density: float = 0.1,
@@ -225,10 +225,10 @@ def sparse_coded(
     magnitude lognormal(0, σ), a bias b ~ N(0, 1)·offset/√d and isotropic noise."""
     n_samples = check_positive_int(n_samples, "n_samples")
     kd, ka, km, kb, kn = jax.random.split(key, 5)
-    G = jax.random.normal(kd, (n_atoms, n_features), dtype)
+    G = jax.random.normal(kd, (width, n_features), dtype)
     D = G / jnp.linalg.norm(G, axis=1, keepdims=True)
-    on = jax.random.uniform(ka, (n_samples, n_atoms)) < density
-    Z = on * jnp.exp(sigma * jax.random.normal(km, (n_samples, n_atoms), dtype))
+    on = jax.random.uniform(ka, (n_samples, width)) < density
+    Z = on * jnp.exp(sigma * jax.random.normal(km, (n_samples, width), dtype))
     b = offset / np.sqrt(n_features) * jax.random.normal(kb, (n_features,), dtype)
     return _finish("sparse_coded", Z.astype(dtype), D, b, None, noise=noise, key=kn)
 

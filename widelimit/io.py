@@ -276,7 +276,7 @@ def _training_details(sae, cfg: dict) -> dict:
         k=float(sae.k), topk_threshold_lr=sae.threshold_lr, rescale_acts_by_decoder_norm=False
     )
     if isinstance(sae, MatryoshkaSAE):
-        details["matryoshka_widths"] = list(sae.widths or (sae.n_atoms,))
+        details["matryoshka_widths"] = list(sae.widths or (sae.width,))
     return details
 
 

@@ -37,22 +37,22 @@ class OptimalityReport(eqx.Module):
 
     passed: Bool[Array, ""]
     code_kkt_max: Float[Array, ""]
-    code_kkt_per_atom: Float[Array, " n_atoms"]
-    atom_stationarity: Float[Array, " n_atoms"]
-    unabsorbed_direction: Float[Array, "n_atoms n_features"]
+    code_kkt_per_atom: Float[Array, " width"]
+    atom_stationarity: Float[Array, " width"]
+    unabsorbed_direction: Float[Array, "width n_features"]
     bias_residual: Float[Array, ""]
     wide_certificate: Float[Array, ""]
     wants_new_atom: Bool[Array, " n_samples"]
-    hull_lo: Float[Array, "n_atoms n_atoms"]
-    hull_hi: Float[Array, "n_atoms n_atoms"]
-    hull_target: Float[Array, "n_atoms n_atoms"]
-    hull_margin: Float[Array, "n_atoms n_atoms"]
-    mu: Float[Array, " n_atoms"]
-    hull_violated: Bool[Array, "n_atoms n_atoms"]
+    hull_lo: Float[Array, "width width"]
+    hull_hi: Float[Array, "width width"]
+    hull_target: Float[Array, "width width"]
+    hull_margin: Float[Array, "width width"]
+    mu: Float[Array, " width"]
+    hull_violated: Bool[Array, "width width"]
     tol: float = eqx.field(static=True)
     fit_bias: bool = eqx.field(static=True)
 
-    def hull_severity(self) -> Float[Array, "n_atoms n_atoms"]:
+    def hull_severity(self) -> Float[Array, "width width"]:
         """``hull_severity`` of this report's margins."""
         return hull_severity(self.hull_margin, self.mu)
 
@@ -126,7 +126,7 @@ def unit_atoms(D, Z, normalise: bool = False):
 def check_optimality(
     X: Float[ArrayLike, "n_samples n_features"],
     atoms,
-    codes: Float[ArrayLike, "n_samples n_atoms"] | None = None,
+    codes: Float[ArrayLike, "n_samples width"] | None = None,
     bias: Float[ArrayLike, " n_features"] | None = None,
     lam: float | None = None,
     *,
@@ -170,7 +170,7 @@ def dictionary_report(X, D, Z, b, lam, w, tol: float, fit_bias: bool = True) -> 
     if isinstance(Z, jax.core.Tracer) or isinstance(w, jax.core.Tracer):
         table = dense_hull_table(Z, D, w, fit_bias)
     else:
-        table = hull_table(Z, D, weights=np.asarray(w), bias=fit_bias)
+        table = hull_table(Z, D, weights=np.asarray(w), fit_bias=fit_bias)
     margin, mu = table.margin, table.mu
     violated = hull_severity(margin, mu) > tol
     passed = (kkt <= tol) & (jnp.max(stat, initial=0.0) <= tol) & ~jnp.any(violated)

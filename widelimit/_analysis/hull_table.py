@@ -24,12 +24,12 @@ from .._core.precision import full_precision
 class HullTable(eqx.Module):
     """lo, hi (K × K) of z_j over I_i; target (1 − c_ij) μ_j; signed margin (< 0: violated)."""
 
-    lo: Float[Array, "n_atoms n_atoms"]
-    hi: Float[Array, "n_atoms n_atoms"]
-    target: Float[Array, "n_atoms n_atoms"]
-    margin: Float[Array, "n_atoms n_atoms"]
-    mu: Float[Array, " n_atoms"]
-    support: Int[Array, " n_atoms"]
+    lo: Float[Array, "width width"]
+    hi: Float[Array, "width width"]
+    target: Float[Array, "width width"]
+    margin: Float[Array, "width width"]
+    mu: Float[Array, " width"]
+    support: Int[Array, " width"]
     n_exact_pairs: int = eqx.field(static=True)
 
 
@@ -142,11 +142,11 @@ def _take_rows(Z, idx):
 
 @full_precision
 def hull_table(
-    codes: Float[ArrayLike, "n_samples n_atoms"],
-    atoms: Float[ArrayLike, "n_atoms n_features"],
+    codes: Float[ArrayLike, "n_samples width"],
+    atoms: Float[ArrayLike, "width n_features"],
     *,
     weights: Float[ArrayLike, " n_samples"] | None = None,
-    bias: bool = True,
+    fit_bias: bool = True,
     top: int = 32,
     chunk_rows: int = 8192,
     block: int = 128,
@@ -220,7 +220,7 @@ def hull_table(
         lo[:, dense_idx], hi[:, dense_idx] = clo.T, chi.T
         lo[dense_idx, :], hi[dense_idx, :] = rlo, rhi
     lo, hi = jnp.asarray(lo), jnp.asarray(hi)
-    margin = hull_margin(lo, hi, target, mu, bias)
+    margin = hull_margin(lo, hi, target, mu, fit_bias)
     return HullTable(lo, hi, target, margin, mu, count, int(len(dense_idx) * 2 * k + len(pi)))
 
 

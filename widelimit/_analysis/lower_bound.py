@@ -6,7 +6,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-from .._core.objective import check_dictionary, loss_terms, residuals
+from .._core.objective import check_dictionary, loss_terms, relative_gap, residuals
 from .._core.precision import full_precision
 from .._core.validate import check_lam, check_weights
 from .._wide.solution import WideSolution
@@ -21,7 +21,8 @@ class LowerBound(eqx.Module):
             residuals (no solve needed); ≤ W(λ) ≤ loss.
         wide_bound: dual value of the wide solve when one was given (the tight bound), else NaN.
         lower_bound: the best certified bound available (max of the two).
-        gap: loss − lower_bound ≥ 0; ``rel_gap`` = gap / loss.
+        gap: (loss − lower_bound)/|lower_bound| ≥ 0, the certified relative gap.
+        gap_abs: loss − lower_bound ≥ 0.
     """
 
     loss: Float[Array, ""]
@@ -29,7 +30,7 @@ class LowerBound(eqx.Module):
     wide_bound: Float[Array, ""]
     lower_bound: Float[Array, ""]
     gap: Float[Array, ""]
-    rel_gap: Float[Array, ""]
+    gap_abs: Float[Array, ""]
 
 
 def residual_dual_bound(X, R, w, lam, bias: bool):
@@ -51,8 +52,8 @@ def residual_dual_bound(X, R, w, lam, bias: bool):
 def wide_lower_bound(
     X: Float[ArrayLike, "n_samples n_features"],
     lam: float,
-    atoms: Float[ArrayLike, "n_atoms n_features"],
-    codes: Float[ArrayLike, "n_samples n_atoms"],
+    atoms: Float[ArrayLike, "width n_features"],
+    codes: Float[ArrayLike, "n_samples width"],
     bias: Float[ArrayLike, " n_features"] | None,
     *,
     weights: Float[ArrayLike, " n_samples"] | None = None,
@@ -75,7 +76,5 @@ def wide_lower_bound(
         jnp.asarray(jnp.nan, X.dtype) if wide is None else jnp.asarray(wide.dual_objective, X.dtype)
     )
     lb = rb if wide is None else jnp.maximum(rb, wb)
-    gap = loss - lb
-    return LowerBound(
-        loss, rb, wb, lb, gap, gap / jnp.maximum(jnp.abs(loss), jnp.finfo(X.dtype).tiny)
-    )
+    gap_abs = loss - lb
+    return LowerBound(loss, rb, wb, lb, relative_gap(gap_abs, lb), gap_abs)

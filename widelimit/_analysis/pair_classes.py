@@ -11,7 +11,8 @@ Co-occurrence |S_i ∩ S_j| = BᵀB for the 0/1 support matrix B, accumulated ov
 
 from __future__ import annotations
 
-import equinox as eqx
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,12 +24,13 @@ from .hull_table import row_chunks
 NONE, NESTED, EXCLUSIVE, COACTIVE = 0, 1, 2, 3
 
 
-class PairClasses(eqx.Module):
+@dataclasses.dataclass(frozen=True)
+class PairClasses:
     """``kind[i, j]`` ∈ {NONE, NESTED (j inside i), EXCLUSIVE, COACTIVE}; pair lists (M, 2)."""
 
-    kind: Int[np.ndarray, "n_atoms n_atoms"]
-    cooccurrence: Int[np.ndarray, "n_atoms n_atoms"]
-    support: Int[np.ndarray, " n_atoms"]
+    kind: Int[np.ndarray, "width width"]
+    cooccurrence: Int[np.ndarray, "width width"]
+    support: Int[np.ndarray, " width"]
     nested: Int[np.ndarray, "n_nested 2"]
     exclusive: Int[np.ndarray, "n_exclusive 2"]
     absorption: Int[np.ndarray, "n_absorbed 2"]
@@ -43,8 +45,8 @@ def _cooc(acc, zc):
 
 @full_precision
 def classify_pairs(
-    codes: Float[ArrayLike, "n_samples n_atoms"],
-    atoms: Float[ArrayLike, "n_atoms n_features"] | None = None,
+    codes: Float[ArrayLike, "n_samples width"],
+    atoms: Float[ArrayLike, "width n_features"] | None = None,
     *,
     min_cosine: float = 0.3,
     min_missing: float = 0.1,

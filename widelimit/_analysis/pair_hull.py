@@ -8,6 +8,8 @@ reconstruction unchanged and changes L by ε λ [a (1 − c_ij) μ_j + t] + O(ε
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
@@ -58,6 +60,14 @@ class Perturbation(eqx.Module):
         return lam * self.rate
 
 
+class Perturbed(NamedTuple):
+    """A dictionary after ``apply_perturbation``: unit atoms, codes, and the bias (None without)."""
+
+    atoms: Float[Array, "width n_features"]
+    codes: Float[Array, "n_samples width"]
+    bias: Float[Array, " n_features"] | None
+
+
 def _pair_from_codes(Z, D, w, i, j, fit_bias):
     n = jnp.sum(w)
     zi, zj = Z[:, i], Z[:, j]
@@ -84,13 +94,13 @@ def _check_pair(i, j, k):
 
 @full_precision
 def pair_hull(
-    report_or_codes: OptimalityReport | Float[ArrayLike, "n_samples n_atoms"],
+    report_or_codes: OptimalityReport | Float[ArrayLike, "n_samples width"],
     i: int,
     j: int,
     *,
-    atoms: Float[ArrayLike, "n_atoms n_features"] | None = None,
+    atoms: Float[ArrayLike, "width n_features"] | None = None,
     weights: Float[ArrayLike, " n_samples"] | None = None,
-    bias: bool = True,
+    fit_bias: bool = True,
 ) -> PairHull:
     """Details of the hull test for the ordered pair (i, j), from a report or from codes + atoms."""
     if isinstance(report_or_codes, OptimalityReport):
@@ -111,7 +121,7 @@ def pair_hull(
     D, Z = unit_atoms(D.astype(Z.dtype), Z)
     i, j = _check_pair(i, j, Z.shape[1])
     w = check_weights(weights, Z.shape[0], Z.dtype)
-    return _pair_from_codes(Z, D, w, i, j, bias)
+    return _pair_from_codes(Z, D, w, i, j, fit_bias)
 
 
 def _perturbation(p: PairHull) -> Perturbation:
@@ -133,25 +143,25 @@ def _perturbation(p: PairHull) -> Perturbation:
 
 @full_precision
 def separating_perturbation(
-    report_or_codes: OptimalityReport | Float[ArrayLike, "n_samples n_atoms"],
+    report_or_codes: OptimalityReport | Float[ArrayLike, "n_samples width"],
     i: int,
     j: int,
     *,
-    atoms: Float[ArrayLike, "n_atoms n_features"] | None = None,
+    atoms: Float[ArrayLike, "width n_features"] | None = None,
     weights: Float[ArrayLike, " n_samples"] | None = None,
-    bias: bool = True,
+    fit_bias: bool = True,
 ) -> Perturbation:
     """SPEC §4.5: target < lo → (a, t) = (1, −lo); target > hi → (−1, hi); I_i empty → (0, −1);
-    no bias → (−1, 0). Raises if the pair passes."""
-    p = pair_hull(report_or_codes, i, j, atoms=atoms, weights=weights, bias=bias)
+    without a bias (−1, 0). Raises if the pair passes."""
+    p = pair_hull(report_or_codes, i, j, atoms=atoms, weights=weights, fit_bias=fit_bias)
     return _perturbation(p)
 
 
 @full_precision
 def apply_perturbation(
     X: Float[ArrayLike, "n_samples n_features"],
-    atoms: Float[ArrayLike, "n_atoms n_features"],
-    codes: Float[ArrayLike, "n_samples n_atoms"],
+    atoms: Float[ArrayLike, "width n_features"],
+    codes: Float[ArrayLike, "n_samples width"],
     bias: Float[ArrayLike, " n_features"] | None,
     lam: float,
     i: int,
@@ -159,8 +169,8 @@ def apply_perturbation(
     eps: float,
     *,
     weights: Float[ArrayLike, " n_samples"] | None = None,
-):
-    """(atoms, codes, bias) after the separating perturbation of (i, j) with step ε > 0.
+) -> Perturbed:
+    """``Perturbed(atoms, codes, bias)`` after the separating perturbation of (i, j), step ε > 0.
 
     Reconstructions are unchanged (up to clipping z_i at 0 where z_i(n) < ε|a z_j + t|), so
     L(ε) − L(0) = ελ·rate + O(ε²). ``lam`` is checked but only enters through the slope.
@@ -181,4 +191,4 @@ def apply_perturbation(
     D = D.at[j].set(dj / nj)
     Z = Z.at[:, j].multiply(nj)
     b = b - eps * t * D[i]
-    return D, Z, (b if fit_bias else None)
+    return Perturbed(D, Z, b if fit_bias else None)

@@ -63,16 +63,16 @@ class SAEStationarity(eqx.Module):
     ``tangential[i]`` = ||P⊥ S_i|| / (Σ|z_i|·rms), ``radial[i]`` = |ρ_i − λ_own| / rms with
     ρ_i = ⟨d_i, S_i⟩/Σ|z_i| (S_i = Σ_n z_i(n) r_n), ``bias`` = ||Σ r_n|| / (N·rms)."""
 
-    tangential: Float[Array, " n_atoms"]
-    radial: Float[Array, " n_atoms"]
-    own_lam: Float[Array, " n_atoms"]
+    tangential: Float[Array, " width"]
+    radial: Float[Array, " width"]
+    own_lam: Float[Array, " width"]
     bias: Float[Array, ""]
     lam_own: Float[Array, ""]
     rms_residual: Float[Array, ""]
 
 
 def _level_sums(sae, X, D, Zp):
-    """S (n_atoms, d): Σ_n z_i(n) r_n over the levels containing atom i; R_sum: Σ over levels of
+    """S (width, d): Σ_n z_i(n) r_n over the levels containing atom i; R_sum: Σ over levels of
     Σ_n r_n; n_levels per atom."""
     b = sae.b_dec
     if not isinstance(sae, MatryoshkaSAE):

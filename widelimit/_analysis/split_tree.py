@@ -8,21 +8,23 @@ the cosine to the parent and the child's share of its parent's code mass, Σ_n z
 
 from __future__ import annotations
 
-import equinox as eqx
+import dataclasses
+
 import numpy as np
 from jaxtyping import Float, Int
 
 
-class SplitTree(eqx.Module):
+@dataclasses.dataclass(frozen=True)
+class SplitTree:
     """Per width t: ``parents[t]`` (K_t,) indices into width t−1 (−1 at t = 0), ``cosine[t]``,
     ``share[t]`` (child mass / parent mass) and ``mass[t]`` (Σ_n z_k(n))."""
 
-    widths: tuple[int, ...] = eqx.field(static=True)
+    widths: tuple[int, ...]
     parents: list[Int[np.ndarray, " k"]]
     cosine: list[Float[np.ndarray, " k"]]
     share: list[Float[np.ndarray, " k"]]
     mass: list[Float[np.ndarray, " k"]]
-    method: str = eqx.field(static=True)
+    method: str
 
     def children(self, t: int, parent: int) -> np.ndarray:
         """Indices at width index t whose parent (at t − 1) is ``parent``."""

@@ -11,10 +11,10 @@ skips the finished widths.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,6 +29,7 @@ from .._core.validate import check_lam, check_matrix, check_positive_int
 from .._finite.fit import DictionaryFit, fit_dictionary
 from .._finite.fit_file import load_fit, save_fit
 from .._finite.seeds import fit_dictionary_seeds
+from .._finite.solver import DictionarySolver, solver_of
 from .._finite.split import grow
 from .._wide.solve import solve_wide
 from .conditions import check_optimality
@@ -49,7 +50,8 @@ _RECORD_KEYS = (
 )
 
 
-class Sweep(eqx.Module):
+@dataclasses.dataclass(frozen=True)
+class Sweep:
     """Per-width arrays (``widths`` order), the wide optimum, the best fit per width and its tree."""
 
     widths: Int[np.ndarray, " n_widths"]
@@ -163,24 +165,27 @@ def width_sweep(
     lam: float,
     *,
     key: PRNGKeyArray,
-    bias: bool = True,
+    solver: DictionarySolver | None = None,
     n_seeds: int = 1,
     out_dir: str | None = None,
     ground_truth=None,
     progress: bool | None = None,
-    max_epochs: int = 200,
     cover_delta: float = 1e-2,
     check_tol: float = 1e-3,
     batch_seeds: bool = True,
-    **fit_kwargs,
+    **options,
 ) -> Sweep:
     """Fit every width in ``widths`` (increasing), each warm-started by splitting the previous one.
 
     ``n_seeds`` split/initialisation keys per width are fitted together in one vmapped program
     (``batch_seeds=False``, or a minibatch ``batch_size``: one after another) and the lowest loss
-    kept. ``ground_truth`` (ray directions (R, d), or a ``datasets.ToyData``) defines the rays
-    to cover; without it, the rays are the wide solution's encoded data rays.
+    kept. Every width is fitted by ``solver`` (a ``DictionarySolver``, or one built from keyword
+    ``options`` as in ``fit_dictionary``; default ``max_epochs=200``). ``ground_truth`` (ray
+    directions (R, d), or a ``datasets.ToyData``) defines the rays to cover; without it, the rays
+    are the wide solution's encoded data rays.
     """
+    solver = solver_of(solver, options, max_epochs=200)
+    fit_bias = solver.fit_bias
     X = check_matrix(X, "X")
     n, d = X.shape
     ws = _check_widths(widths)
@@ -188,15 +193,15 @@ def width_sweep(
     n_seeds = check_positive_int(n_seeds, "n_seeds")
     rays = _rays_of(ground_truth, d, X.dtype)
     fp = checkpoint.fingerprint(
-        X, key=key, lam=float(lam), bias=bias, n_seeds=n_seeds, max_epochs=max_epochs,
-        batch_seeds=bool(batch_seeds), cover_delta=float(cover_delta), check_tol=float(check_tol),
-        ground_truth=None if rays is None else np.asarray(rays),
-        **{f"fit_{k}": v for k, v in sorted(fit_kwargs.items()) if k not in ("progress", "callback")},
+        X, key=key, lam=float(lam), n_seeds=n_seeds, max_epochs=solver.max_epochs,
+        tol=float(solver.tol), batch_seeds=bool(batch_seeds), cover_delta=float(cover_delta),
+        check_tol=float(check_tol), ground_truth=None if rays is None else np.asarray(rays),
+        **solver.fingerprint(),
     )  # fmt: skip
     with dir_lock(out_dir):  # after validation: a bad call creates nothing
         if out_dir is not None:
             checkpoint.check_manifest(os.path.join(out_dir, _MANIFEST), fp)
-        wide = solve_wide(X, lam, bias=bias, throw=False)
+        wide = solve_wide(X, lam, fit_bias=fit_bias, throw=False)
         wide_bound = float(wide.dual_objective)
         if rays is None:
             rays = wide.atoms(X)[wide.encoded]
@@ -224,13 +229,12 @@ def width_sweep(
                     if prev is None
                     else [grow(prev, X, k, key=jax.random.fold_in(sk, 7)) for sk in keys]
                 )
-                b0 = prev.bias if (prev is not None and bias) else None
-                if n_seeds > 1 and batch_seeds and fit_kwargs.get("batch_size") is None:
-                    kw = {a: v for a, v in fit_kwargs.items() if a != "batch_size"}
+                b0 = prev.bias if (prev is not None and fit_bias) else None
+                if n_seeds > 1 and batch_seeds and solver.batch_size is None:
                     fits_k = fit_dictionary_seeds(
-                        X, k, lam, keys=jnp.stack(keys), bias=bias, max_epochs=max_epochs, init_bias=b0,
-                        inits=None if grown is None else jnp.stack([g[0] for g in grown]),
-                        parents=None if grown is None else jnp.stack([g[1] for g in grown]), **kw,
+                        X, k, lam, keys=jnp.stack(keys), solver=solver, init_bias=b0,
+                        inits=None if grown is None else jnp.stack([g.atoms for g in grown]),
+                        parents=None if grown is None else jnp.stack([g.parents for g in grown]),
                     )  # fmt: skip
                 else:
                     fits_k = [
@@ -239,13 +243,11 @@ def width_sweep(
                             k,
                             lam,
                             key=sk,
-                            bias=bias,
-                            max_epochs=max_epochs,
+                            solver=solver,
                             progress=False,
-                            init=None if grown is None else grown[s][0],
                             init_bias=b0,
-                            parents=None if grown is None else grown[s][1],
-                            **fit_kwargs,
+                            init=None if grown is None else grown[s].atoms,
+                            parents=None if grown is None else grown[s].parents,
                         )  # fmt: skip
                         for s, sk in enumerate(keys)
                     ]

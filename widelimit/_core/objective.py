@@ -9,6 +9,13 @@ from .precision import full_precision
 from .validate import check_lam, check_matrix, check_vector, check_weights
 
 
+def relative_gap(gap_abs, bound):
+    """The one meaning of a relative gap in widelimit: (L − W_low)/|W_low| = gap_abs/|bound|
+    (0 when gap_abs is 0, also for a zero bound)."""
+    tiny = jnp.finfo(jnp.result_type(bound)).tiny
+    return jnp.where(gap_abs > 0, gap_abs / jnp.maximum(jnp.abs(bound), tiny), 0 * gap_abs)
+
+
 def check_dictionary(X, atoms, codes, bias, *, finite: bool = True):
     """Validate (X, atoms, codes, bias) shapes; returns JAX arrays in one float dtype."""
     X = check_matrix(X, "X", check_finite=finite)
@@ -19,7 +26,7 @@ def check_dictionary(X, atoms, codes, bias, *, finite: bool = True):
     codes = check_matrix(codes, "codes", check_finite=finite)
     if codes.shape != (n, atoms.shape[0]):
         raise ValueError(
-            f"`codes` must have shape (n_samples, n_atoms) = ({n}, {atoms.shape[0]}), got "
+            f"`codes` must have shape (n_samples, width) = ({n}, {atoms.shape[0]}), got "
             f"{tuple(codes.shape)}"
         )
     if bias is None:
@@ -57,8 +64,8 @@ def loss_value(X, atoms, codes, bias, lam, w):
 @full_precision
 def dictionary_loss(
     X: Float[ArrayLike, "n_samples n_features"],
-    atoms: Float[ArrayLike, "n_atoms n_features"],
-    codes: Float[ArrayLike, "n_samples n_atoms"],
+    atoms: Float[ArrayLike, "width n_features"],
+    codes: Float[ArrayLike, "n_samples width"],
     bias: Float[ArrayLike, " n_features"] | None,
     lam: float,
     *,

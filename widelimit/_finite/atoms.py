@@ -1,6 +1,6 @@
 """Atom and bias updates for fixed codes (SPEC §3), all atoms at once.
 
-With A = Zᵀ W Z (n_atoms × n_atoms) and B = Zᵀ W (X − b) (n_atoms × n_features), the reconstruction
+With A = Zᵀ W Z (width × width) and B = Zᵀ W (X − b) (width × n_features), the reconstruction
 term is f(D) = ½ tr(D A Dᵀ) − ⟨B, D⟩ + const. A ≼ diag(L_k), L_k = Σ_j |A_kj| (Gershgorin), so
 f(D') ≤ f(D) + ⟨∇f, D' − D⟩ + ½ Σ_k L_k ||d'_k − d_k||², which separates over atoms. The update
 minimises f over the convex product of unit balls ||d_k|| ≤ 1 by accelerated projected gradient in

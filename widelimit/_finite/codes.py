@@ -120,15 +120,15 @@ def row_supports(Z) -> np.ndarray:
     return np.sum(np.asarray(Z) > 0, axis=1)
 
 
-def working_set_size(s, n_atoms: int, minimum: int = 16) -> tuple[int, ...]:
+def working_set_size(s, width: int, minimum: int = 16) -> tuple[int, ...]:
     """Working-set sizes (tiers) for ``working_set_lasso``, from the support sizes s_n of the rows
     (``row_supports``): the first tier holds 1.25·q90(s) + 2 atoms, the second 1.25·max(s) + 2 (for
     the rows whose support fills the first); each rounded up to ``bucket_size`` sizes and capped at
-    n_atoms."""
+    width."""
     s = np.asarray(s)
     sizes = []
     for q in (np.quantile(s, 0.9), s.max()):
-        size = min(n_atoms, bucket_size(max(minimum, int(1.25 * q + 2))))
+        size = min(width, bucket_size(max(minimum, int(1.25 * q + 2))))
         if not sizes or size > sizes[-1]:
             sizes.append(size)
     return tuple(sizes)
@@ -250,15 +250,15 @@ def working_set_lasso(
 
 @full_precision
 def encode(
-    atoms: Float[ArrayLike, "n_atoms n_features"],
+    atoms: Float[ArrayLike, "width n_features"],
     bias: Float[ArrayLike, " n_features"] | None,
     X: Float[ArrayLike, "n_samples n_features"],
     lam: float,
     *,
-    init: Float[ArrayLike, "n_samples n_atoms"] | None = None,
+    init: Float[ArrayLike, "n_samples width"] | None = None,
     tol: float = 1e-6,
     max_steps: int = 10000,
-) -> Float[Array, "n_samples n_atoms"]:
+) -> Float[Array, "n_samples width"]:
     """Exact codes z_n = argmin_{z≥0} ½||x_n − b − Dz||² + λ||z||₁ (``bias=None`` means b = 0).
 
     Stops when the KKT residual is ≤ tol·λ for every entry, or after ``max_steps``.
@@ -279,9 +279,9 @@ def encode(
 
 @full_precision
 def decode(
-    atoms: Float[ArrayLike, "n_atoms n_features"],
+    atoms: Float[ArrayLike, "width n_features"],
     bias: Float[ArrayLike, " n_features"] | None,
-    codes: Float[ArrayLike, "n_samples n_atoms"],
+    codes: Float[ArrayLike, "n_samples width"],
 ) -> Float[Array, "n_samples n_features"]:
     """Reconstruction x̂_n = b + D z_n."""
     atoms = jnp.asarray(atoms)
@@ -301,7 +301,7 @@ def gram_codes(
     dense: bool = True,
 ):
     """Traceable core used by the fitting loops: codes for (atoms, b) warm-started at Z0
-    (per-point working sets in tiers of ``ws`` atoms when ws < n_atoms, else the dense solver).
+    (per-point working sets in tiers of ``ws`` atoms when ws < width, else the dense solver).
     ``dense=False``: as ``working_set_lasso``'s, (codes, whether rows still need the dense solve)."""
     if ws is not None and min(ws if isinstance(ws, tuple) else (ws,)) < atoms.shape[0]:
         return working_set_lasso(atoms, b, X, lam, Z0, tol, max_steps, ws, dense=dense)

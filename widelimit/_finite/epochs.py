@@ -23,6 +23,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from .._core.objective import loss_value as _loss
+from .._core.objective import relative_gap
 from .._core.validate import to_device
 from .atoms import atom_update, bias_update, code_gram, normalise_rows
 from .codes import bucket_size, dense_fallback, gram_codes, working_set_size
@@ -82,7 +83,7 @@ def _replace_dead(D, Z, X, b, key, dead):
 
 class _Config(eqx.Module):
     lam: Array
-    bias: bool = eqx.field(static=True)
+    fit_bias: bool = eqx.field(static=True)
     batch_size: int | None = eqx.field(static=True)
     atom_steps: int = eqx.field(static=True)
     code_tol: float = eqx.field(static=True)
@@ -108,7 +109,7 @@ def _update(cfg: _Config, s: _State, X, w, fresh):
     B = (w[:, None] * s.Z).T @ (X - s.b)
     D, scale = atom_update(s.D, A, B, cfg.atom_steps)
     Z = s.Z * scale
-    b = jnp.where(coded, bias_update(X, Z, D, w), s.b) if cfg.bias else s.b
+    b = jnp.where(coded, bias_update(X, Z, D, w), s.b) if cfg.fit_bias else s.b
     if cfg.momentum:  # extrapolated atoms, unless the move nearly cancels an atom
         Dm = D + jnp.where(s.extrapolate & ~fresh[:, None], cfg.momentum * (D - s.D_prev), 0)
         De = jnp.where(jnp.linalg.norm(Dm, axis=1, keepdims=True) >= 0.5, normalise_rows(Dm), D)
@@ -221,7 +222,7 @@ def _minibatch_epoch(cfg: _Config, s: _State, X, w, key):
         WZ = wb[:, None] * Zb
         A = beta * A + code_gram(Zb, wb, cfg.support)
         B = beta * B + WZ.T @ (Xb - b)
-        if cfg.bias:
+        if cfg.fit_bias:
             rsum = beta * rsum + wb @ (Xb - Zb @ D)
             count = beta * count + jnp.sum(wb)
             b = rsum / count
@@ -257,7 +258,7 @@ def _record(s: _State, loss, n_res, wide_bound) -> _State:
 
     h = History(
         put(h.loss, loss),
-        put(h.gap, (loss - wide_bound) / jnp.abs(loss)),
+        put(h.gap, relative_gap(loss - wide_bound, wide_bound)),
         put(h.l0, jnp.mean(jnp.sum(s.Z > 0, axis=1), dtype=h.l0.dtype)),
         put(h.dead, jnp.sum(jnp.sum(s.Z, axis=0) <= 0)),
         put(h.resampled, n_res),

@@ -8,12 +8,12 @@ import numpy as np
 from .._core.validate import to_device
 
 
-def data_init(X, b, n_atoms: int, key, max_rows: int = 16384, rounds: int = 32, lloyd: int = 2):
+def data_init(X, b, width: int, key, max_rows: int = 16384, rounds: int = 32, lloyd: int = 2):
     """Atoms for weighted spherical k-means of the data directions u_n = (x_n − b)/‖x_n − b‖,
     weights e_n = ‖x_n − b‖²: maximise Σ_n e_n max_k ⟨u_n, d_k⟩ (on a row subsample of at most
     ``max_rows``). Seeding by k-means++: atoms drawn with probability ∝ e_n (1 − max_k ⟨u_n, d_k⟩),
-    without replacement, in ``rounds`` rounds of ⌈n_atoms/rounds⌉ (one per round, exact
-    k-means++, when n_atoms ≤ rounds). Then ``lloyd`` Lloyd steps: each direction to its nearest
+    without replacement, in ``rounds`` rounds of ⌈width/rounds⌉ (one per round, exact
+    k-means++, when width ≤ rounds). Then ``lloyd`` Lloyd steps: each direction to its nearest
     atom, each atom to normalise(Σ e_n u_n) over its directions (kept where it has none). Plus 1e-3
     Gaussian noise, normalised. On the K = 1024 benchmark two Lloyd steps (0.1 s) reach
     scikit-learn's objective in 3 epochs instead of 5.
@@ -28,19 +28,19 @@ def data_init(X, b, n_atoms: int, key, max_rows: int = 16384, rounds: int = 32, 
     P = np.asarray(X, dtype) - np.asarray(b, dtype)
     energy = np.einsum("nd,nd->n", P, P)
     U = P / np.sqrt(np.where(energy > 0, energy, 1))[:, None]
-    rounds = min(n_atoms, rounds)
-    m = min(-(-n_atoms // rounds), U.shape[0])
-    D = np.zeros((-(-n_atoms // m) * m, X.shape[1]), dtype)
+    rounds = min(width, rounds)
+    m = min(-(-width // rounds), U.shape[0])
+    D = np.zeros((-(-width // m) * m, X.shape[1]), dtype)
     best = np.full(U.shape[0], -1.0, dtype)
     with np.errstate(divide="ignore"):
-        for i in range(0, n_atoms, m):
+        for i in range(0, width, m):
             p = energy * np.clip(1 - best, 0, None)
             p = p if p.sum() > 0 else np.ones_like(p)  # all covered: uniform
             score = np.log(p) + rng.gumbel(size=p.shape)  # m draws ∝ p without replacement
             idx = np.argpartition(-score, m - 1)[:m]
             D[i : i + m] = U[idx]
             best = np.maximum(best, (U @ U[idx].T).max(axis=1))
-    D = D[:n_atoms]
+    D = D[:width]
     for _ in range(lloyd):
         D = _lloyd_step(U, energy, D)
     noise = (1e-3 * rng.standard_normal(D.shape)).astype(dtype)

@@ -56,7 +56,7 @@ class DictionaryLearner(TransformerMixin, BaseEstimator):
             self.n_components,
             self.alpha,
             key=self._key(),
-            bias=self.fit_bias,
+            fit_bias=self.fit_bias,
             init=init,
             init_bias=init_bias,
             max_epochs=self.max_epochs,

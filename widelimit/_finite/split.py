@@ -8,6 +8,7 @@ directions come from one batched power iteration (vmap over atoms).
 from __future__ import annotations
 
 from functools import partial
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +17,21 @@ from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from .._core.precision import full_precision
 from .atoms import normalise_rows
+
+
+class Split(NamedTuple):
+    """Atoms after ``split_atoms``; ``parents[j]`` is the input atom that atom j descends from."""
+
+    atoms: Float[Array, "n_new n_features"]
+    parents: Int[Array, " n_new"]
+
+
+class Grown(NamedTuple):
+    """A warm start for ``fit_dictionary`` from ``grow``: atoms, their parents, codes for them."""
+
+    atoms: Float[Array, "width n_features"]
+    parents: Int[Array, " width"]
+    codes: Float[Array, "n_samples width"]
 
 
 def _top_directions(D, Z, R, key, iters: int = 30):
@@ -41,16 +57,16 @@ def _top_directions(D, Z, R, key, iters: int = 30):
 
 @full_precision
 def split_atoms(
-    atoms: Float[ArrayLike, "n_atoms n_features"],
+    atoms: Float[ArrayLike, "width n_features"],
     X: Float[ArrayLike, "n_samples n_features"],
-    codes: Float[ArrayLike, "n_samples n_atoms"],
+    codes: Float[ArrayLike, "n_samples width"],
     bias: Float[ArrayLike, " n_features"] | None,
     *,
     which: Int[ArrayLike, " n_split"] | None = None,
     eps: float = 0.1,
     key: PRNGKeyArray,
-) -> tuple[Float[Array, "n_new n_features"], Int[Array, " n_new"]]:
-    """Split the atoms ``which`` (default: all) into two; returns (atoms, parents).
+) -> Split:
+    """Split the atoms ``which`` (default: all) into two; returns ``Split(atoms, parents)``.
 
     Atom k stays at index k as normalise(d_k + ε v_k); its sibling normalise(d_k − ε v_k) is
     appended. ``parents[j]`` is the index (in the input) each output atom descends from.
@@ -74,7 +90,7 @@ def split_atoms(
     new = D.at[which].set(plus)
     out = jnp.concatenate([new, minus])
     parents = jnp.concatenate([jnp.arange(k), which]).astype(jnp.int32)
-    return out, parents
+    return Split(out, parents)
 
 
 @partial(jax.jit, static_argnames="m")
@@ -102,9 +118,11 @@ def _greedy_new_atoms(R, Z, lam, cand, m: int):
 
 
 @full_precision
-def grow(fit, X, n_atoms: int, *, key: PRNGKeyArray, eps: float = 0.1, candidates: int = 256):
-    """Atoms for width ``n_atoms`` ≥ current width from a ``DictionaryFit``: returns
-    (atoms, parents, codes) to warm-start ``fit_dictionary``.
+def grow(
+    fit, X, width: int, *, key: PRNGKeyArray, eps: float = 0.1, candidates: int = 256
+) -> Grown:
+    """Atoms for width ``width`` ≥ current width from a ``DictionaryFit``: returns
+    ``Grown(atoms, parents, codes)`` to warm-start ``fit_dictionary``.
 
     New atoms go where the wide certificate fails (‖r_n‖ > λ: a new atom lowers L): each is the
     normalised residual (of the ``candidates`` largest) with the largest first-order gain, and its
@@ -114,11 +132,11 @@ def grow(fit, X, n_atoms: int, *, key: PRNGKeyArray, eps: float = 0.1, candidate
     D, Z = fit.atoms, fit.codes
     X = jnp.asarray(X, D.dtype)
     k = D.shape[0]
-    if n_atoms < k:
-        raise ValueError(f"`n_atoms` ({n_atoms}) is below the current width ({k})")
-    extra = n_atoms - k
+    if width < k:
+        raise ValueError(f"`width` ({width}) is below the current width ({k})")
+    extra = width - k
     if extra == 0:
-        return D, jnp.arange(k, dtype=jnp.int32), Z
+        return Grown(D, jnp.arange(k, dtype=jnp.int32), Z)
     R = X - fit.bias - Z @ D
     cand = jnp.argsort(-jnp.linalg.norm(R, axis=1))[: min(candidates, X.shape[0])]
     U, par, gain, P = _greedy_new_atoms(R, Z, fit.lam, cand, extra)
@@ -134,4 +152,4 @@ def grow(fit, X, n_atoms: int, *, key: PRNGKeyArray, eps: float = 0.1, candidate
         codes = codes.at[:, which].multiply(0.5)
         codes = jnp.concatenate([codes, codes[:, which]], axis=1)
         parents = np.concatenate([parents, parents[np.asarray(par2)[-rest:]]])
-    return atoms, jnp.asarray(parents, jnp.int32), codes
+    return Grown(atoms, jnp.asarray(parents, jnp.int32), codes)

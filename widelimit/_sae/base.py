@@ -25,8 +25,8 @@ from .._finite.atoms import normalise_rows
 
 class AbstractSAE(eqx.Module):
     """An SAE: ``encode``, ``decode``, ``__call__`` = decode ∘ encode, and ``loss`` (its training
-    objective on a batch). Weights follow widelimit's row convention: W_enc (n_atoms, n_features),
-    W_dec (n_atoms, n_features) (rows are the atoms), b_dec (n_features,) (the bias)."""
+    objective on a batch). Weights follow widelimit's row convention: W_enc (width, n_features),
+    W_dec (width, n_features) (rows are the atoms), b_dec (n_features,) (the bias)."""
 
     # Each concrete class declares its own fields, in SAELens's order (AbstractVar would fix their
     # order here): W_enc, W_dec, b_dec, apply_b_dec_to_input (static bool) and config (static JSON).
@@ -41,16 +41,16 @@ class AbstractSAE(eqx.Module):
         """x − b_dec (or x when ``apply_b_dec_to_input`` is False)."""
         return X - self.b_dec if self.apply_b_dec_to_input else X
 
-    def decoder_norms(self) -> Float[Array, " n_atoms"]:
+    def decoder_norms(self) -> Float[Array, " width"]:
         return jnp.linalg.norm(self.W_dec, axis=1)
 
     def _rescale(self) -> bool:
         return bool(getattr(self, "rescale_acts_by_decoder_norm", False))
 
-    def encode(self, X: Float[Array, "n_samples n_features"]) -> Float[Array, "n_samples n_atoms"]:
+    def encode(self, X: Float[Array, "n_samples n_features"]) -> Float[Array, "n_samples width"]:
         raise NotImplementedError
 
-    def decode(self, Z: Float[Array, "n_samples n_atoms"]) -> Float[Array, "n_samples n_features"]:
+    def decode(self, Z: Float[Array, "n_samples width"]) -> Float[Array, "n_samples n_features"]:
         """b_dec + Z W_dec (Z W_dec / ||W_dec rows|| with ``rescale_acts_by_decoder_norm``)."""
         if self._rescale():
             Z = Z / self.decoder_norms()
@@ -62,7 +62,7 @@ class AbstractSAE(eqx.Module):
         return self.decode(self.encode(X))
 
     @property
-    def atoms(self) -> Float[Array, "n_atoms n_features"]:
+    def atoms(self) -> Float[Array, "width n_features"]:
         """The decoder rows as stored (``as_dictionary`` gives the unit atoms)."""
         return self.W_dec
 
@@ -71,7 +71,7 @@ class AbstractSAE(eqx.Module):
         return self.b_dec
 
     @property
-    def n_atoms(self) -> int:
+    def width(self) -> int:
         return self.W_dec.shape[0]
 
     @property

@@ -6,7 +6,7 @@ rule becomes a threshold: z_i = ReLU(π_i) · H(π_i − θ), with θ the runnin
 kept training code (SAELens saves these SAEs as JumpReLU files with that threshold).
 
 BatchTopK loss: (1/2B)Σ||x − x̂||². Matryoshka loss: Σ_m (1/2B)Σ_n ||x_n − b_dec − Σ_{i<m} z_ni W_dec,i||²
-over the nested prefix widths m (the last is n_atoms), so each prefix is a dictionary on its own.
+over the nested prefix widths m (the last is width), so each prefix is a dictionary on its own.
 """
 
 from __future__ import annotations
@@ -38,25 +38,25 @@ def _min_positive(Z):
 class _BatchTopKBase(AbstractSAE):
     """The fields and rules BatchTopK and Matryoshka share."""
 
-    W_enc: Float[Array, "n_atoms n_features"]
-    b_enc: Float[Array, " n_atoms"]
-    W_dec: Float[Array, "n_atoms n_features"]
+    W_enc: Float[Array, "width n_features"]
+    b_enc: Float[Array, " width"]
+    W_dec: Float[Array, "width n_features"]
     b_dec: Float[Array, " n_features"]
-    threshold: Float[Array, " n_atoms"]
+    threshold: Float[Array, " width"]
     k: float = eqx.field(static=True, default=1.0)
     apply_b_dec_to_input: bool = eqx.field(static=True, default=True)
     rescale_acts_by_decoder_norm: bool = eqx.field(static=True, default=False)
     threshold_lr: float = eqx.field(static=True, default=0.01)
     config: str = eqx.field(static=True, default="{}")
 
-    def encode(self, X: Float[Array, "n_samples n_features"]) -> Float[Array, "n_samples n_atoms"]:
+    def encode(self, X: Float[Array, "n_samples n_features"]) -> Float[Array, "n_samples width"]:
         """ReLU(π) · H(π − θ) (the inference rule)."""
         pre = pre_acts(self, X)
         return jax.nn.relu(pre) * (pre > self.threshold)
 
     def encode_batch(
         self, X: Float[Array, "n_samples n_features"]
-    ) -> Float[Array, "n_samples n_atoms"]:
+    ) -> Float[Array, "n_samples width"]:
         """The int(k·B) largest ReLU(π) over the batch (the training rule)."""
         return batch_topk(jax.nn.relu(pre_acts(self, X)), self.k)
 
@@ -91,7 +91,7 @@ class MatryoshkaSAE(_BatchTopKBase):
         w = self.widths
         if w and (list(w) != sorted(set(w)) or w[0] < 1 or w[-1] != self.W_dec.shape[0]):
             raise ValueError(
-                f"Matryoshka `widths` must be strictly increasing, ≥ 1 and end at n_atoms "
+                f"Matryoshka `widths` must be strictly increasing, ≥ 1 and end at width "
                 f"= {self.W_dec.shape[0]}; got {list(w)}"
             )
 

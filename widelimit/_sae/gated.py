@@ -20,13 +20,13 @@ from .base import AbstractSAE, half_sq_error
 
 
 class GatedSAE(AbstractSAE):
-    """Gated SAE: W_enc, b_gate, b_mag, r_mag (n_atoms,) each, W_dec, b_dec."""
+    """Gated SAE: W_enc, b_gate, b_mag, r_mag (width,) each, W_dec, b_dec."""
 
-    W_enc: Float[Array, "n_atoms n_features"]
-    b_gate: Float[Array, " n_atoms"]
-    b_mag: Float[Array, " n_atoms"]
-    r_mag: Float[Array, " n_atoms"]
-    W_dec: Float[Array, "n_atoms n_features"]
+    W_enc: Float[Array, "width n_features"]
+    b_gate: Float[Array, " width"]
+    b_mag: Float[Array, " width"]
+    r_mag: Float[Array, " width"]
+    W_dec: Float[Array, "width n_features"]
     b_dec: Float[Array, " n_features"]
     apply_b_dec_to_input: bool = eqx.field(static=True, default=True)
     config: str = eqx.field(static=True, default="{}")
@@ -39,7 +39,7 @@ class GatedSAE(AbstractSAE):
         mag = s @ (self.W_enc * jnp.exp(self.r_mag)[:, None]).T + self.b_mag
         return gate, mag
 
-    def encode(self, X: Float[Array, "n_samples n_features"]) -> Float[Array, "n_samples n_atoms"]:
+    def encode(self, X: Float[Array, "n_samples n_features"]) -> Float[Array, "n_samples width"]:
         """H(π_gate) ⊙ ReLU(π_mag)."""
         gate, mag = self._paths(X)
         return (gate > 0) * jax.nn.relu(mag)

@@ -53,20 +53,20 @@ def _step_jvp(bandwidth, primals, tangents):
 
 
 class JumpReLUSAE(AbstractSAE):
-    """JumpReLU SAE with per-feature threshold ``threshold`` (n_atoms,)."""
+    """JumpReLU SAE with per-feature threshold ``threshold`` (width,)."""
 
-    W_enc: Float[Array, "n_atoms n_features"]
-    b_enc: Float[Array, " n_atoms"]
-    W_dec: Float[Array, "n_atoms n_features"]
+    W_enc: Float[Array, "width n_features"]
+    b_enc: Float[Array, " width"]
+    W_dec: Float[Array, "width n_features"]
     b_dec: Float[Array, " n_features"]
-    threshold: Float[Array, " n_atoms"]
+    threshold: Float[Array, " width"]
     apply_b_dec_to_input: bool = eqx.field(static=True, default=True)
     bandwidth: float = eqx.field(static=True, default=1e-3)
     config: str = eqx.field(static=True, default="{}")
 
     architecture: ClassVar[str] = "jumprelu"
 
-    def encode(self, X: Float[Array, "n_samples n_features"]) -> Float[Array, "n_samples n_atoms"]:
+    def encode(self, X: Float[Array, "n_samples n_features"]) -> Float[Array, "n_samples width"]:
         """ReLU(π) · H(π − θ)."""
         pre = pre_acts(self, X)
         return jax.nn.relu(pre) * (pre > self.threshold)

@@ -19,19 +19,19 @@ from .base import AbstractSAE, half_sq_error, pre_acts
 
 
 class ReluSAE(AbstractSAE):
-    """ReLU SAE (SAELens ``standard``): W_enc (n_atoms, n_features), b_enc (n_atoms,), W_dec
-    (n_atoms, n_features) (the atoms) and b_dec (n_features,) (the bias)."""
+    """ReLU SAE (SAELens ``standard``): W_enc (width, n_features), b_enc (width,), W_dec
+    (width, n_features) (the atoms) and b_dec (n_features,) (the bias)."""
 
-    W_enc: Float[Array, "n_atoms n_features"]
-    b_enc: Float[Array, " n_atoms"]
-    W_dec: Float[Array, "n_atoms n_features"]
+    W_enc: Float[Array, "width n_features"]
+    b_enc: Float[Array, " width"]
+    W_dec: Float[Array, "width n_features"]
     b_dec: Float[Array, " n_features"]
     apply_b_dec_to_input: bool = eqx.field(static=True, default=True)
     config: str = eqx.field(static=True, default="{}")
 
     architecture: ClassVar[str] = "standard"
 
-    def encode(self, X: Float[Array, "n_samples n_features"]) -> Float[Array, "n_samples n_atoms"]:
+    def encode(self, X: Float[Array, "n_samples n_features"]) -> Float[Array, "n_samples width"]:
         """ReLU(W_enc (x − b_dec) + b_enc)."""
         return jax.nn.relu(pre_acts(self, X))
 

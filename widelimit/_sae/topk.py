@@ -27,9 +27,9 @@ def keep_topk(values, scores, k: int):
 class _KSparseSAE(AbstractSAE):
     """The fields and loss TopK and AbsTopK share."""
 
-    W_enc: Float[Array, "n_atoms n_features"]
-    b_enc: Float[Array, " n_atoms"]
-    W_dec: Float[Array, "n_atoms n_features"]
+    W_enc: Float[Array, "width n_features"]
+    b_enc: Float[Array, " width"]
+    W_dec: Float[Array, "width n_features"]
     b_dec: Float[Array, " n_features"]
     k: int = eqx.field(static=True, default=1)
     apply_b_dec_to_input: bool = eqx.field(static=True, default=True)
@@ -46,7 +46,7 @@ class TopKSAE(_KSparseSAE):
 
     architecture: ClassVar[str] = "topk"
 
-    def encode(self, X: Float[Array, "n_samples n_features"]) -> Float[Array, "n_samples n_atoms"]:
+    def encode(self, X: Float[Array, "n_samples n_features"]) -> Float[Array, "n_samples width"]:
         """ReLU(top-k(W_enc (x − b_dec) + b_enc))."""
         pre = pre_acts(self, X)
         return jax.nn.relu(keep_topk(pre, pre, self.k))
@@ -58,7 +58,7 @@ class AbsTopKSAE(_KSparseSAE):
     architecture: ClassVar[str] = "abstopk"
     signed_codes: ClassVar[bool] = True
 
-    def encode(self, X: Float[Array, "n_samples n_features"]) -> Float[Array, "n_samples n_atoms"]:
+    def encode(self, X: Float[Array, "n_samples n_features"]) -> Float[Array, "n_samples width"]:
         """top-k by |·| of W_enc (x − b_dec) + b_enc, signed."""
         pre = pre_acts(self, X)
         return keep_topk(pre, jnp.abs(pre), self.k)

@@ -131,8 +131,3 @@ def certificate_from_sums(s: PointSums, G, Y, bias: bool):
     feasible = (w_s > 0) & (jnp.sqrt(gsq) <= t * w_s)
     gap_a = jnp.where(feasible, 0.5 * gsq / (jnp.where(w_s > 0, w_s, 1) * n_eff), jnp.inf)
     return primal, jnp.minimum(gap_b, jnp.min(gap_a))
-
-
-def relative(gap, primal):
-    tiny = jnp.finfo(jnp.result_type(primal)).tiny
-    return jnp.where(gap > 0, gap / jnp.maximum(jnp.abs(primal), tiny), 0 * gap)

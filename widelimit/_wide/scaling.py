@@ -50,7 +50,7 @@ def effective_lam(R, lam_scaled):
 def unstandardise(sol: WideSolution, c, s, lam) -> WideSolution:
     """``sol`` of (Y, λ/s) in the units of X; out-of-range objectives marked ``out_of_range``."""
     s2 = s * s
-    obj, dual, abs_gap = sol.objective * s2, sol.dual_objective * s2, sol.abs_gap * s2
+    obj, dual, gap_abs = sol.objective * s2, sol.dual_objective * s2, sol.gap_abs * s2
     bias = c + s * sol.bias
     tiny = jnp.finfo(obj.dtype).tiny
     finite = jnp.isfinite(obj) & jnp.isfinite(dual) & jnp.all(jnp.isfinite(bias), axis=-1)
@@ -60,9 +60,9 @@ def unstandardise(sol: WideSolution, c, s, lam) -> WideSolution:
     mark = lambda b, r: RESULTS.where(b, RESULTS.out_of_range, r)  # noqa: E731
     result = jax.vmap(mark)(bad, sol.result) if bad.ndim else mark(bad, sol.result)
     return eqx.tree_at(
-        lambda t: (t.bias, t.lam, t.objective, t.dual_objective, t.abs_gap, t.code_norms, t.result),
+        lambda t: (t.bias, t.lam, t.objective, t.dual_objective, t.gap_abs, t.code_norms, t.result),
         sol,
-        (bias, jnp.broadcast_to(jnp.asarray(lam, obj.dtype), sol.lam.shape), obj, dual, abs_gap,
+        (bias, jnp.broadcast_to(jnp.asarray(lam, obj.dtype), sol.lam.shape), obj, dual, gap_abs,
          sol.code_norms * s, result),
     )  # fmt: skip
 

@@ -23,8 +23,9 @@ class WideSolution(eqx.Module):
         lam: λ.
         objective: W at ``bias`` (the primal value).
         dual_objective: a certified lower bound on W(λ) (value of a feasible dual point).
-        gap: (objective − dual_objective)/objective, the certified relative duality gap.
-        abs_gap: objective − dual_objective.
+        gap: (objective − dual_objective)/|dual_objective|, the certified relative duality gap
+            (relative to the bound, as every ``gap`` in widelimit).
+        gap_abs: objective − dual_objective.
         num_steps: bias updates taken (data passes = num_steps + 1 after the warm start).
         code_norms: ||m_n||, shape (n_samples,).
         encoded: mask of points with ||m_n|| > 0, shape (n_samples,).
@@ -36,7 +37,7 @@ class WideSolution(eqx.Module):
     objective: Float[Array, ""]
     dual_objective: Float[Array, ""]
     gap: Float[Array, ""]
-    abs_gap: Float[Array, ""]
+    gap_abs: Float[Array, ""]
     num_steps: Int[Array, ""]
     code_norms: Float[Array, " n_samples"]
     encoded: Bool[Array, " n_samples"]

@@ -64,7 +64,7 @@ def solve_wide(
     X: Float[ArrayLike, "n_samples n_features"] | str,
     lam: float,
     *,
-    bias: bool = True,
+    fit_bias: bool = True,
     weights: Float[ArrayLike, " n_samples"] | None = None,
     nonneg_atoms: bool = False,
     rtol: float | None = None,
@@ -84,14 +84,14 @@ def solve_wide(
             memory, a ``.npy`` path, a ``np.memmap``, a list of row chunks or a callable returning
             an iterator of row chunks.
         lam: λ > 0.
-        bias: fit the bias b (else b = 0, closed form).
+        fit_bias: fit the fit_bias b (else b = 0, closed form).
         weights: w_n ≥ 0 (normalised to Σ w_n = N); default all ones.
         nonneg_atoms: restrict atoms to d ≥ 0 (m_n built from [x_n − b]₊).
         rtol: stop when the certified relative gap ≤ rtol. Default 1e-6 (float32), 1e-10 (float64).
             float32 certifies ~1e-6 when some points lie within λ of b; otherwise ~1e-5.
-        max_steps: at most this many bias updates.
+        max_steps: at most this many fit_bias updates.
         throw: raise if the tolerance is not reached (else inspect ``result``).
-        init: initial bias (default: the weighted mean).
+        init: initial fit_bias (default: the weighted mean).
         devices: ``"all"`` or a list of devices to shard the rows over (b is replicated).
         chunk_rows: rows per chunk when streaming.
     """
@@ -104,7 +104,7 @@ def solve_wide(
         return solve_streaming(
             RowSource(X, chunk_rows),
             lam,
-            bias=bias,
+            fit_bias=fit_bias,
             weights=weights,
             nonneg_atoms=nonneg_atoms,
             rtol=rtol,
@@ -121,7 +121,7 @@ def solve_wide(
     n_real = n
     if devices is not None and not isinstance(X, jax.core.Tracer):
         X, w, n_real = _shard(X, w, devices)
-    solver = WideSolver(rtol, max_steps, bias, nonneg_atoms, chunked=not is_sharded(X))
+    solver = WideSolver(rtol, max_steps, fit_bias, nonneg_atoms, chunked=not is_sharded(X))
     sol = _trim(solve_standardised(solver, X, w, lam, b0), n_real)
     return check_result(sol, X) if throw else sol
 
@@ -131,7 +131,7 @@ def solve_wide_path(
     X: Float[ArrayLike, "n_samples n_features"],
     lams: Float[ArrayLike, " n_lams"],
     *,
-    bias: bool = True,
+    fit_bias: bool = True,
     weights: Float[ArrayLike, " n_samples"] | None = None,
     nonneg_atoms: bool = False,
     rtol: float | None = None,
@@ -143,7 +143,7 @@ def solve_wide_path(
 
     ``method="scan"`` (default, measured faster on CPU; see benchmarks/wide_scaling.py) solves the λ
     in decreasing order, in groups of 8 that share each data pass (``_wide_path``), each group
-    warm-started at the last bias of the one before; ``method="vmap"`` solves all λ in parallel
+    warm-started at the last fit_bias of the one before; ``method="vmap"`` solves all λ in parallel
     from the mean. Returns a ``WideSolution`` whose leaves have a leading λ axis in
     the order of ``lams``.
     """
@@ -156,11 +156,11 @@ def solve_wide_path(
     w = check_weights(weights, n, X.dtype)
     rtol = resolvable_rtol(rtol, X.dtype)
     # the vmapped solve keeps the direct pass (``WideSolver.raw_sums``)
-    solver = WideSolver(rtol, max_steps, bias, nonneg_atoms, raw_sums=method == "scan")
+    solver = WideSolver(rtol, max_steps, fit_bias, nonneg_atoms, raw_sums=method == "scan")
 
     def path(Y, lams_y):
         if method == "vmap":
-            b0 = weighted_mean(Y, w) if bias else jnp.zeros((d,), X.dtype)
+            b0 = weighted_mean(Y, w) if fit_bias else jnp.zeros((d,), X.dtype)
             return solve_path_vmap(solver, Y, w, lams_y, b0)
         return solve_path_grouped(solver, Y, w, lams_y)
 
@@ -168,7 +168,7 @@ def solve_wide_path(
     sols = unstandardise(path(X, lams), jnp.zeros((d,), X.dtype), jnp.ones((), X.dtype), lams)
     ok = (sols.result == RESULTS.successful) & (sols.objective != 0)
     if not isinstance(ok, jax.core.Tracer) and not bool(np.all(np.asarray(ok))):
-        Y, c, s, R = standardise(X, w, bias)
+        Y, c, s, R = standardise(X, w, fit_bias)
         sols = unstandardise(path(Y, effective_lam(R, lams / s)), c, s, lams)
     return check_result(sols, X) if throw else sols
 

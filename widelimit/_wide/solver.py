@@ -17,12 +17,12 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from .._core.objective import relative_gap
 from .._core.results import RESULTS
 from .certificate import (
     PointSums,
     certificate_from_sums,
     point_sums,
-    relative,
     slack_levels,
 )
 from .data_pass import data_pass, fast_pass, weighted_row_sum
@@ -79,7 +79,7 @@ class WideSolver(eqx.Module):
         """``finish`` with the code norms λ·max(q − 1, 0) and the mask q > 1 given (the streamed
         solve computes them on the host)."""
         primal, gap = certificate_from_sums(sums, G, Y, self.fit_bias)
-        rel = relative(gap, primal)
+        rel = relative_gap(gap, primal - gap)
         finite = jnp.isfinite(primal) & jnp.all(jnp.isfinite(b))
         result = RESULTS.where(
             finite,
@@ -93,7 +93,7 @@ class WideSolver(eqx.Module):
             objective=scale * primal,
             dual_objective=scale * (primal - gap),
             gap=rel,
-            abs_gap=scale * gap,
+            gap_abs=scale * gap,
             num_steps=jnp.asarray(steps, jnp.int32),
             code_norms=code_norms,
             encoded=encoded,
@@ -106,7 +106,7 @@ class WideSolver(eqx.Module):
         """Whether the certified relative gap of a pass is still above rtol (and the objective
         finite): the loop's condition, without its step limit."""
         primal, gap = certificate_from_sums(sums, G, Y, True)
-        return (relative(gap, primal) > self.rtol) & jnp.isfinite(primal)
+        return (relative_gap(gap, primal - gap) > self.rtol) & jnp.isfinite(primal)
 
     def __call__(self, X, w, lam, b0=None) -> WideSolution:
         """Solve from ``b0`` (default: the weighted mean). ``objective`` is differentiable in X, w

@@ -96,7 +96,7 @@ def _pass(source: RowSource, w, b, lam, nonneg, dtype):
 
 
 def solve_streaming(
-    source: RowSource, lam, *, bias, weights, nonneg_atoms, rtol, max_steps, throw, init
+    source: RowSource, lam, *, fit_bias, weights, nonneg_atoms, rtol, max_steps, throw, init
 ):
     """``solve_wide`` on a ``RowSource``; see ``solve_wide`` for the arguments."""
     dtype = (
@@ -112,13 +112,13 @@ def solve_streaming(
         w = _weights_for(weights, n_rows, dtype)
     else:
         w = None
-    solver = WideSolver(rtol, max_steps, bias, nonneg_atoms, chunked=False)
+    solver = WideSolver(rtol, max_steps, fit_bias, nonneg_atoms, chunked=False)
     if init is not None:
         b = np.asarray(init, dtype=np.float64)
         if b.shape != (d,) or not np.all(np.isfinite(b)):
             raise ValueError(f"`init` must be a finite array of shape ({d},)")
         b = jnp.asarray(b, dtype)
-    elif not bias:
+    elif not fit_bias:
         b = jnp.zeros((d,), dtype)
     else:
         first = np.asarray(next(iter(source)), dtype)[:_WARM_START_ROWS]

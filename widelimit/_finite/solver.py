@@ -1,0 +1,236 @@
+"""``DictionarySolver``: the options of a finite-width fit and its init / step / terminate.
+
+One step is one epoch of SPEC §1: exact codes for the current atoms and bias, then vmapped atom
+updates (and the bias, with ``fit_bias``), full batch with an inertial extrapolation or over
+minibatches of ``batch_size`` rows. ``terminate`` stops when the relative loss decrease
+(L_{e−1} − L_e)/|L_e| ≤ ``tol`` (``RESULTS.successful``), when L is non-finite
+(``RESULTS.nonfinite``) or after ``max_epochs`` (``RESULTS.max_steps_reached``).
+
+As in optimistix, the solver is an ``eqx.Module`` holding only configuration; what changes
+between epochs lives in a ``FitState``. Epochs run on the device; the loop between them runs on
+the host, because each epoch picks the working-set sizes its code solve compiles for from the
+last epoch's code supports. ``fit_dictionary`` (progress, callbacks, checkpoints),
+``fit_dictionary_seeds`` (one vmapped epoch for several seeds) and ``width_sweep`` drive it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array
+
+from .._core.results import RESULTS
+from .._core.validate import to_device
+from .codes import row_supports
+from .epochs import (
+    _Config,
+    _epoch,
+    _staged_epoch,
+    _State,
+    _with_working_set,
+    epoch_code_tol,
+)
+
+# one compiled program per configuration: the epoch of every seed at once
+_epoch_seeds = eqx.filter_jit(eqx.filter_vmap(_epoch, in_axes=(None, 0, None, None, 0, None)))
+
+
+@dataclasses.dataclass(frozen=True)
+class FitState:
+    """Where a fit stands between epochs (host side). ``state`` is the device state (atoms, bias,
+    codes, statistics, history; a leading seed axis for several seeds), ``cfg`` the compiled
+    epoch's configuration, ``epoch`` the epochs run, ``prev`` the last loss (per seed),
+    ``active`` which seeds still run (None for one fit) and ``result`` the status once stopped."""
+
+    state: _State
+    cfg: _Config
+    wide_bound: Array
+    epoch: int
+    prev: float | np.ndarray
+    supports: object
+    active: np.ndarray | None = None
+    result: RESULTS | None = None
+
+
+def _check_number(v, name: str, *, positive: bool) -> float:
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+        raise TypeError(f"`{name}` must be a number, got {type(v).__name__}")
+    ok = math.isfinite(v) and (v > 0 if positive else v >= 0)
+    if not ok:
+        raise ValueError(f"`{name}` must be finite and {'> 0' if positive else '>= 0'}, got {v}")
+    return float(v)
+
+
+def _check_count(v, name: str, *, none_ok: bool = False) -> None:
+    if v is None and none_ok:
+        return
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"`{name}` must be an int, got {type(v).__name__}")
+    if v < 1:
+        raise ValueError(f"`{name}` must be >= 1, got {v}")
+
+
+class DictionarySolver(eqx.Module):
+    """Learns D (unit rows), b and Z ≥ 0 minimising
+    L = (1/2N)Σ w||x − b − Dz||² + (λ/N)Σ w||z||₁ (SPEC §1), one epoch per ``step``.
+
+    Attributes:
+        fit_bias: learn b (else b = 0).
+        batch_size: rows per minibatch (None: full batch).
+        max_epochs: at most this many epochs.
+        tol: stop when (L_{e−1} − L_e)/|L_e| ≤ tol.
+        atom_steps: projected-gradient steps per atom and epoch.
+        code_tol: KKT tolerance of the returned codes (full-batch epochs solve theirs to the last
+            relative decrease of L, clipped to [code_tol, 1e-2]).
+        code_steps: at most this many coordinate sweeps per code solve.
+        resample_dead: restart atoms that no code uses at the worst-fitted points.
+        momentum: inertial factor μ of full-batch epochs: codes are solved for
+            normalise(D' + μ(D' − D'_prev)) and kept only when that lowers L (0: off).
+    """
+
+    fit_bias: bool = True
+    batch_size: int | None = None
+    max_epochs: int = 100
+    tol: float = 1e-6
+    atom_steps: int = 10
+    code_tol: float = 1e-4
+    code_steps: int = 500
+    resample_dead: bool = True
+    momentum: float = 0.8
+
+    def __check_init__(self):
+        for name in ("fit_bias", "resample_dead"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise TypeError(f"`{name}` must be a bool, got {getattr(self, name)!r}")
+        _check_count(self.batch_size, "batch_size", none_ok=True)
+        for name in ("max_epochs", "atom_steps", "code_steps"):
+            _check_count(getattr(self, name), name)
+        _check_number(self.tol, "tol", positive=False)
+        _check_number(self.code_tol, "code_tol", positive=True)
+        _check_number(self.momentum, "momentum", positive=False)
+
+    def fingerprint(self) -> dict:
+        """The options a checkpoint must share to be resumed (not ``max_epochs`` or ``tol``:
+        a resumed fit may run longer or stop later)."""
+        return {
+            "fit_bias": bool(self.fit_bias), "batch_size": self.batch_size,
+            "atom_steps": int(self.atom_steps), "code_tol": float(self.code_tol),
+            "code_steps": int(self.code_steps), "resample_dead": bool(self.resample_dead),
+            "momentum": float(self.momentum),
+        }  # fmt: skip
+
+    def init(self, state: _State, lam, wide_bound) -> FitState:
+        """The fit before its next epoch, from an initial or resumed ``state`` (a leading seed
+        axis runs several seeds). A resumed fit that had already converged stays converged."""
+        cfg = _Config(
+            lam, self.fit_bias, self.batch_size, self.atom_steps, self.code_tol, self.code_steps,
+            self.resample_dead, float(self.momentum),
+        )  # fmt: skip
+        if state.D.ndim == 3:  # several seeds
+            s = state.D.shape[0]
+            return FitState(
+                state, cfg, wide_bound, 0, np.full(s, np.inf), None, active=np.ones(s, bool)
+            )
+        e = int(state.epoch)
+        losses = np.asarray(state.history.loss)
+        prev = float(losses[e - 1]) if e > 0 else math.inf
+        result = None
+        if e >= 2 and float(losses[e - 2]) - prev <= self.tol * abs(prev):
+            result = RESULTS.successful
+        supports = row_supports(state.Z)  # then from each full-batch epoch (Z stays on device)
+        return FitState(state, cfg, wide_bound, e, prev, supports, result=result)
+
+    def step(self, fs: FitState, X, w, key) -> FitState:
+        """One epoch (``key``: the fit's key, or one per seed); records the stop, if any."""
+        if fs.active is not None:
+            return self._step_seeds(fs, X, w, key)
+        e, state = fs.epoch, fs.state
+        k = state.D.shape[0]
+        cfg = _with_working_set(fs.cfg, fs.supports, k, e)
+        if self.batch_size is None:
+            h = state.history
+            tol_e = epoch_code_tol(self.code_tol, np.asarray(h.loss), e)
+            cfg = dataclasses.replace(cfg, epoch_tol=to_device(tol_e, X.dtype))
+            coded = e > 0 and float(np.asarray(h.l0)[e - 1]) > 0
+            dead = e > 0 and int(np.asarray(h.dead)[e - 1]) > 0
+            state, supports = _staged_epoch(
+                cfg, state, X, w, key, fs.wide_bound, coded=coded, dead=dead
+            )
+        else:
+            state = _epoch(cfg, state, X, w, key, fs.wide_bound)
+            supports = row_supports(state.Z)
+        loss = float(np.asarray(state.history.loss)[e])
+        result = None
+        if not math.isfinite(loss):
+            result = RESULTS.nonfinite
+        elif fs.prev - loss <= self.tol * abs(loss):
+            result = RESULTS.successful
+        return FitState(state, cfg, fs.wide_bound, e + 1, loss, supports, result=result)
+
+    def _step_seeds(self, fs: FitState, X, w, keys) -> FitState:
+        """One vmapped epoch of every seed; converged seeds stay frozen."""
+        state, e = fs.state, fs.epoch
+        s, n, k = state.Z.shape
+        cfg = _with_working_set(fs.cfg, row_supports(state.Z.reshape(s * n, k)), k, e)
+        new = _epoch_seeds(cfg, state, X, w, keys, fs.wide_bound)
+        keep = jnp.asarray(fs.active)
+        state = jax.tree.map(
+            lambda a, b: jnp.where(keep.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, state
+        )
+        loss = np.asarray(state.history.loss[:, e])
+        active = fs.active & ~(fs.prev - loss <= self.tol * np.abs(loss))
+        prev = np.where(active, loss, fs.prev)
+        return FitState(state, cfg, fs.wide_bound, e + 1, prev, None, active=active)
+
+    def terminate(self, fs: FitState) -> tuple[bool, Any]:
+        """(done, result): the recorded stop, else ``max_steps_reached`` once ``max_epochs``
+        epochs have run. With seeds, done once no seed is active; the result is a list, per seed
+        (a seed still active ran out of epochs)."""
+        if fs.active is not None:
+            done = not fs.active.any() or fs.epoch >= self.max_epochs
+            stops = [RESULTS.max_steps_reached if a else RESULTS.successful for a in fs.active]
+            return done, stops
+        if fs.result is not None:
+            return True, fs.result
+        return fs.epoch >= self.max_epochs, RESULTS.max_steps_reached
+
+    def final_config(self, fs: FitState, dtype) -> _Config:
+        """The configuration the returned codes are judged with: the last working set, and for
+        full-batch fits the last epoch's code tolerance (re-encoded to ``code_tol`` if looser)."""
+        cfg, e = fs.cfg, fs.epoch
+        if fs.active is not None:
+            s, n, k = fs.state.Z.shape
+            return _with_working_set(cfg, row_supports(fs.state.Z.reshape(s * n, k)), k, e)
+        if self.batch_size is not None:
+            return _with_working_set(cfg, fs.supports, fs.state.D.shape[0], e)
+        if e > 0:
+            tol_e = epoch_code_tol(self.code_tol, np.asarray(fs.state.history.loss), e - 1)
+            return dataclasses.replace(cfg, epoch_tol=to_device(tol_e, dtype))
+        return cfg
+
+
+def solver_of(solver: DictionarySolver | None, options: dict, **defaults) -> DictionarySolver:
+    """``solver``, or one built from keyword options (over ``defaults``); not both."""
+    if solver is None:
+        known = {f.name for f in dataclasses.fields(DictionarySolver)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            hint = " (`bias` is now `fit_bias`)" if "bias" in unknown else ""
+            raise TypeError(
+                f"unknown option(s) {unknown}{hint}; a DictionarySolver takes {sorted(known)}"
+            )
+        return DictionarySolver(**(defaults | options))
+    if not isinstance(solver, DictionarySolver):
+        raise TypeError(f"`solver` must be a DictionarySolver, got {type(solver).__name__}")
+    if options:
+        raise TypeError(
+            f"pass the options {sorted(options)} to the DictionarySolver, not beside `solver`"
+        )
+    return solver
