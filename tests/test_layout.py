@@ -2,6 +2,7 @@
 
 import ast
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -98,3 +99,30 @@ def test_estimator_without_scikit_learn_is_a_clear_import_error():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "pip install 'widelimit[sklearn]'" in out.stdout, out.stdout + out.stderr
+
+
+NOTEBOOKS = sorted((ROOT.parent / "notebooks").glob("*.ipynb"))
+
+
+def test_notebooks_state_their_claim_and_functions_and_carry_no_outputs():
+    import json
+
+    names = [p.stem for p in NOTEBOOKS]
+    for n in ("01_wide_limit", "02_optimality_conditions", "03_splitting_toward_rays",
+              "04_dense_features_1d", "05_real_activations", "06_your_sae"):  # fmt: skip
+        assert n in names, n
+    import widelimit as wl
+
+    for path in NOTEBOOKS:
+        nb = json.loads(path.read_text())
+        first = nb["cells"][0]
+        text = "".join(first["source"])
+        assert first["cell_type"] == "markdown" and "**Claim" in text, path.name
+        assert "**Functions" in text, path.name
+        for name in re.findall(r"`(?:wl\.)?([a-z_]+)`", text.split("**Functions", 1)[1]):
+            if name.startswith(("plot_", "datasets")) or "." in name:
+                continue
+            assert hasattr(wl, name) or hasattr(wl.datasets, name), (path.name, name)
+        assert "assert" in "".join("".join(c["source"]) for c in nb["cells"]), path.name
+        for c in nb["cells"]:
+            assert not c.get("outputs"), f"{path.name}: outputs are not stripped"
