@@ -40,6 +40,8 @@ bench: venv
 	$(BIN)/python benchmarks/pair_hull_scaling.py
 	$(BIN)/python benchmarks/width_study.py
 	$(BIN)/python benchmarks/architectures.py
+	$(BIN)/python benchmarks/code_solver.py
+	$(BIN)/python benchmarks/readme_tables.py
 
 clean:
 	rm -rf $(VENV) .venv-floors demo-output .pytest_cache

@@ -6,6 +6,7 @@ Writes benchmarks/results/wide_scaling.json and .png. ``--quick`` runs small siz
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -240,8 +241,29 @@ def plot(payload, path):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument(
+        "--only",
+        choices=["cvxpy", "passes", "streaming", "path"],
+        help="rerun one section and merge it into the existing JSON (its date recorded)",
+    )
     a = ap.parse_args()
     jax.config.update("jax_enable_x64", True)
+    if a.only:
+        sections = dict(
+            cvxpy=lambda: vs_cvxpy([1000, 4000]),
+            passes=lambda: passes([10_000, 100_000, 1_000_000]),
+            streaming=lambda: streaming(1_000_000),
+            path=path_bench,
+        )
+        with open(os.path.join(RESULTS, "wide_scaling.json")) as f:
+            payload = {k: v for k, v in json.load(f).items() if k != "machine"}
+        payload[a.only] = sections[a.only]()
+        payload.setdefault("reruns", {})[a.only] = time.strftime(
+            "%Y-%m-%d %H:%M UTC", time.gmtime()
+        )
+        print("wrote", write("wide_scaling", payload))
+        plot(payload, os.path.join(RESULTS, "wide_scaling.png"))
+        return
     if a.quick:
         payload = dict(
             cvxpy=vs_cvxpy([300]),

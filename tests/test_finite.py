@@ -9,6 +9,7 @@ import pytest
 from sklearn.linear_model import Lasso
 
 import widelimit as wl
+from widelimit._finite.codes import code_tiers
 
 
 def unit(a):
@@ -579,3 +580,44 @@ def test_staged_epochs_equal_the_one_program_epoch():
     staged = _staged_epoch(small, staged, X, w, key, jnp.asarray(0.0), coded=True, dead=False)[0]
     np.testing.assert_allclose(one.Z, staged.Z, rtol=1e-7, atol=1e-9)
     np.testing.assert_allclose(one.history.loss, staged.history.loss, rtol=1e-12)
+
+
+def test_solve_codes_is_the_fitters_solver_with_a_status(rng):
+    """K > 64: the working-set solver (issue 19's one code solver) against sklearn's Lasso, its
+    status, and the default tolerance's loss against a tight solve."""
+    d, k, lam = 12, 96, 0.15
+    D = unit(rng.normal(size=(k, d)))
+    b = rng.normal(size=d)
+    X = b + np.abs(rng.normal(size=(40, k))) * (rng.random((40, k)) < 0.05) @ D
+    X = X + 0.05 * rng.normal(size=X.shape)
+    tight = wl.solve_codes(D, b, X, lam, tol=1e-10, max_steps=100000)
+    assert code_tiers(k, None) is not None  # this width goes through the working sets
+    assert tight.result == wl.RESULTS.successful and float(tight.kkt) <= 1e-10
+    for n in range(0, X.shape[0], 7):
+        ref = Lasso(alpha=lam / d, positive=True, fit_intercept=False, tol=1e-14, max_iter=100000)
+        ref.fit(D.T, X[n] - b)
+        np.testing.assert_allclose(tight.codes[n], ref.coef_, atol=1e-6)
+    default = wl.solve_codes(D, b, X, lam)
+    assert default.result == wl.RESULTS.successful and float(default.kkt) <= 1e-4
+    L = lambda Z: float(wl.dictionary_loss(X, D, Z, b, lam))  # noqa: E731
+    assert abs(L(default.codes) - L(tight.codes)) <= 1e-6 * L(tight.codes)
+    np.testing.assert_array_equal(wl.encode(D, b, X, lam), default.codes)
+    short = wl.solve_codes(D, b, X, lam, tol=1e-12, max_steps=1)
+    assert short.result == wl.RESULTS.max_steps_reached and float(short.kkt) > 1e-12
+    with pytest.raises(RuntimeError, match="KKT residual"):
+        wl.encode(D, b, X, lam, tol=1e-12, max_steps=1, throw=True)
+    with pytest.raises(ValueError, match="tol"):
+        wl.solve_codes(D, b, X, lam, tol=0.0)
+    jitted = jax.jit(lambda X: wl.solve_codes(D, b, X, lam, throw=True))(X)
+    np.testing.assert_allclose(jitted.codes, default.codes, atol=1e-9)
+
+
+def test_amortisation_gap_reports_its_code_solve(rng):
+    X = (np.abs(rng.normal(size=(300, 3, 1))) * unit(rng.normal(size=(3, 8)))[None]).sum(1) + 0.5
+    sae = wl.train_sae(X, 80, 0.1, key=jax.random.PRNGKey(0), steps=200, batch_size=64).sae
+    g = wl.amortisation_gap(sae, X, 0.1)
+    assert isinstance(g, wl.AmortisationGap) and g.result == wl.RESULTS.successful
+    assert float(g.code_kkt) <= 1e-4 and float(g) == float(g.gap) >= 0
+    np.testing.assert_allclose(g.sae_loss, wl.sae_loss(sae, X, 0.1), rtol=1e-10)
+    tight = wl.amortisation_gap(sae, X, 0.1, tol=1e-10, max_steps=100000)
+    np.testing.assert_allclose(g.exact_loss, tight.exact_loss, rtol=1e-6)

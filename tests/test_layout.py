@@ -126,3 +126,18 @@ def test_notebooks_state_their_claim_and_functions_and_carry_no_outputs():
         assert "assert" in "".join("".join(c["source"]) for c in nb["cells"]), path.name
         for c in nb["cells"]:
             assert not c.get("outputs"), f"{path.name}: outputs are not stripped"
+
+
+def test_readme_benchmark_tables_are_generated_from_the_results_json():
+    """``benchmarks/readme_tables.py --check``: the README's marked tables equal what the JSON in
+    benchmarks/results/ renders to (so they cannot drift from the measurements)."""
+    res = subprocess.run(
+        [sys.executable, str(ROOT.parent / "benchmarks" / "readme_tables.py"), "--check"],
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0, "README tables differ from benchmarks/results: run readme_tables.py"
+    readme = (ROOT.parent / "README.md").read_text()
+    for name in ("wide_scaling", "width_study"):
+        block = readme.split(f"<!-- table:{name} -->")[1].split(f"<!-- /table:{name} -->")[0]
+        assert block.count("\n|") >= 3, name  # rendered, not empty

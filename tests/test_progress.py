@@ -41,3 +41,26 @@ def test_fit_reports_each_epoch_when_asked(capsys):
     assert len(lines) >= 1 and all("eta" in ln for ln in lines)
     wl.fit_dictionary(X, 2, 0.3, key=jax.random.key(0), max_epochs=3)  # default: silent here
     assert "fit_dictionary" not in capsys.readouterr().err
+
+
+def test_sweep_reports_epochs_within_each_width_and_records_time(capsys):
+    X = np.random.default_rng(1).normal(size=(80, 4))
+    s = wl.width_sweep(X, [2, 3], 0.3, key=jax.random.key(0), max_epochs=4, tol=0.0, progress=True)
+    err = capsys.readouterr().err
+    inner = [ln for ln in err.splitlines() if ln.startswith("width_sweep") and "epoch=" in ln]
+    assert any("K=2" in ln and "epoch=4" in ln for ln in inner), err
+    assert any("K=3" in ln and "epoch=1" in ln for ln in inner), err
+    assert list(s.epochs) == [4, 4] and np.all(s.seconds > 0)
+    assert np.all(s.compile_seconds >= 0) and np.all(s.compile_seconds <= s.seconds)
+    assert s.to_dict()["epochs"] == [4, 4]
+
+
+def test_fits_record_their_compile_time():
+    X = np.random.default_rng(2).normal(size=(70, 5))
+    kw = dict(key=jax.random.key(0), max_epochs=3, tol=0.0, progress=False)
+    first = wl.fit_dictionary(X, 11, 0.3, **kw)  # a width no other test compiles
+    again = wl.fit_dictionary(X, 11, 0.3, **kw)  # the same shapes: its programs are cached
+    assert 0 < first.compile_seconds <= first.seconds
+    assert again.compile_seconds < 0.25 * first.compile_seconds
+    (seed,) = wl.fit_dictionary_seeds(X, 11, 0.3, keys=jax.random.split(kw["key"], 1), max_epochs=2)
+    assert seed.compile_seconds >= 0

@@ -31,8 +31,10 @@ from ._analysis.sweep import load_sweep as load_sweep
 from ._analysis.sweep import width_sweep as width_sweep
 from ._core.objective import dictionary_loss as dictionary_loss
 from ._core.results import RESULTS as RESULTS
+from ._finite.codes import CodeSolution as CodeSolution
 from ._finite.codes import decode as decode
 from ._finite.codes import encode as encode
+from ._finite.codes import solve_codes as solve_codes
 from ._finite.epochs import History as History
 from ._finite.fit import DictionaryFit as DictionaryFit
 from ._finite.fit import fit_dictionary as fit_dictionary
@@ -45,6 +47,7 @@ from ._finite.split import Grown as Grown
 from ._finite.split import Split as Split
 from ._finite.split import grow as grow
 from ._finite.split import split_atoms as split_atoms
+from ._sae.amortisation import AmortisationGap as AmortisationGap
 from ._sae.amortisation import amortisation_gap as amortisation_gap
 from ._sae.base import AbstractSAE as AbstractSAE
 from ._sae.batchtopk import BatchTopKSAE as BatchTopKSAE

@@ -106,7 +106,7 @@ def check_sae(sae: AbstractSAE, X, lam: float | None = None, *, tol: float = 1e-
     lam = check_lam_or_implied(sae, X, lam, imp)
     w = jnp.ones(X.shape[0], X.dtype)
     L_sae = float(loss_value(X, D, Z, b, lam, w))
-    Z_exact = encode(D, b, X, lam, tol=1e-4, max_steps=500)  # fit_dictionary's code tolerance
+    Z_exact = encode(D, b, X, lam)  # the fitter's solver and code tolerance (from zero)
     L_exact = float(loss_value(X, D, Z_exact, b, lam, w))
     W = float(solve_wide(X, lam).objective)
     st = sae_stationarity(sae, X)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +23,7 @@ from jaxtyping import ArrayLike, Float, Int, PRNGKeyArray
 
 from .._core import checkpoint
 from .._core.atomic import write_json
+from .._core.compile_clock import compile_seconds
 from .._core.lock import dir_lock
 from .._core.precision import full_precision
 from .._core.progress import Progress
@@ -47,6 +49,9 @@ _RECORD_KEYS = (
     "bias_violation",
     "hull_violations",
     "wants_new_atom",
+    "epochs",
+    "seconds",
+    "compile_seconds",
 )
 
 
@@ -65,6 +70,9 @@ class Sweep:
     bias_violation: Int[np.ndarray, " n_widths"]
     hull_violations: Int[np.ndarray, " n_widths"]
     wants_new_atom: Int[np.ndarray, " n_widths"]
+    epochs: Int[np.ndarray, " n_widths"]
+    seconds: Float[np.ndarray, " n_widths"]
+    compile_seconds: Float[np.ndarray, " n_widths"]
     seed_loss: Float[np.ndarray, "n_widths n_seeds"]
     n_rays: int
     wide_optimum: float
@@ -146,7 +154,8 @@ def _record(fit, X, lam, rays, delta, tol, seed_loss, wide_bound):
 
 
 def _assemble(records, fits, n_rays, wide_optimum, wide_bound, lam) -> Sweep:
-    arr = {k: np.asarray([r[k] for r in records]) for k in _RECORD_KEYS}
+    # records written before epochs/seconds were kept read as NaN
+    arr = {k: np.asarray([r.get(k, np.nan) for r in records]) for k in _RECORD_KEYS}
     widths = np.asarray([r["width"] for r in records])
     seed_loss = np.asarray([r["seed_loss"] for r in records], dtype=float).reshape(len(records), -1)
     tree = split_tree(
@@ -223,6 +232,11 @@ def width_sweep(
                     rec = json.load(f)
                 best = load_fit(fit_path)
             else:
+                clock = (time.perf_counter(), compile_seconds())
+
+                def within(e, loss, t=t, k=k):  # progress within a width: its epochs
+                    bar.update(t, K=k, epoch=e, loss=float(loss))
+
                 keys = [jax.random.fold_in(jax.random.fold_in(key, k), s) for s in range(n_seeds)]
                 grown = (
                     None
@@ -233,6 +247,7 @@ def width_sweep(
                 if n_seeds > 1 and batch_seeds and solver.batch_size is None:
                     fits_k = fit_dictionary_seeds(
                         X, k, lam, keys=jnp.stack(keys), solver=solver, init_bias=b0,
+                        callback=lambda e, losses: within(e, np.min(losses)),
                         inits=None if grown is None else jnp.stack([g.atoms for g in grown]),
                         parents=None if grown is None else jnp.stack([g.parents for g in grown]),
                     )  # fmt: skip
@@ -245,6 +260,7 @@ def width_sweep(
                             key=sk,
                             solver=solver,
                             progress=False,
+                            callback=lambda e, h: within(e, h["loss"][-1]),
                             init_bias=b0,
                             init=None if grown is None else grown[s].atoms,
                             parents=None if grown is None else grown[s].parents,
@@ -254,6 +270,11 @@ def width_sweep(
                 seed_loss = [float(f.loss) for f in fits_k]
                 best = fits_k[int(np.argmin(seed_loss))]
                 rec = _record(best, X, lam, rays, cover_delta, check_tol, seed_loss, wide_bound)
+                rec |= {
+                    "epochs": int(best.n_epochs),
+                    "seconds": time.perf_counter() - clock[0],
+                    "compile_seconds": compile_seconds() - clock[1],
+                }
                 if out_dir is not None:
                     save_fit(best, fit_path)
                     write_json(rec_path, rec)

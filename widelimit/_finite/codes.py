@@ -8,13 +8,15 @@ KKT residual max_n,k |z − [z − (Gz − c + λ)]₊| ≤ tol·λ (c = D(x_n �
 from __future__ import annotations
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jaxtyping import Array, ArrayLike, Float
 
 from .._core.precision import full_precision
-from .._core.validate import check_lam, check_matrix, check_vector
+from .._core.results import RESULTS
+from .._core.validate import check_lam, check_matrix, check_positive_int, check_vector
 
 
 def _lipschitz(G):
@@ -248,20 +250,61 @@ def working_set_lasso(
     return _dense_rows(D, G, Xc, lam, Z, v, grads, tol, max_steps)
 
 
+class CodeSolution(eqx.Module):
+    """Exact codes and how their solve ended. ``kkt`` = max_n,k |z − [z − (Gz − c + λ)]₊|/λ, the
+    worst natural residual in units of λ; ``result`` is ``RESULTS.successful`` when kkt ≤ tol,
+    ``max_steps_reached`` when the step limit came first, ``nonfinite`` on NaN/Inf."""
+
+    codes: Float[Array, "n_samples width"]
+    kkt: Float[Array, ""]
+    result: RESULTS
+
+
+def code_tiers(width: int, init) -> tuple[int, ...] | None:
+    """The working-set tiers the fitter uses (``working_set_lasso``): none up to 64 atoms (the
+    dense solver), then sized from ``init``'s row supports, or (64, 256) as a fit's first epoch
+    when there is no (concrete) ``init``."""
+    if width <= 64:
+        return None
+    if init is None or isinstance(init, jax.core.Tracer):
+        return (64, min(width, 256))
+    return working_set_size(row_supports(init), width)
+
+
+@eqx.filter_jit
+def _solve_codes(atoms, b, X, lam, Z0, tol, max_steps, ws):
+    Z = gram_codes(atoms, b, X, lam, Z0, tol, max_steps, ws)
+    res = kkt_residual(Z, atoms @ atoms.T, (X - b) @ atoms.T, lam)
+    kkt = jnp.max(res, initial=0.0) / lam
+    result = RESULTS.where(
+        jnp.isfinite(kkt),
+        RESULTS.where(kkt <= tol, RESULTS.successful, RESULTS.max_steps_reached),
+        RESULTS.nonfinite,
+    )
+    return CodeSolution(Z, kkt, result)
+
+
 @full_precision
-def encode(
+def solve_codes(
     atoms: Float[ArrayLike, "width n_features"],
     bias: Float[ArrayLike, " n_features"] | None,
     X: Float[ArrayLike, "n_samples n_features"],
     lam: float,
     *,
     init: Float[ArrayLike, "n_samples width"] | None = None,
-    tol: float = 1e-6,
-    max_steps: int = 10000,
-) -> Float[Array, "n_samples width"]:
-    """Exact codes z_n = argmin_{z≥0} ½||x_n − b − Dz||² + λ||z||₁ (``bias=None`` means b = 0).
+    tol: float = 1e-4,
+    max_steps: int = 500,
+    throw: bool = False,
+) -> CodeSolution:
+    """Exact codes z_n = argmin_{z≥0} ½||x_n − b − Dz||² + λ||z||₁ (``bias=None`` means b = 0),
+    with their status (``CodeSolution``).
 
-    Stops when the KKT residual is ≤ tol·λ for every entry, or after ``max_steps``.
+    The fitter's solver: per-point working sets solved by batched coordinate descent when
+    K > 64 (rows that outgrow them solved densely), FISTA on the Gram matrix otherwise; warm-started
+    at ``init``. Stops when every KKT residual is ≤ tol·λ or after ``max_steps``. The default
+    tol = 1e-4 is ``fit_dictionary``'s ``code_tol``; on the bundled real activations it gives the
+    loss of tol = 1e-8 to 1e-6 relative (tests/test_finite.py). ``throw=True`` raises unless the
+    solve succeeded (inside ``jit``, through ``eqx.error_if``).
     """
     X = check_matrix(X, "X")
     atoms = check_matrix(atoms, "atoms")
@@ -270,11 +313,43 @@ def encode(
     dt = jnp.result_type(X.dtype, atoms.dtype)
     X, atoms = X.astype(dt), atoms.astype(dt)
     lam = check_lam(lam, dt)
+    check_positive_int(max_steps, "max_steps")
+    if not (np.isfinite(tol) and tol > 0):
+        raise ValueError(f"`tol` must be finite and > 0, got {tol}")
     b = jnp.zeros(X.shape[1], dt) if bias is None else check_vector(bias, X.shape[1], dt, "bias")
     Z0 = jnp.zeros((X.shape[0], atoms.shape[0]), dt) if init is None else jnp.asarray(init, dt)
     if Z0.shape != (X.shape[0], atoms.shape[0]):
         raise ValueError(f"`init` must have shape {(X.shape[0], atoms.shape[0])}, got {Z0.shape}")
-    return gram_codes(atoms, b, X, lam, jnp.maximum(Z0, 0), tol, max_steps)
+    ws = code_tiers(atoms.shape[0], init)
+    sol = _solve_codes(atoms, b, X, lam, jnp.maximum(Z0, 0), tol, max_steps, ws)
+    if throw:
+        ok = sol.result == RESULTS.successful
+        if isinstance(ok, jax.core.Tracer):
+            return sol.result.error_if(sol, ~ok)
+        if not bool(ok):
+            raise RuntimeError(
+                f"encode: {RESULTS[sol.result]} (KKT residual {float(sol.kkt):.3g}·λ, tol {tol:g})"
+            )
+    return sol
+
+
+@full_precision
+def encode(
+    atoms: Float[ArrayLike, "width n_features"],
+    bias: Float[ArrayLike, " n_features"] | None,
+    X: Float[ArrayLike, "n_samples n_features"],
+    lam: float,
+    *,
+    init: Float[ArrayLike, "n_samples width"] | None = None,
+    tol: float = 1e-4,
+    max_steps: int = 500,
+    throw: bool = False,
+) -> Float[Array, "n_samples width"]:
+    """``solve_codes(...).codes``: exact codes z_n = argmin_{z≥0} ½||x_n − b − Dz||² + λ||z||₁,
+    by the fitter's solver, to a KKT residual ≤ tol·λ (``solve_codes`` also returns the status)."""
+    return solve_codes(
+        atoms, bias, X, lam, init=init, tol=tol, max_steps=max_steps, throw=throw
+    ).codes
 
 
 @full_precision

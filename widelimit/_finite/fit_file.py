@@ -41,7 +41,7 @@ def load_fit(path: str) -> DictionaryFit:
     return DictionaryFit(history=h, fit_bias=fit_bias, **a, **status)
 
 
-_STATUS_KEYS = ("code_kkt", "atom_stationarity", "bias_residual", "seconds")
+_STATUS_KEYS = ("code_kkt", "atom_stationarity", "bias_residual", "seconds", "compile_seconds")
 
 
 def result_name(result) -> str:

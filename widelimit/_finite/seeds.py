@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import ArrayLike, Float, Int, PRNGKeyArray
 
+from .._core.compile_clock import compile_seconds
 from .._core.precision import full_precision
 from .._wide.solve import solve_wide
 from .epochs import initial_state
@@ -34,12 +35,14 @@ def fit_dictionary_seeds(
     init_bias: Float[ArrayLike, " n_features"] | None = None,
     parents: Int[ArrayLike, "n_seeds width"] | None = None,
     weights: Float[ArrayLike, " n_samples"] | None = None,
+    callback=None,
     **options,
 ) -> list[DictionaryFit]:
     """``fit_dictionary`` (full batch) for ``len(keys)`` seeds in one vmapped program; returns one
     ``DictionaryFit`` per seed (``inits`` (S, K, d): per-seed initial atoms, else data-based).
-    ``solver`` (or keyword ``options``) as in ``fit_dictionary``; ``batch_size`` must be None."""
-    t_start = time.perf_counter()
+    ``solver`` (or keyword ``options``) as in ``fit_dictionary``; ``batch_size`` must be None.
+    ``callback(epoch, losses)`` after each epoch (``losses``: the seeds' last losses)."""
+    t_start = (time.perf_counter(), compile_seconds())
     solver = solver_of(solver, options)
     if solver.batch_size is not None:
         raise ValueError(
@@ -71,6 +74,8 @@ def fit_dictionary_seeds(
     fs = solver.init(initial_state(D0, b0, n, solver.max_epochs), lam, wide.dual_objective)
     while not solver.terminate(fs)[0]:
         fs = solver.step(fs, X, w, keys)
+        if callback is not None:
+            callback(fs.epoch, np.asarray(fs.state.history.loss[:, fs.epoch - 1]))
     cfg = solver.final_config(fs, dt)
     stops = solver.terminate(fs)[1]
     fits = []
