@@ -138,6 +138,7 @@ def test_readme_benchmark_tables_are_generated_from_the_results_json():
     )
     assert res.returncode == 0, "README tables differ from benchmarks/results: run readme_tables.py"
     readme = (ROOT.parent / "README.md").read_text()
-    for name in ("wide_scaling", "width_study"):
+    for name in ("wide_scaling", "width_study", "code_solver", "finite_scaling", "architectures",
+                 "pair_hull_scaling"):  # fmt: skip
         block = readme.split(f"<!-- table:{name} -->")[1].split(f"<!-- /table:{name} -->")[0]
         assert block.count("\n|") >= 3, name  # rendered, not empty
