@@ -61,7 +61,8 @@ def test_wide_optimum_lower_bounds_random_dictionaries(p, k, with_bias):
     assert float(W.objective) <= L * (1 + 1e-9) + 1e-12
     assert float(lb.residual_bound) <= float(W.objective) * (1 + 1e-9) + 1e-12
     assert float(lb.lower_bound) >= float(lb.residual_bound)
-    assert float(lb.gap) >= -1e-9 * max(1.0, L)
+    assert float(lb.gap_abs) >= -1e-9 * max(1.0, L)
+    assert np.sign(float(lb.gap)) == np.sign(float(lb.gap_abs))  # a negative gap is not hidden
 
 
 def test_residual_bound_is_tight_at_the_wide_optimum(rng):

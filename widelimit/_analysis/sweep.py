@@ -140,7 +140,7 @@ def _record(fit, X, lam, rays, delta, tol, seed_loss, wide_bound):
     return {
         "width": int(fit.atoms.shape[0]),
         "loss": loss,
-        "gap": (loss - wide_bound) / abs(wide_bound),
+        "gap": (loss - wide_bound) / abs(wide_bound),  # relative_gap's meaning, on host floats
         "rays_covered": covered(rays, fit.atoms, delta),
         "l0": float(jnp.mean(jnp.sum(fit.codes > 0, axis=1))),
         "dead": int(jnp.sum(jnp.sum(fit.codes, axis=0) == 0)),

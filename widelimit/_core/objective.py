@@ -11,9 +11,11 @@ from .validate import check_lam, check_matrix, check_vector, check_weights
 
 def relative_gap(gap_abs, bound):
     """The one meaning of a relative gap in widelimit: (L − W_low)/|W_low| = gap_abs/|bound|
-    (0 when gap_abs is 0, also for a zero bound)."""
+    (0 when gap_abs is 0, also for a zero bound). A negative gap (a loss below its certified
+    bound: rounding, or a bug) stays negative, and a NaN stays NaN, so neither can pass for a
+    closed gap."""
     tiny = jnp.finfo(jnp.result_type(bound)).tiny
-    return jnp.where(gap_abs > 0, gap_abs / jnp.maximum(jnp.abs(bound), tiny), 0 * gap_abs)
+    return jnp.where(gap_abs == 0, 0 * gap_abs, gap_abs / jnp.maximum(jnp.abs(bound), tiny))
 
 
 def check_dictionary(X, atoms, codes, bias, *, finite: bool = True):

@@ -6,6 +6,7 @@ Structural mistakes (shape, dtype, sign of λ, bad weights, non-finite values) r
 
 from __future__ import annotations
 
+import math
 import numbers
 import warnings
 
@@ -162,3 +163,12 @@ def check_positive_int(v, name: str, minimum: int = 1) -> int:
     if v < minimum:
         raise ValueError(f"`{name}` must be >= {minimum}, got {v}")
     return int(v)
+
+
+def check_number(v, name: str, *, positive: bool) -> float:
+    """A finite real number, > 0 (``positive``) or ≥ 0; TypeError for bools and non-numbers."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+        raise TypeError(f"`{name}` must be a number, got {type(v).__name__}")
+    if not (math.isfinite(v) and (v > 0 if positive else v >= 0)):
+        raise ValueError(f"`{name}` must be finite and {'> 0' if positive else '>= 0'}, got {v}")
+    return float(v)

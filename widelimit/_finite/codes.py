@@ -16,7 +16,13 @@ from jaxtyping import Array, ArrayLike, Float
 
 from .._core.precision import full_precision
 from .._core.results import RESULTS
-from .._core.validate import check_lam, check_matrix, check_positive_int, check_vector
+from .._core.validate import (
+    check_lam,
+    check_matrix,
+    check_number,
+    check_positive_int,
+    check_vector,
+)
 
 
 def _lipschitz(G):
@@ -262,13 +268,19 @@ class CodeSolution(eqx.Module):
 
 def code_tiers(width: int, init) -> tuple[int, ...] | None:
     """The working-set tiers the fitter uses (``working_set_lasso``): none up to 64 atoms (the
-    dense solver), then sized from ``init``'s row supports, or (64, 256) as a fit's first epoch
-    when there is no (concrete) ``init``."""
+    dense solver), then sized from ``init``'s row supports, or ``initial_tiers`` as a fit's first
+    epoch when ``init`` is absent, traced or all zero."""
     if width <= 64:
         return None
-    if init is None or isinstance(init, jax.core.Tracer):
-        return (64, min(width, 256))
-    return working_set_size(row_supports(init), width)
+    supports = None if init is None or isinstance(init, jax.core.Tracer) else row_supports(init)
+    if supports is None or not supports.any():
+        return initial_tiers(width)
+    return working_set_size(supports, width)
+
+
+def initial_tiers(width: int) -> tuple[int, int]:
+    """Working-set tiers before any codes exist (a fit's first epoch): 64, then 256 atoms."""
+    return (64, min(width, 256))
 
 
 @eqx.filter_jit
@@ -314,8 +326,7 @@ def solve_codes(
     X, atoms = X.astype(dt), atoms.astype(dt)
     lam = check_lam(lam, dt)
     check_positive_int(max_steps, "max_steps")
-    if not (np.isfinite(tol) and tol > 0):
-        raise ValueError(f"`tol` must be finite and > 0, got {tol}")
+    check_number(tol, "tol", positive=True)
     b = jnp.zeros(X.shape[1], dt) if bias is None else check_vector(bias, X.shape[1], dt, "bias")
     Z0 = jnp.zeros((X.shape[0], atoms.shape[0]), dt) if init is None else jnp.asarray(init, dt)
     if Z0.shape != (X.shape[0], atoms.shape[0]):

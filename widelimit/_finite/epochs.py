@@ -26,7 +26,7 @@ from .._core.objective import loss_value as _loss
 from .._core.objective import relative_gap
 from .._core.validate import to_device
 from .atoms import atom_update, bias_update, code_gram, normalise_rows
-from .codes import bucket_size, dense_fallback, gram_codes, working_set_size
+from .codes import bucket_size, dense_fallback, gram_codes, initial_tiers, working_set_size
 
 
 class History(eqx.Module):
@@ -309,7 +309,7 @@ def _with_working_set(cfg: _Config, supports, k: int, epoch: int) -> _Config:
         return cfg
     supports = np.asarray(supports)
     if epoch == 0 and not supports.any():
-        ws, support = (64, min(k, 256)), (None if k < 2048 else 64)
+        ws, support = initial_tiers(k), (None if k < 2048 else 64)
     else:
         ws = working_set_size(supports, k)
         support = min(k, bucket_size(int(np.quantile(supports, 0.999))))

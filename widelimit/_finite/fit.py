@@ -154,17 +154,11 @@ def fit_dictionary(
         weights=None if weights is None else np.asarray(w), init=init, init_bias=init_bias,
         **solver.fingerprint(),
     )  # fmt: skip
-    if init_bias is not None:
-        init_bias = jnp.asarray(init_bias, dt)
-        if init_bias.shape != (d,):
-            raise ValueError(f"`init_bias` must have shape ({d},)")
+    init_bias = check_init_bias(init_bias, d, dt)
     max_epochs = solver.max_epochs
     with dir_lock(checkpoint_dir):  # after validation: a bad call creates nothing
         wide = solve_wide(X, lam, fit_bias=solver.fit_bias, weights=w, throw=False)
-        if init_bias is not None:
-            b0 = init_bias
-        else:
-            b0 = wide.bias if solver.fit_bias else jnp.zeros(d, dt)
+        b0 = start_bias(wide, init_bias, solver.fit_bias)
         D0 = data_init(X, b0, width, key) if init is None else init
         cap = checkpoint.saved_capacity(checkpoint_dir) or max_epochs
         state = initial_state(D0, b0, n, cap)
@@ -192,6 +186,24 @@ def fit_dictionary(
         if throw and not fit.converged:
             raise RuntimeError(f"fit_dictionary (K = {width}): {RESULTS[fit.result]}")
         return fit
+
+
+def check_init_bias(init_bias, d: int, dtype):
+    """``init_bias`` as an array of shape (d,), or None."""
+    if init_bias is None:
+        return None
+    init_bias = jnp.asarray(init_bias, dtype)
+    if init_bias.shape != (d,):
+        raise ValueError(f"`init_bias` must have shape ({d},)")
+    return init_bias
+
+
+def start_bias(wide, init_bias, fit_bias: bool):
+    """The first epoch's bias: ``init_bias``, else the wide limit's (its Huber location), or 0
+    without a bias."""
+    if init_bias is not None:
+        return init_bias
+    return wide.bias if fit_bias else jnp.zeros_like(wide.bias)
 
 
 def check_fit_inputs(X, width, lam, weights):

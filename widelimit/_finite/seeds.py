@@ -18,7 +18,14 @@ from .._core.compile_clock import compile_seconds
 from .._core.precision import full_precision
 from .._wide.solve import solve_wide
 from .epochs import initial_state
-from .fit import DictionaryFit, _check_init_atoms, check_fit_inputs, finish_fit
+from .fit import (
+    DictionaryFit,
+    _check_init_atoms,
+    check_fit_inputs,
+    check_init_bias,
+    finish_fit,
+    start_bias,
+)
 from .init import data_init
 from .solver import DictionarySolver, solver_of
 
@@ -53,14 +60,9 @@ def fit_dictionary_seeds(
     dt = X.dtype
     keys = jnp.asarray(keys)
     s = keys.shape[0]
+    init_bias = check_init_bias(init_bias, d, dt)
     wide = solve_wide(X, lam, fit_bias=solver.fit_bias, weights=w, throw=False)
-    b0 = (
-        jnp.asarray(init_bias, dt)
-        if init_bias is not None
-        else (wide.bias if solver.fit_bias else jnp.zeros(d, dt))
-    )
-    if b0.shape != (d,):
-        raise ValueError(f"`init_bias` must have shape ({d},)")
+    b0 = start_bias(wide, init_bias, solver.fit_bias)
     if inits is None:
         D0 = jnp.stack([data_init(X, b0, width, keys[i]) for i in range(s)])
     else:

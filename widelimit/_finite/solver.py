@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 from typing import Any
 
 import equinox as eqx
@@ -27,7 +26,7 @@ import numpy as np
 from jaxtyping import Array
 
 from .._core.results import RESULTS
-from .._core.validate import to_device
+from .._core.validate import check_number, check_positive_int, to_device
 from .codes import row_supports
 from .epochs import (
     _Config,
@@ -57,24 +56,6 @@ class FitState:
     supports: object
     active: np.ndarray | None = None
     result: RESULTS | None = None
-
-
-def _check_number(v, name: str, *, positive: bool) -> float:
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
-        raise TypeError(f"`{name}` must be a number, got {type(v).__name__}")
-    ok = math.isfinite(v) and (v > 0 if positive else v >= 0)
-    if not ok:
-        raise ValueError(f"`{name}` must be finite and {'> 0' if positive else '>= 0'}, got {v}")
-    return float(v)
-
-
-def _check_count(v, name: str, *, none_ok: bool = False) -> None:
-    if v is None and none_ok:
-        return
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
-        raise TypeError(f"`{name}` must be an int, got {type(v).__name__}")
-    if v < 1:
-        raise ValueError(f"`{name}` must be >= 1, got {v}")
 
 
 class DictionarySolver(eqx.Module):
@@ -109,12 +90,13 @@ class DictionarySolver(eqx.Module):
         for name in ("fit_bias", "resample_dead"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise TypeError(f"`{name}` must be a bool, got {getattr(self, name)!r}")
-        _check_count(self.batch_size, "batch_size", none_ok=True)
+        if self.batch_size is not None:
+            check_positive_int(self.batch_size, "batch_size")
         for name in ("max_epochs", "atom_steps", "code_steps"):
-            _check_count(getattr(self, name), name)
-        _check_number(self.tol, "tol", positive=False)
-        _check_number(self.code_tol, "code_tol", positive=True)
-        _check_number(self.momentum, "momentum", positive=False)
+            check_positive_int(getattr(self, name), name)
+        check_number(self.tol, "tol", positive=False)
+        check_number(self.code_tol, "code_tol", positive=True)
+        check_number(self.momentum, "momentum", positive=False)
 
     def fingerprint(self) -> dict:
         """The options a checkpoint must share to be resumed (not ``max_epochs`` or ``tol``:
@@ -125,6 +107,10 @@ class DictionarySolver(eqx.Module):
             "code_steps": int(self.code_steps), "resample_dead": bool(self.resample_dead),
             "momentum": float(self.momentum),
         }  # fmt: skip
+
+    def converged(self, prev, loss):
+        """The stop rule: (L_{e−1} − L_e) ≤ tol·|L_e| (elementwise for several seeds)."""
+        return prev - loss <= self.tol * np.abs(loss)
 
     def init(self, state: _State, lam, wide_bound) -> FitState:
         """The fit before its next epoch, from an initial or resumed ``state`` (a leading seed
@@ -142,7 +128,7 @@ class DictionarySolver(eqx.Module):
         losses = np.asarray(state.history.loss)
         prev = float(losses[e - 1]) if e > 0 else math.inf
         result = None
-        if e >= 2 and float(losses[e - 2]) - prev <= self.tol * abs(prev):
+        if e >= 2 and self.converged(float(losses[e - 2]), prev):
             result = RESULTS.successful
         supports = row_supports(state.Z)  # then from each full-batch epoch (Z stays on device)
         return FitState(state, cfg, wide_bound, e, prev, supports, result=result)
@@ -170,7 +156,7 @@ class DictionarySolver(eqx.Module):
         result = None
         if not math.isfinite(loss):
             result = RESULTS.nonfinite
-        elif fs.prev - loss <= self.tol * abs(loss):
+        elif self.converged(fs.prev, loss):
             result = RESULTS.successful
         return FitState(state, cfg, fs.wide_bound, e + 1, loss, supports, result=result)
 
@@ -185,7 +171,7 @@ class DictionarySolver(eqx.Module):
             lambda a, b: jnp.where(keep.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, state
         )
         loss = np.asarray(state.history.loss[:, e])
-        active = fs.active & ~(fs.prev - loss <= self.tol * np.abs(loss))
+        active = fs.active & ~self.converged(fs.prev, loss)
         prev = np.where(active, loss, fs.prev)
         return FitState(state, cfg, fs.wide_bound, e + 1, prev, None, active=active)
 
