@@ -1,6 +1,7 @@
 """Issue 20's silent wrong answers, each a regression test: a clear error or the right answer."""
 
 import json
+import os
 import warnings
 
 import jax
@@ -208,3 +209,118 @@ def test_fit_status_says_how_it_ended(tmp_path):
     seeds = wl.fit_dictionary_seeds(X, 4, 0.3, keys=jax.random.split(jax.random.PRNGKey(0), 2),
                                     max_epochs=2, tol=0)  # fmt: skip
     assert all(f.result == wl.RESULTS.max_steps_reached for f in seeds)
+
+
+def test_sweeps_of_a_single_point_or_identical_points_are_exact(tmp_path):
+    for X in (_data(n=1), np.ones((6, 4), np.float32)):
+        s = wl.width_sweep(X, [1, 2], 0.3, key=jax.random.PRNGKey(0), progress=False)
+        np.testing.assert_array_equal(s.loss, 0.0)  # the bias sits on the data: L = W = 0
+        np.testing.assert_array_equal(s.gap, 0.0)
+
+
+def test_bad_output_paths_are_refused_before_any_work(tmp_path):
+    from typer.testing import CliRunner
+
+    from widelimit.cli import app
+
+    x = str(tmp_path / "x.npy")
+    np.save(x, _data(n=40, d=4))
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "fitdir" / "fit.npz").mkdir(parents=True)
+    (tmp_path / "chk" / "report.png").mkdir(parents=True)
+    (tmp_path / "sw" / "loss.png").mkdir(parents=True)
+    cases = {
+        ("fit", x, "--width", "2", "--lam", "0.3", "-o", str(tmp_path / "fitdir")): "is a directory",
+        ("fit", x, "--width", "2", "--lam", "0.3", "-o", str(tmp_path / "afile")): "is a file",
+        ("wide", x, "--lam", "0.3", "-o", str(tmp_path / "afile" / "sub")): "is a file",
+        ("sweep", x, "--widths", "1", "--lam", "0.3", "-o", str(tmp_path / "sw")): "is a directory",
+        ("check", str(tmp_path / "fitdir"), x, "--lam", "0.3", "-o", str(tmp_path / "chk")): "is a",
+        ("train", x, "--width", "2", "--arch", "topk", "--k", "1", "-o", str(tmp_path / "afile")): "file",
+    }  # fmt: skip
+    for args, msg in cases.items():
+        res = CliRunner().invoke(app, list(args))
+        assert res.exit_code == 2 and msg in res.output and "Traceback" not in res.output, (
+            res.output
+        )
+    assert not (tmp_path / "fitdir" / "checkpoint").exists()  # refused before the fit started
+    assert sorted(p.name for p in (tmp_path / "sw").iterdir()) == ["loss.png"]
+    # the library's own writers check their directories the same way
+    with pytest.raises(ValueError, match="is a file"):
+        wl.fit_dictionary(
+            _data(), 2, 0.3, key=jax.random.PRNGKey(0), checkpoint_dir=str(tmp_path / "afile")
+        )
+    with pytest.raises(ValueError, match="is a file"):
+        wl.width_sweep(
+            _data(), [1], 0.3, key=jax.random.PRNGKey(0), out_dir=str(tmp_path / "afile" / "s")
+        )
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into a read-only directory")
+def test_a_read_only_output_directory_is_refused(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        with pytest.raises(ValueError, match="not writable"):
+            wl.fit_dictionary(
+                _data(), 2, 0.3, key=jax.random.PRNGKey(0), checkpoint_dir=str(ro / "c")
+            )
+    finally:
+        ro.chmod(0o755)
+
+
+def test_a_damaged_width_file_is_fitted_again_and_stale_tmp_files_go(tmp_path):
+    kw = dict(key=jax.random.PRNGKey(0), progress=False, max_epochs=10, out_dir=str(tmp_path))
+    X = _data(n=100, d=4)
+    first = wl.width_sweep(X, [1, 2], 0.3, **kw)
+    (tmp_path / "width-2.npz").write_bytes(b"PK\x03\x04 damaged outside widelimit")
+    (tmp_path / "width-1.npz.tmp").write_bytes(b"left by a killed writer")
+    with pytest.warns(UserWarning, match="width 2: .* fitting it again"):
+        again = wl.width_sweep(X, [1, 2], 0.3, **kw)
+    np.testing.assert_array_equal(again.loss, first.loss)
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_checkpoint_killed_before_its_first_state_starts_afresh(tmp_path):
+    from widelimit._core import checkpoint
+
+    X = _data(n=100, d=4)
+    kw = dict(key=jax.random.PRNGKey(0), progress=False, max_epochs=6, checkpoint_dir=str(tmp_path))
+    full = wl.fit_dictionary(X, 3, 0.3, **kw)
+    for f in tmp_path.glob("state-*.eqx"):  # the manifest reached the disk, the state did not
+        f.unlink()
+    again = wl.fit_dictionary(X, 3, 0.3, **kw)
+    assert again.resumed_from == 0
+    np.testing.assert_array_equal(again.atoms, full.atoms)
+    assert checkpoint.saved_capacity(str(tmp_path)) == 6
+
+
+def test_sae_training_has_a_status_checkpoints_and_resumes_exactly(tmp_path):
+    import optax
+
+    X = _data(n=200, d=6)
+    kw = dict(key=jax.random.PRNGKey(0), steps=40, checkpoint_every=10, progress=False)
+    full = wl.train_sae(X, 8, 0.1, **kw)
+    assert full.result == wl.RESULTS.successful and full.resumed_from == 0
+    half = wl.train_sae(X, 8, 0.1, **(kw | dict(steps=20)), checkpoint_dir=str(tmp_path))
+    assert half.resumed_from == 0
+    rest = wl.train_sae(X, 8, 0.1, **kw, checkpoint_dir=str(tmp_path))  # a larger budget continues
+    assert rest.resumed_from == 20
+    np.testing.assert_array_equal(rest.losses, full.losses)
+    for a, b in zip(
+        jax.tree_util.tree_leaves(rest.sae), jax.tree_util.tree_leaves(full.sae), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="different problem"):
+        wl.train_sae(X, 8, 0.2, **kw, checkpoint_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="custom `optimizer`"):
+        wl.train_sae(X, 8, 0.1, **kw, optimizer=optax.sgd(0.1), checkpoint_dir=str(tmp_path / "o"))
+    # divergence is a status (and an error on request), never a silent number
+    bad = dict(
+        key=jax.random.PRNGKey(0), steps=30, checkpoint_every=10, progress=False, learning_rate=1e30
+    )
+    blown = wl.train_sae(X, 8, 0.1, **bad)
+    assert blown.result == wl.RESULTS.nonfinite
+    assert all(bool(jnp.isfinite(v).all()) for v in jax.tree_util.tree_leaves(blown.sae))
+    with pytest.raises(RuntimeError, match="Non-finite"):
+        wl.train_sae(X, 8, 0.1, **bad, throw=True)

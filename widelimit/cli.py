@@ -14,7 +14,8 @@ except ImportError as e:  # pragma: no cover
 
 import numpy as np
 
-from ._core.atomic import write_json
+from ._core.atomic import atomic_write, atomic_write_bytes, write_json
+from ._core.outputs import check_output_dir
 
 app = typer.Typer(add_completion=False, help="widelimit: sparse dictionaries in the wide limit.")
 console = Console()
@@ -112,12 +113,21 @@ def _call(f, *args, **kwargs):
         _fail(str(e).splitlines()[0])
 
 
+def _check_out(out: str | None, files=(), subdirs=()):
+    """Refuse a bad output directory (exit 2) before any work: see ``check_output_dir``."""
+    if out is not None:
+        _call(check_output_dir, out, files, subdirs, name="-o")
+
+
 def _save_fig(fig, path: str):
     import matplotlib.pyplot as plt
 
-    fig.savefig(path, dpi=130)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=130, format="png"))
     plt.close(fig)
     return path
+
+
+SWEEP_FIGURES = ("loss.png", "gap.png", "rays_covered.png", "split_tree.png")
 
 
 DtypeOpt = typer.Option("float32", "--dtype", help="float32 or float64")
@@ -143,6 +153,7 @@ def wide(
 
     dt = _setup(dtype, quiet)
     _check_lam(lam)
+    _check_out(out, ["wide.json"])
     X = load_data(data, key).astype(dt)
     sol = _call(wl.solve_wide, X, lam)
     summary = {
@@ -188,6 +199,7 @@ def fit(
     _check_lam(lam)
     if width < 1:
         _fail(f"--width must be ≥ 1, got {width}")
+    _check_out(out, ["fit.npz", "fit.json"], ["checkpoint"])
     X = load_data(data, key).astype(dt)
     f = _call(
         wl.fit_dictionary, X, width, lam, key=jax.random.key(seed), fit_bias=not no_bias,
@@ -199,7 +211,7 @@ def fit(
         "width": width, "lam": lam, "loss": float(f.loss), "wide_bound": float(f.wide_bound),
         "result": result_name(f.result), "seconds": float(f.seconds),
         "code_kkt": float(f.code_kkt), "atom_stationarity": float(f.atom_stationarity),
-        "gap": float(f.gap), "epochs": int(f.n_epochs),
+        "gap": float(f.gap), "epochs": int(f.n_epochs), "resumed_from": int(f.resumed_from),
         "l0": float((f.codes > 0).sum(1).mean()), "passed": bool(rep.passed),
         "violated_pairs": rep.violated_pairs[:20].tolist(),
     }  # fmt: skip
@@ -220,11 +232,9 @@ def fit(
 def _sweep_figures(sweep, out: str) -> list[str]:
     from widelimit import plot
 
+    draw = (plot.plot_sweep_loss, plot.plot_sweep_gap, plot.plot_rays_covered, plot.plot_split_tree)
     return [
-        _save_fig(plot.plot_sweep_loss(sweep), os.path.join(out, "loss.png")),
-        _save_fig(plot.plot_sweep_gap(sweep), os.path.join(out, "gap.png")),
-        _save_fig(plot.plot_rays_covered(sweep), os.path.join(out, "rays_covered.png")),
-        _save_fig(plot.plot_split_tree(sweep), os.path.join(out, "split_tree.png")),
+        _save_fig(f(sweep), os.path.join(out, n)) for f, n in zip(draw, SWEEP_FIGURES, strict=True)
     ]
 
 
@@ -277,6 +287,7 @@ def sweep(
     dt = _setup(dtype, quiet)
     _check_lam(lam)
     ws = _parse_widths(widths)
+    _check_out(out, ["sweep.json", *SWEEP_FIGURES])
     X = load_data(data, key).astype(dt)
     s = _call(
         wl.width_sweep, X, ws, lam, key=jax.random.key(seed), fit_bias=not no_bias, n_seeds=seeds,
@@ -287,6 +298,67 @@ def sweep(
     console.print(f"{_closes_sentence(s.closes_at())} Outputs: {os.path.abspath(out)}")
     for f in figs:
         console.print(f"  {f}")
+
+
+@app.command()
+def train(
+    data: str,
+    width: int = typer.Option(..., "--width"),
+    out: str = typer.Option(..., "-o", "--out"),
+    arch: str = typer.Option(
+        "standard",
+        "--arch",
+        help="standard, topk, abstopk, batchtopk, matryoshka_batchtopk, jumprelu or gated",
+    ),
+    lam: float = typer.Option(None, "--lam", help="L1 (standard, gated) or L0 (jumprelu) weight"),
+    k: float = typer.Option(None, "--k", help="codes per row (topk, batchtopk, matryoshka)"),
+    steps: int = typer.Option(2000, "--steps"),
+    batch_size: int = typer.Option(256, "--batch-size"),
+    lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate"),
+    every: int = typer.Option(500, "--checkpoint-every", help="steps between checkpoints"),
+    key: str = KeyOpt,
+    dtype: str = DtypeOpt,
+    seed: int = SeedOpt,
+    quiet: bool = QuietOpt,
+):
+    """Train an SAE on DATA and write it as a SAELens directory OUT/sae (resumable: checkpoints in
+    OUT/checkpoint every --checkpoint-every steps)."""
+    import jax
+
+    import widelimit as wl
+    from widelimit._finite.fit_file import result_name
+
+    dt = _setup(dtype, quiet)
+    if lam is not None:
+        _check_lam(lam)
+    for name, v in (("--width", width), ("--steps", steps), ("--batch-size", batch_size),
+                    ("--checkpoint-every", every)):  # fmt: skip
+        if v < 1:
+            _fail(f"{name} must be ≥ 1, got {v}")
+    _check_out(out, ["train.json"], ["checkpoint", "sae"])
+    X = load_data(data, key).astype(dt)
+    r = _call(
+        wl.train_sae, X, width, lam, key=jax.random.key(seed), architecture=arch, k=k, steps=steps,
+        batch_size=batch_size, learning_rate=lr, checkpoint_dir=os.path.join(out, "checkpoint"),
+        checkpoint_every=every, progress=_progress(quiet),
+    )  # fmt: skip
+    status = result_name(r.result)
+    if status != "successful":
+        _fail(f"training stopped: {wl.RESULTS[r.result]}")
+    _call(wl.save_saelens, r.sae, os.path.join(out, "sae"))
+    tail = np.asarray(r.losses[-min(100, steps) :])
+    summary = {
+        "architecture": r.sae.architecture, "width": width, "steps": steps, "result": status,
+        "final_loss": float(tail.mean()), "resumed_from": int(r.resumed_from),
+        "seconds": float(r.seconds), "losses": np.asarray(r.losses).tolist(),
+    }  # fmt: skip
+    write_json(os.path.join(out, "train.json"), summary)
+    console.print(
+        f"{summary['architecture']} SAE, K = {width}: loss {summary['final_loss']:.6g} (mean of the "
+        f"last {len(tail)} steps) after {steps} steps, {summary['seconds']:.1f} s"
+        + (f", resumed at step {r.resumed_from}" if r.resumed_from else "")
+    )
+    console.print(f"outputs: {os.path.abspath(out)}/sae, train.json")
 
 
 def _load_model(target: str):
@@ -330,6 +402,7 @@ def check(
     import widelimit as wl
 
     dt = _setup(dtype, quiet)
+    _check_out(out, ["check.json", "report.png"])
     atoms, bias, sae = _load_model(model)
     if lam is not None or sae is None:
         if lam is None:
@@ -372,6 +445,7 @@ def plot(sweep_dir: str, quiet: bool = QuietOpt):
     _setup("float32", quiet)
     if not os.path.isdir(sweep_dir):
         _fail(f"no such directory: {sweep_dir}")
+    _check_out(sweep_dir, SWEEP_FIGURES)
     s = _call(wl.load_sweep, sweep_dir)
     for f in _sweep_figures(s, sweep_dir):
         console.print(f)
@@ -392,12 +466,16 @@ def demo(
     from widelimit import plot
 
     _setup("float32", quiet)
+    _check_out(
+        out, ["demo.json", "toy_data.npy", *SWEEP_FIGURES, "hierarchy_pair_hull.png",
+              "hierarchy_report.png", "hull_panels.png"], ["sweep"],
+    )  # fmt: skip
     key = jax.random.key(seed)
     toy = wl.datasets.hierarchy_plus_rays(key, n_samples=800, n_rays=4, n_features=8)
     X, lam = np.asarray(toy.X), 0.2
     n_rays = int(toy.rays.shape[0])
     os.makedirs(out, exist_ok=True)
-    np.save(os.path.join(out, "toy_data.npy"), X)
+    atomic_write_bytes(os.path.join(out, "toy_data.npy"), lambda f: np.save(f, X))
     console.print(
         f"toy data: {len(X)} points on {n_rays} rays (dog, dog+labrador, 4 plain rays), λ = {lam}"
     )

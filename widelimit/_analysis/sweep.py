@@ -15,6 +15,7 @@ import dataclasses
 import json
 import os
 import time
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +26,7 @@ from .._core import checkpoint
 from .._core.atomic import write_json
 from .._core.compile_clock import compile_seconds
 from .._core.lock import dir_lock
+from .._core.objective import relative_gap
 from .._core.precision import full_precision
 from .._core.progress import Progress
 from .._core.validate import check_lam, check_matrix, check_positive_int
@@ -140,7 +142,7 @@ def _record(fit, X, lam, rays, delta, tol, seed_loss, wide_bound):
     return {
         "width": int(fit.atoms.shape[0]),
         "loss": loss,
-        "gap": (loss - wide_bound) / abs(wide_bound),  # relative_gap's meaning, on host floats
+        "gap": float(relative_gap(loss - wide_bound, wide_bound)),
         "rays_covered": covered(rays, fit.atoms, delta),
         "l0": float(jnp.mean(jnp.sum(fit.codes > 0, axis=1))),
         "dead": int(jnp.sum(jnp.sum(fit.codes, axis=0) == 0)),
@@ -227,10 +229,9 @@ def width_sweep(
         for t, k in enumerate(ws):
             rec_path = None if out_dir is None else os.path.join(out_dir, f"width-{k}.json")
             fit_path = None if out_dir is None else os.path.join(out_dir, f"width-{k}.npz")
-            if rec_path and os.path.exists(rec_path) and os.path.exists(fit_path):
-                with open(rec_path) as f:
-                    rec = json.load(f)
-                best = load_fit(fit_path)
+            stored = _load_width(rec_path, fit_path, k)
+            if stored is not None:
+                rec, best = stored
             else:
                 clock = (time.perf_counter(), compile_seconds())
 
@@ -291,6 +292,21 @@ def width_sweep(
         return _assemble(
             records, fits, int(rays.shape[0]), float(wide.objective), wide_bound, float(lam)
         )
+
+
+def _load_width(rec_path, fit_path, k):
+    """(record, fit) of a finished width, or None when it is absent or unreadable (a file damaged
+    outside widelimit, whose own writes are atomic): that width is then fitted again, with a
+    warning, instead of stopping the sweep."""
+    if rec_path is None or not (os.path.exists(rec_path) and os.path.exists(fit_path)):
+        return None
+    try:
+        with open(rec_path) as f:
+            rec = json.load(f)
+        return rec, load_fit(fit_path)
+    except (OSError, ValueError) as e:  # JSONDecodeError is a ValueError
+        warnings.warn(f"width {k}: {e}; fitting it again", stacklevel=3)
+        return None
 
 
 def load_sweep(out_dir: str) -> Sweep:

@@ -10,21 +10,58 @@ import json
 import os
 from collections.abc import Callable
 
+from .outputs import TMP_SUFFIX
+
 
 def atomic_write(path: str, write: Callable[[str], None]) -> None:
     """Call ``write(tmp_path)``, then fsync it and rename it over ``path``."""
     path = os.fspath(path)
-    tmp = path + ".tmp"
+    tmp = path + TMP_SUFFIX
+    kill_at = _fault_plan(path)
     try:
         write(tmp)
+        if kill_at == "partial":  # a writer killed half way through its temporary file
+            os.truncate(tmp, os.path.getsize(tmp) // 2)
+            _die()
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        if kill_at == "written":
+            _die()
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp) and not os.path.isdir(tmp):
             os.remove(tmp)
         raise
+    if kill_at == "renamed":
+        _die()
     _fsync_dir(os.path.dirname(path) or ".")
+
+
+_FAULT_ENV = "WIDELIMIT_FAULT_KILL_AT_WRITE"
+_writes_seen = 0
+
+
+def _fault_plan(path: str) -> str | None:
+    """Fault injection for the kill tests (tests/test_fault_injection.py). With
+    ``WIDELIMIT_FAULT_KILL_AT_WRITE="n:phase[:match]"`` the process SIGKILLs itself at its n-th
+    atomic write (of a path containing ``match``) in ``phase``: ``partial`` (half the temporary
+    file written), ``written`` (before the rename) or ``renamed`` (before the directory fsync).
+    Unset (always, outside those tests) it does nothing."""
+    plan = os.environ.get(_FAULT_ENV)
+    if not plan:
+        return None
+    n, phase, *match = plan.split(":", 2)
+    if match and match[0] not in os.path.basename(path):
+        return None
+    global _writes_seen
+    _writes_seen += 1
+    return phase if _writes_seen == int(n) else None
+
+
+def _die():
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def atomic_write_bytes(path: str, write_to: Callable) -> None:

@@ -114,10 +114,11 @@ def load(directory: str | None, like, fp: dict):
     if directory is None:
         return None, None
     manifest = check_manifest(os.path.join(directory, _MANIFEST), fp)
-    if manifest is None:
+    path = _leaves_file(directory) if manifest is not None else None
+    if path is None:  # no checkpoint, or a run killed before its first state reached the disk
         return None, None
     try:
-        state = eqx.tree_deserialise_leaves(_leaves_file(directory), like)
+        state = eqx.tree_deserialise_leaves(path, like)
     except Exception as e:  # noqa: BLE001 - any failure means an unusable checkpoint
         raise ValueError(
             f"checkpoint in {directory!r} is corrupt or was written by another version of "

@@ -10,15 +10,19 @@ from __future__ import annotations
 import contextlib
 import os
 
+from .outputs import check_output_dir, remove_stale_tmp
+
 LOCK_NAME = ".widelimit.lock"
 
 
 @contextlib.contextmanager
 def dir_lock(directory: str | None):
-    """Hold the exclusive lock of ``directory`` (created if missing) for the ``with`` block."""
+    """Hold the exclusive lock of ``directory`` (created if missing) for the ``with`` block; on
+    entry, the temporary files a killed writer left there are removed."""
     if directory is None:
         yield
         return
+    check_output_dir(directory, name="directory")
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
@@ -38,6 +42,7 @@ def dir_lock(directory: str | None):
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
+        remove_stale_tmp(directory)
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock

@@ -46,7 +46,8 @@ class DictionaryFit(eqx.Module):
     ``tol``), ``max_steps_reached`` (``max_epochs`` ran out first) or ``nonfinite``.
     ``code_kkt``, ``atom_stationarity`` and ``bias_residual`` are the final first-order residuals
     (worst entry / worst atom, in units of λ; SPEC §4); ``seconds`` the call's wall time, of
-    which ``compile_seconds`` compiling (JAX's monitoring events; process-wide).
+    which ``compile_seconds`` compiling (JAX's monitoring events; process-wide);
+    ``resumed_from`` the epoch a checkpointed fit resumed at (0 for a fresh one).
     """
 
     atoms: Float[Array, "width n_features"]
@@ -65,6 +66,7 @@ class DictionaryFit(eqx.Module):
     bias_residual: Float[Array, ""] | float = float("nan")
     seconds: float = float("nan")
     compile_seconds: float = float("nan")
+    resumed_from: int = 0
 
     @property
     def converged(self) -> bool:
@@ -183,6 +185,8 @@ def fit_dictionary(
         cfg = solver.final_config(fs, dt)
         stop = solver.terminate(fs)[1]
         fit = finish_fit(cfg, fs.state, X, w, fs.wide_bound, parents, stop, t_start)
+        if loaded is not None:
+            fit = dataclasses.replace(fit, resumed_from=int(loaded.epoch))
         if throw and not fit.converged:
             raise RuntimeError(f"fit_dictionary (K = {width}): {RESULTS[fit.result]}")
         return fit

@@ -16,10 +16,15 @@ from typing import NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
+from .._core import checkpoint
+from .._core.lock import dir_lock
 from .._core.precision import full_precision
+from .._core.progress import Progress
+from .._core.results import RESULTS
 from .._core.validate import check_lam, check_matrix, check_positive_int
 from .._finite.atoms import normalise_rows
 from .._wide.solve import solve_wide
@@ -44,12 +49,17 @@ _ALIASES = {"relu": "standard", "matryoshka": "matryoshka_batchtopk"}
 
 
 class SAETraining(NamedTuple):
-    """What ``train_sae`` returns: the model, the per-step minibatch losses and the wall time (s,
-    compilation included)."""
+    """What ``train_sae`` returns: the model, the per-step minibatch losses, the wall time (s,
+    compilation included), how it ended (``RESULTS.successful``, or ``nonfinite`` when a loss or a
+    parameter stopped being finite: training stops there, ``sae`` is the model after the last
+    finite chunk and the losses after it are NaN) and the
+    step a checkpointed run resumed from (0 for a fresh run)."""
 
     sae: AbstractSAE
     losses: Float[Array, " steps"]
     seconds: float
+    result: RESULTS = RESULTS.successful
+    resumed_from: int = 0
 
 
 def default_widths(width: int) -> tuple[int, ...]:
@@ -95,22 +105,42 @@ def train_sae(
     k: float | None = None,
     widths=None,
     optimizer: optax.GradientTransformation | None = None,
+    learning_rate: float = 1e-3,
     steps: int = 2000,
     batch_size: int = 256,
     b_dec_init: str | None = None,
+    checkpoint_dir: str | None = None,
+    checkpoint_every: int = 500,
+    progress: bool | None = None,
+    throw: bool = False,
 ) -> SAETraining:
     """Train an SAE of ``architecture`` (standard, topk, abstopk, batchtopk, matryoshka_batchtopk,
-    jumprelu, gated) with minibatch ``optimizer`` (default ``optax.adam(1e-3)``) on its own loss.
+    jumprelu, gated) with minibatch ``optimizer`` (default ``optax.adam(learning_rate)``) on its
+    own loss.
 
     ``lam`` is the L1 weight (standard, gated) or the L0 weight (jumprelu); ``k`` the codes per row
     (topk, abstopk) or per row on average over a batch (batchtopk, matryoshka); ``widths`` the
     Matryoshka prefixes. ``width`` may instead be an SAE to continue training.
+
+    Steps run in chunks of ``checkpoint_every`` (step t's minibatch comes from
+    ``fold_in(key, t)``), so a run resumed from ``checkpoint_dir`` after an interruption equals an
+    uninterrupted one bit for bit and loses at most one chunk; a finished run is returned as
+    stored. ``throw=True`` raises ``RuntimeError`` when training stops on a non-finite value.
     """
     X = check_matrix(X, "X")
     steps = check_positive_int(steps, "steps")
     batch_size = min(check_positive_int(batch_size, "batch_size"), X.shape[0])
+    chunk = min(check_positive_int(checkpoint_every, "checkpoint_every"), steps)
+    lr = check_lam(learning_rate, X.dtype, "learning_rate")
+    if checkpoint_dir is not None and optimizer is not None:
+        raise ValueError(
+            "a custom `optimizer` cannot be fingerprinted for a checkpoint (its hyperparameters "
+            "live in closures); checkpoint with the default Adam and `learning_rate`, or pass "
+            "checkpoint_dir=None"
+        )
     t0 = time.perf_counter()
-    if isinstance(width, AbstractSAE):
+    given = isinstance(width, AbstractSAE)
+    if given:
         sae = width
         arch = sae.architecture
     else:
@@ -133,25 +163,78 @@ def train_sae(
             raise ValueError(f"`b_dec_init` must be 'wide' or 'median', got {b_dec_init!r}")
         if b_dec_init == "wide" and lam is None:
             raise ValueError("`b_dec_init='wide'` needs `lam`")
-        scale = float(jnp.median(jnp.linalg.norm(X - jnp.mean(X, 0), axis=1)))
-        lam_b = check_lam(lam, X.dtype) if b_dec_init == "wide" else max(scale, 1e-30) * 1e-6
-        b0 = solve_wide(X, lam_b, rtol=1e-5, max_steps=5000, throw=False).bias
-        k_init, key = jax.random.split(key)
-        sae = init_sae(X, width, b0, k_init, arch, k=k, lam=lam, widths=widths)
     lam_v = jnp.asarray(0.0 if lam is None else check_lam(lam, X.dtype), X.dtype)
-    opt = optax.adam(1e-3) if optimizer is None else optimizer
-    sae, losses = _run(sae, X, lam_v, key, opt, steps, batch_size)
-    losses.block_until_ready()
-    return SAETraining(sae, losses, time.perf_counter() - t0)
+    fp = checkpoint.fingerprint(
+        X, key=key, lam=float(lam_v), architecture=arch, k=None if k is None else float(k),
+        widths=None if widths is None else [int(v) for v in widths], learning_rate=float(lr),
+        batch_size=batch_size, b_dec_init=b_dec_init, checkpoint_every=chunk,
+        width=width if not given else [checkpoint.digest(v) for v in jax.tree_util.tree_leaves(eqx.filter(sae, eqx.is_inexact_array))],
+    ) if checkpoint_dir is not None else None  # fmt: skip
+    with dir_lock(checkpoint_dir):  # after validation: a bad call creates nothing
+        if not given:
+            scale = float(jnp.median(jnp.linalg.norm(X - jnp.mean(X, 0), axis=1)))
+            lam_b = lam_v if b_dec_init == "wide" else max(scale, 1e-30) * 1e-6
+            b0 = solve_wide(X, lam_b, rtol=1e-5, max_steps=5000, throw=False).bias
+            k_init, key = jax.random.split(key)
+            sae = init_sae(X, width, b0, k_init, arch, k=k, lam=lam, widths=widths)
+        opt = optax.adam(float(lr)) if optimizer is None else optimizer
+        params, static = eqx.partition(sae, eqx.is_inexact_array)
+        state = _TrainState(params, opt.init(params), jnp.asarray(0, jnp.int32))
+        losses = np.full(steps, np.nan, np.asarray(X[:1]).dtype)
+        resumed_from = 0
+        if checkpoint_dir is not None:
+            cap = checkpoint.saved_capacity(checkpoint_dir) or steps
+            like = (state, jnp.zeros(cap, losses.dtype))
+            loaded, _ = checkpoint.load(checkpoint_dir, like, fp)
+            if loaded is not None:
+                state, stored = loaded
+                resumed_from = min(int(state.step), steps)
+                losses[:resumed_from] = np.asarray(stored)[:resumed_from]
+        run = _chunk_runner(static, opt, batch_size)
+        bar = Progress(steps, "train_sae", progress)
+        result = RESULTS.successful
+        done = resumed_from
+        while done < steps:
+            n = min(chunk, steps - done)
+            new, chunk_losses = run(state, X, lam_v, key, n)
+            chunk_losses = np.asarray(chunk_losses)
+            losses[done : done + n] = chunk_losses
+            if not (np.isfinite(chunk_losses).all() and _finite(new.params)):
+                result = RESULTS.nonfinite
+                losses[done : done + n][~np.isfinite(chunk_losses)] = np.nan
+                break
+            state, done = new, done + n
+            if checkpoint_dir is not None:
+                checkpoint.save(
+                    checkpoint_dir, (state, jnp.asarray(losses)), {"fingerprint": fp}, steps
+                )
+            bar.update(done, loss=float(chunk_losses[-1]))
+        bar.close()
+    if throw and result != RESULTS.successful:
+        raise RuntimeError(f"train_sae stopped at step {done}: {RESULTS[result]}")
+    sae = eqx.combine(state.params, static)
+    return SAETraining(sae, jnp.asarray(losses), time.perf_counter() - t0, result, resumed_from)
 
 
-def _run(sae, X, lam, key, opt, steps, batch_size):
-    params, static = eqx.partition(sae, eqx.is_inexact_array)
-    opt_state = opt.init(params)
+class _TrainState(NamedTuple):
+    params: AbstractSAE
+    opt_state: optax.OptState
+    step: Array
 
-    def step(carry, k):
-        params, opt_state = carry
-        idx = jax.random.choice(k, X.shape[0], (batch_size,), replace=False)
+
+def _finite(tree) -> bool:
+    return all(bool(jnp.isfinite(x).all()) for x in jax.tree_util.tree_leaves(tree))
+
+
+def _chunk_runner(static, opt, batch_size):
+    """``run(state, X, lam, key, n)``: n optimiser steps from ``state.step``; step t's minibatch
+    is drawn with ``fold_in(key, t)``. One program per chunk length."""
+
+    def step(carry, t):
+        params, opt_state, X, lam, key = carry
+        idx = jax.random.choice(
+            jax.random.fold_in(key, t), X.shape[0], (batch_size,), replace=False
+        )
 
         def loss(p):
             return eqx.combine(p, static).loss(X[idx], lam)
@@ -159,8 +242,14 @@ def _run(sae, X, lam, key, opt, steps, batch_size):
         (value, aux), g = jax.value_and_grad(loss, has_aux=True)(params)
         upd, opt_state = opt.update(g, opt_state, params)
         model = eqx.combine(optax.apply_updates(params, upd), static).after_step(aux)
-        return (eqx.filter(model, eqx.is_inexact_array), opt_state), value
+        return (eqx.filter(model, eqx.is_inexact_array), opt_state, X, lam, key), value
 
-    run = eqx.filter_jit(lambda c, ks: jax.lax.scan(step, c, ks))
-    (params, _), losses = run((params, opt_state), jax.random.split(key, steps))
-    return eqx.combine(params, static), losses
+    @eqx.filter_jit
+    def run(state, X, lam, key, n):
+        ts = state.step + jnp.arange(n, dtype=jnp.int32)
+        (params, opt_state, *_), losses = jax.lax.scan(
+            step, (state.params, state.opt_state, X, lam, key), ts
+        )
+        return _TrainState(params, opt_state, state.step + n), losses
+
+    return run
