@@ -19,6 +19,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int
 
 from .._core.precision import full_precision
+from .._core.validate import check_matrix, float_dtype
 
 
 class HullTable(eqx.Module):
@@ -140,6 +141,9 @@ def _take_rows(Z, idx):
     return jnp.asarray(out)
 
 
+_valid_codes = jax.jit(lambda z: jnp.all(jnp.isfinite(z) & (z >= 0)))
+
+
 @full_precision
 def hull_table(
     codes: Float[ArrayLike, "n_samples width"],
@@ -156,7 +160,17 @@ def hull_table(
     ``codes`` may be a JAX/numpy array or a memmap (read in ``chunk_rows`` row chunks); codes must be
     ≥ 0 and atoms unit rows (``check_optimality`` validates both). Rows with zero weight are ignored.
     """
-    D = jnp.asarray(atoms)
+    D = check_matrix(atoms, "atoms")
+    if isinstance(codes, (list, tuple)):
+        codes = np.asarray(codes)
+    if len(getattr(codes, "shape", ())) != 2 or codes.shape[0] < 1:
+        raise ValueError(
+            f"`codes` must be 2-D (n_samples, width) with ≥ 1 row, got shape "
+            f"{tuple(getattr(codes, 'shape', ()))}"
+        )
+    float_dtype(codes, "codes")
+    if codes.shape[1] != D.shape[0]:
+        raise ValueError(f"`codes` has {codes.shape[1]} columns but there are {D.shape[0]} atoms")
     dt = jnp.result_type(D.dtype, jnp.asarray(codes[:1]).dtype)  # canonical (float32 without x64)
     n, k = codes.shape
     w = np.ones(n) if weights is None else np.asarray(weights)
@@ -173,6 +187,10 @@ def hull_table(
         jnp.zeros((k, top), jnp.int32),
     )
     for s, zc, wc in row_chunks(codes, w, rows):
+        if not bool(_valid_codes(zc)):  # chunk by chunk: a memmap is never loaded whole
+            raise ValueError(
+                f"`codes` rows {s}..{s + zc.shape[0] - 1} hold a negative or non-finite code"
+            )
         state = _scan_chunk(state, zc.astype(dt), wc, jnp.int32(s), top)
     count, mass, tv, ti = state
     mu = mass / n

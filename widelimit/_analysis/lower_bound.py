@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
@@ -76,5 +77,11 @@ def wide_lower_bound(
         jnp.asarray(jnp.nan, X.dtype) if wide is None else jnp.asarray(wide.dual_objective, X.dtype)
     )
     lb = rb if wide is None else jnp.maximum(rb, wb)
+    ok = jnp.isfinite(loss) & jnp.isfinite(rb)
+    if not isinstance(ok, jax.core.Tracer) and not bool(ok):
+        raise RuntimeError(
+            f"the loss ({float(loss):.3g}) or its bound ({float(rb):.3g}) is outside the range of "
+            f"the dtype {X.dtype}: rescale X (and λ), or use float64"
+        )
     gap_abs = loss - lb
     return LowerBound(loss, rb, wb, lb, relative_gap(gap_abs, lb), gap_abs)

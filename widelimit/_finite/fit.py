@@ -157,6 +157,9 @@ def fit_dictionary(
         **solver.fingerprint(),
     )  # fmt: skip
     init_bias = check_init_bias(init_bias, d, dt)
+    scale = fit_scale(X)
+    X, lam, init_bias = X / scale, lam / scale, None if init_bias is None else init_bias / scale
+    callback = unscaled_callback(callback, scale)
     max_epochs = solver.max_epochs
     with dir_lock(checkpoint_dir):  # after validation: a bad call creates nothing
         wide = solve_wide(X, lam, fit_bias=solver.fit_bias, weights=w, throw=False)
@@ -174,7 +177,9 @@ def fit_dictionary(
         while not solver.terminate(fs)[0]:
             fs = solver.step(fs, X, w, key)
             e = fs.epoch
-            bar.update(e, loss=fs.prev, gap=float(np.asarray(fs.state.history.gap)[e - 1]))
+            bar.update(
+                e, loss=fs.prev * scale * scale, gap=float(np.asarray(fs.state.history.gap)[e - 1])
+            )
             if callback is not None:
                 callback(e, fs.state.history.trimmed(e))
             if checkpoint_dir is not None and (e % checkpoint_every == 0 or e == max_epochs):
@@ -184,12 +189,47 @@ def fit_dictionary(
         bar.close()
         cfg = solver.final_config(fs, dt)
         stop = solver.terminate(fs)[1]
-        fit = finish_fit(cfg, fs.state, X, w, fs.wide_bound, parents, stop, t_start)
+        fit = unscale_fit(
+            finish_fit(cfg, fs.state, X, w, fs.wide_bound, parents, stop, t_start), scale
+        )
         if loaded is not None:
             fit = dataclasses.replace(fit, resumed_from=int(loaded.epoch))
         if throw and not fit.converged:
             raise RuntimeError(f"fit_dictionary (K = {width}): {RESULTS[fit.result]}")
         return fit
+
+
+def fit_scale(X) -> float:
+    """1, or the power of two s near max |x| when that is outside [2⁻³², 2³²]: the fit then runs on
+    X/s at λ/s (exact: a power of two) and ``unscale_fit`` maps it back, so that no pass squares
+    (or takes fourth powers of) numbers near the dtype's overflow or underflow."""
+    big = float(jnp.max(jnp.abs(X)))
+    if big == 0 or 2.0**-32 <= big <= 2.0**32:
+        return 1.0
+    return float(2.0 ** np.ceil(np.log2(big)))
+
+
+def unscale_fit(fit: DictionaryFit, s: float) -> DictionaryFit:
+    """A fit of (X/s, λ/s) as the fit of (X, λ): b, Z and λ times s, losses times s² (the atoms
+    and every residual, which are ratios, unchanged); ``RESULTS.out_of_range`` when L or its bound
+    then overflows the dtype."""
+    if s == 1.0:
+        return fit
+    h = fit.history
+    loss, bound = fit.loss * s * s, fit.wide_bound * s * s
+    in_range = bool(jnp.isfinite(loss) & jnp.isfinite(bound))
+    return dataclasses.replace(
+        fit, bias=fit.bias * s, codes=fit.codes * s, loss=loss, wide_bound=bound, lam=fit.lam * s,
+        history=dataclasses.replace(h, loss=h.loss * s * s),
+        result=fit.result if in_range else RESULTS.out_of_range,
+    )  # fmt: skip
+
+
+def unscaled_callback(callback, s: float):
+    """``callback(epoch, history)`` seeing losses in the units of X."""
+    if callback is None or s == 1.0:
+        return callback
+    return lambda e, h: callback(e, h | {"loss": h["loss"] * s * s})
 
 
 def check_init_bias(init_bias, d: int, dtype):

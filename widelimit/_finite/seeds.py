@@ -24,7 +24,9 @@ from .fit import (
     check_fit_inputs,
     check_init_bias,
     finish_fit,
+    fit_scale,
     start_bias,
+    unscale_fit,
 )
 from .init import data_init
 from .solver import DictionarySolver, solver_of
@@ -61,6 +63,8 @@ def fit_dictionary_seeds(
     keys = jnp.asarray(keys)
     s = keys.shape[0]
     init_bias = check_init_bias(init_bias, d, dt)
+    scale = fit_scale(X)
+    X, lam, init_bias = X / scale, lam / scale, None if init_bias is None else init_bias / scale
     wide = solve_wide(X, lam, fit_bias=solver.fit_bias, weights=w, throw=False)
     b0 = start_bias(wide, init_bias, solver.fit_bias)
     if inits is None:
@@ -77,11 +81,12 @@ def fit_dictionary_seeds(
     while not solver.terminate(fs)[0]:
         fs = solver.step(fs, X, w, keys)
         if callback is not None:
-            callback(fs.epoch, np.asarray(fs.state.history.loss[:, fs.epoch - 1]))
+            callback(fs.epoch, np.asarray(fs.state.history.loss[:, fs.epoch - 1]) * scale * scale)
     cfg = solver.final_config(fs, dt)
     stops = solver.terminate(fs)[1]
     fits = []
     for i in range(s):
         state = jax.tree.map(lambda a: a[i], fs.state)  # noqa: B023
-        fits.append(finish_fit(cfg, state, X, w, fs.wide_bound, par[i], stops[i], t_start))
+        fit = finish_fit(cfg, state, X, w, fs.wide_bound, par[i], stops[i], t_start)
+        fits.append(unscale_fit(fit, scale))
     return fits
