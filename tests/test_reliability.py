@@ -324,3 +324,30 @@ def test_sae_training_has_a_status_checkpoints_and_resumes_exactly(tmp_path):
     assert all(bool(jnp.isfinite(v).all()) for v in jax.tree_util.tree_leaves(blown.sae))
     with pytest.raises(RuntimeError, match="Non-finite"):
         wl.train_sae(X, 8, 0.1, **bad, throw=True)
+
+
+def test_a_streamed_solve_out_of_the_dtypes_range_is_not_a_success(tmp_path):
+    X = _data(n=600, d=6)
+    for name, scale in (("big", 1e20), ("tiny", 1e-20)):
+        path = str(tmp_path / f"{name}.npy")
+        np.save(path, (X.astype(np.float64) * scale).astype(np.float32))
+        sol = wl.solve_wide(path, 2 * scale, throw=False, chunk_rows=128)
+        assert sol.result == wl.RESULTS.out_of_range, name
+        with pytest.raises(RuntimeError, match="outside the range"):
+            wl.solve_wide(path, 2 * scale, chunk_rows=128)
+    np.save(str(tmp_path / "ok.npy"), X + 100)  # offset data in range: solved, not refused
+    sol = wl.solve_wide(str(tmp_path / "ok.npy"), 2.0, chunk_rows=128)
+    ref = wl.solve_wide(X.astype(np.float64) + 100, 2.0)
+    np.testing.assert_allclose(float(sol.objective), float(ref.objective), rtol=1e-5)
+
+
+def test_writers_refuse_a_directory_where_their_file_goes(tmp_path):
+    fit = wl.fit_dictionary(
+        _data(n=50, d=4), 2, 0.3, key=jax.random.PRNGKey(0), max_epochs=2, progress=False
+    )
+    (tmp_path / "f.npz").mkdir()
+    with pytest.raises(ValueError, match="is a directory"):
+        wl.save_fit(fit, str(tmp_path / "f.npz"))
+    with pytest.raises(ValueError, match="does not exist"):
+        wl.save_fit(fit, str(tmp_path / "nowhere" / "f.npz"))
+    assert not list(tmp_path.rglob("*.tmp"))

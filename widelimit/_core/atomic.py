@@ -16,6 +16,11 @@ from .outputs import TMP_SUFFIX
 def atomic_write(path: str, write: Callable[[str], None]) -> None:
     """Call ``write(tmp_path)``, then fsync it and rename it over ``path``."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ValueError(f"{path!r} is a directory; cannot write a file there")
+    parent = os.path.dirname(path) or "."
+    if not os.path.isdir(parent):
+        raise ValueError(f"cannot write {path!r}: the directory {parent!r} does not exist")
     tmp = path + TMP_SUFFIX
     kill_at = _fault_plan(path)
     try:

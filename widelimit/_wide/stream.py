@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import functools
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._core.results import RESULTS
 from .._core.row_source import RowSource
 from .._core.validate import check_lam, check_weights
 from .certificate import PointSums, add_sums, point_sums
@@ -28,7 +30,8 @@ def _block(xb, wb, b, lam, nonneg: bool):
     """q, the certificate's ``PointSums`` and (G, Y) of one block: nothing of length n_samples is
     left to compute after the pass, so a streamed solve compiles nothing that depends on N."""
     n1, q, G, Y = data_pass(xb, wb, b, lam, nonneg, True)
-    return q, point_sums(n1, q, wb), G, Y
+    spread = jnp.max(jnp.where(wb[:, None] > 0, jnp.abs(xb - b), 0))  # for the range check
+    return q, point_sums(n1, q, wb), G, Y, spread
 
 
 _block_stats = jax.jit(_block, static_argnums=(4,))
@@ -58,9 +61,12 @@ def _pass(source: RowSource, w, b, lam, nonneg, dtype):
     start = 0
     pending = None
 
+    spread = [0.0]
+
     def collect(p):
         nonlocal sums
-        start, rows, (q, ps, Gb, Yb) = p
+        start, rows, (q, ps, Gb, Yb, sp) = p
+        spread[0] = max(spread[0], float(sp))
         q = np.asarray(q)[:rows]
         if not np.all(np.isfinite(q)):
             raise ValueError(f"`X` contains NaN or Inf (in rows {start}..{start + rows - 1})")
@@ -92,7 +98,7 @@ def _pass(source: RowSource, w, b, lam, nonneg, dtype):
         start += rows
     if pending is not None:
         collect(pending)
-    return np.concatenate(qs), sums, GY[0], GY[1]
+    return np.concatenate(qs), sums, GY[0], GY[1], spread[0]
 
 
 def solve_streaming(
@@ -135,8 +141,10 @@ def solve_streaming(
 
     run = functools.partial(_pass, source, w, lam=lam, nonneg=nonneg_atoms, dtype=dtype)
 
+    spread = [0.0]
+
     def stats(b):  # q stays a host array: the host loop never sends it to the device
-        q, point, G, Y = run(b=b)
+        q, point, G, Y, spread[0] = run(b=b)
         sums = PointSums(*(jnp.asarray(a, dtype) for a in point))
         return q, sums, jnp.asarray(G, dtype), jnp.asarray(Y, dtype)
 
@@ -151,4 +159,21 @@ def solve_streaming(
         jax.device_put((float(lam) * np.maximum(s.q - 1, 0)).astype(dtype)),
         jax.device_put(s.q > 1),
     )
+    sol = _mark_out_of_range(sol, spread[0])
     return check_result(sol) if throw else sol
+
+
+def _mark_out_of_range(sol, spread: float):
+    """A streamed solve runs on X as it is (no in-memory rescue): its result is
+    ``RESULTS.out_of_range`` when W or its bound is not finite, or when the largest entry of
+    |x − b| (``spread``) squares into the dtype's subnormal range or beyond its maximum, where
+    distances underflow to 0 or overflow."""
+    fi = np.finfo(np.dtype(sol.objective.dtype))
+    finite = bool(jnp.isfinite(sol.objective) & jnp.isfinite(sol.dual_objective))
+    finite &= bool(jnp.all(jnp.isfinite(sol.bias)))
+    d = sol.bias.shape[-1]
+    lo, hi = float(fi.tiny) / float(fi.eps), float(fi.max) / (4 * d)
+    squares_ok = spread == 0 or lo <= spread * spread <= hi
+    if sol.result == RESULTS.successful and not (finite and squares_ok):
+        sol = eqx.tree_at(lambda t: t.result, sol, RESULTS.out_of_range)
+    return sol
