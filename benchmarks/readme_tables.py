@@ -191,6 +191,30 @@ def architectures(r):
     return "\n".join(rows) + f"\n\n{_machine(r)}."
 
 
+def absorption(r):
+    def cell(x):
+        return f"{x['precision']:.2f} / {x['recall']:.2f}"
+
+    rows = [
+        "| ground truth | true pairs | called | absorption precision / recall | baseline: old rule "
+        "| direction right | split siblings precision / recall |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for x in r["hierarchy"]:
+        rows.append(
+            f"| toy hierarchy, depth {x['levels']} (K = {x['width']} fitted) | {x['absorption']['true']} "
+            f"| {x['absorption']['called']} | **{cell(x['absorption'])}** "
+            f"| {cell(x['old_rule_absorption'])} | {x['absorption']['direction_right']:.2f} | – |"
+        )
+    for i, x in enumerate(r["planted"]):
+        rows.append(
+            f"| planted set, seed {i} | {x['absorption']['true']} | {x['absorption']['called']} "
+            f"| **{cell(x['absorption'])}** | {cell(x['old_rule_absorption'])} "
+            f"| {x['absorption']['direction_right']:.2f} | {cell(x['siblings'])} |"
+        )
+    return "\n".join(rows) + f"\n\n{_machine(r)}."
+
+
 TABLES = {
     "wide_scaling": wide_scaling,
     "width_study": width_study,
@@ -198,6 +222,7 @@ TABLES = {
     "finite_scaling": finite_scaling,
     "pair_hull_scaling": pair_hull_scaling,
     "architectures": architectures,
+    "absorption": absorption,
 }
 
 

@@ -180,3 +180,35 @@ def test_pair_bad_inputs(rng):
         wl.classify_pairs(-Z)
     with pytest.raises(ValueError, match="NaN"):
         wl.classify_pairs(np.full((3, 2), np.nan))
+
+
+def test_split_siblings_and_cousins_are_not_absorption(rng):
+    n, d = 600, 8
+    e = np.eye(d)
+    dog = e[0]
+    # two children of dog (each leans on dog, never active together: "cousins") and a split pair
+    lab, pug = (dog + e[1]) / np.sqrt(2), (dog + e[2]) / np.sqrt(2)
+    cat_a, cat_b = e[3], 0.97 * e[3] + np.sqrt(1 - 0.97**2) * e[4]
+    kind = rng.integers(0, 5, n)  # 0 dog, 1 lab, 2 pug, 3 cat_a, 4 cat_b
+    Z = np.stack([(kind == k) * 1.0 for k in range(5)], 1)
+    Z[:, 0] += (kind == 1) * (rng.random(n) < 0.3) * 0.5  # dog partly absorbed by lab
+    D = np.stack([dog, lab, pug, cat_a, cat_b])
+    c = wl.classify_pairs(Z, D)
+    assert c.siblings.tolist() == [[3, 4]] and 0.85 < float(c.sibling_score[0]) <= 0.97
+    assert sorted(map(tuple, c.absorption.tolist())) == [(0, 1), (0, 2)]  # not (1, 2), not cats
+    # ranked by m·c: pug (dog fully off: m = 1) before lab (dog on a third of lab's rows)
+    assert c.absorption.tolist()[0] == [0, 2]
+    np.testing.assert_allclose(c.absorption_score, c.missing_fraction / np.sqrt(2), rtol=1e-12)
+
+
+def test_planted_absorption_is_called_with_precision_and_recall():
+    p = wl.datasets.planted_pairs(jax.random.key(0))
+    c = wl.classify_pairs(p.codes, p.atoms)
+    truth = {tuple(x) for x in p.absorbed.tolist()}
+    called = {tuple(x) for x in c.absorption.tolist()}
+    precision, recall = len(called & truth) / len(called), len(called & truth) / len(truth)
+    assert precision >= 0.65 and recall >= 0.8, (precision, recall)
+    assert {tuple(x) for x in c.siblings.tolist()} == {tuple(x) for x in p.siblings.tolist()}
+    # the rule before siblings and cousins were told apart called over twice as many pairs
+    loose = wl.classify_pairs(p.codes, p.atoms, sibling_cosine=1.0, max_overlap=0.0)
+    assert len(loose.absorption) >= len(c.absorption)

@@ -277,6 +277,94 @@ __all__ = [
 ]
 
 
+class PlantedPairs(NamedTuple):
+    """A dictionary's codes with known pair relations (``planted_pairs``): X = Z D, the true
+    ``absorbed`` (parent, child) pairs, ``siblings`` (split atom pairs) and ``neighbours``
+    (related but not absorbed: a rarer atom leaning on another, never active with it)."""
+
+    X: np.ndarray
+    atoms: np.ndarray
+    codes: np.ndarray
+    absorbed: np.ndarray
+    siblings: np.ndarray
+    neighbours: np.ndarray
+
+
+def planted_pairs(
+    key: PRNGKeyArray,
+    n_samples: int = 6000,
+    n_features: int = 64,
+    *,
+    n_parents: int = 12,
+    children: int = 2,
+    n_split: int = 6,
+    n_neighbours: int = 6,
+) -> PlantedPairs:
+    """Codes of a dictionary with planted absorption, split siblings and hard negatives.
+
+    Each row activates one parent (probability 0.8; magnitude lognormal(0, 0.5)) and, half of the
+    time, one of its ``children``. A child's atom is normalise(a·parent + own) with a ~ U(0.4, 1.5)
+    (cosine 0.37–0.83 with the parent); on the child's rows the parent's atom is off with
+    probability m ~ U(0.3, 1) per child (partial to full absorption). ``n_split`` features are
+    each split into two atoms at cosine U(0.92, 0.99) that share their rows out; ``n_neighbours``
+    rarer atoms lean on a parent (cosine U(0.3, 0.7)) but fire on rows of their own."""
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+    n, d = check_positive_int(n_samples, "n_samples"), check_positive_int(n_features, "n_features")
+
+    def unit(v):
+        return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+    atoms, absorbed, siblings, neighbours = [], [], [], []
+    cols: list[np.ndarray] = []
+    parent_of_row = rng.integers(0, n_parents, n)
+    active = rng.random(n) < 0.8
+    mag = np.exp(0.5 * rng.normal(size=n))
+    has_child = active & (rng.random(n) < 0.5)
+    which_child = rng.integers(0, children, n)
+    for p in range(n_parents):
+        P = unit(rng.normal(size=d))
+        pi = len(atoms)
+        atoms.append(P)
+        rows_p = active & (parent_of_row == p)
+        z_p = np.where(rows_p, mag, 0.0)
+        for c in range(children):
+            a = rng.uniform(0.4, 1.5)
+            own = unit(rng.normal(size=d))  # the child's own direction
+            atoms.append(unit(a * P + own))
+            rows_c = rows_p & has_child & (which_child == c)
+            m = rng.uniform(0.3, 1.0)
+            off = rows_c & (rng.random(n) < m)
+            z_p = np.where(off, 0.0, np.where(rows_c, 0.5 * z_p, z_p))  # partly or fully absorbed
+            cols.append(np.where(rows_c, mag * np.exp(0.3 * rng.normal(size=n)), 0.0))
+            absorbed.append((pi, len(atoms) - 1))
+        cols.insert(len(cols) - children, z_p)
+    for _ in range(n_split):
+        F = unit(rng.normal(size=d))
+        c = rng.uniform(0.92, 0.99)
+        v = unit(rng.normal(size=d) - (rng.normal(size=d) @ F) * F)
+        v = unit(v - (v @ F) * F)
+        A, B = F, unit(c * F + np.sqrt(1 - c * c) * v)
+        rows = rng.random(n) < 0.05
+        half = rng.random(n) < 0.5
+        siblings.append((len(atoms), len(atoms) + 1))
+        atoms += [A, B]
+        cols += [np.where(rows & half, mag, 0.0), np.where(rows & ~half, mag, 0.0)]
+    taken = np.stack(cols, 1).sum(1) > 0
+    for j in range(n_neighbours):
+        pi = absorbed[j % len(absorbed)][0] if absorbed else 0
+        P = atoms[pi]
+        c = rng.uniform(0.3, 0.7)
+        v = rng.normal(size=d)
+        v = unit(v - (v @ P) * P)
+        neighbours.append((pi, len(atoms)))
+        atoms.append(unit(c * P + np.sqrt(1 - c * c) * v))
+        cols.append(np.where(~taken & (rng.random(n) < 0.02), mag, 0.0))
+    D = np.stack(atoms)
+    Z = np.stack(cols, 1)
+    arr = lambda x: np.asarray(x, np.int64).reshape(-1, 2)  # noqa: E731
+    return PlantedPairs(Z @ D, D, Z, arr(absorbed), arr(siblings), arr(neighbours))
+
+
 class Activations(NamedTuple):
     """Real activations shipped with widelimit: ``X`` (n_samples, 384) float32, the ``words`` they
     come from, the ``layer`` and the ``versions`` of what made them."""
