@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-floors demo bench lint clean
+.PHONY: venv test test-floors demo bench bench-quick lint clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -23,6 +23,13 @@ lint: venv
 test: venv lint
 	$(BIN)/python -m pytest -n 2 -q --nbmake tests notebooks
 
+BENCHMARKS := wide_scaling finite_scaling pair_hull_scaling width_study code_solver architectures absorption
+
+# every benchmark script at its --quick size (into benchmarks/results/*_quick.json, or
+# $$WIDELIMIT_BENCH_RESULTS); tests/test_benchmarks.py runs the same in make test, into a temp dir
+bench-quick: venv
+	for s in $(BENCHMARKS); do $(BIN)/python benchmarks/$$s.py --quick || exit 1; done
+
 # the declared dependency floors (.ci/floors.txt = pyproject's lower bounds), in their own venv
 test-floors:
 	test -x .venv-floors/bin/python || $(PY) -m venv .venv-floors
@@ -41,6 +48,8 @@ bench: venv
 	$(BIN)/python benchmarks/width_study.py
 	$(BIN)/python benchmarks/architectures.py
 	$(BIN)/python benchmarks/code_solver.py
+	$(BIN)/python benchmarks/absorption.py
+	$(BIN)/python -m pytest -q -m slow tests/test_fault_injection.py
 	$(BIN)/python benchmarks/readme_tables.py
 
 clean:

@@ -10,7 +10,10 @@ import time
 import jax
 import numpy as np
 
-RESULTS = os.path.join(os.path.dirname(__file__), "results")
+# where results go: benchmarks/results, or $WIDELIMIT_BENCH_RESULTS (the smoke runs of make test)
+RESULTS = os.environ.get("WIDELIMIT_BENCH_RESULTS") or os.path.join(
+    os.path.dirname(__file__), "results"
+)
 
 
 def timeit(f, repeat=3):
@@ -24,13 +27,34 @@ def timeit(f, repeat=3):
     return float(np.median(times))
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo; else ``platform.processor()``)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def machine():
+    """What a result was measured on: CPU, cores, versions, backend, devices and the dtype."""
+    import jaxlib
+
+    devices = jax.devices()
     return {
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
         "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
         "backend": jax.default_backend(),
-        "devices": [str(d) for d in jax.devices()],
+        "device_kind": devices[0].device_kind,
+        "device_count": len(devices),
+        "devices": [str(d) for d in devices],
+        "dtype": "float64" if jax.config.jax_enable_x64 else "float32",
     }
 
 

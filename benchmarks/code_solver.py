@@ -113,8 +113,7 @@ def main():
     rows = [one_width(X, lam, K, jax.random.key(0), a.old_default) for K in a.widths]
     out = {"n": a.n, "d": int(X.shape[1]), "lam": lam, "rows": rows,
            "seconds": time.perf_counter() - t}  # fmt: skip
-    if not a.quick:
-        print("wrote", write("code_solver", out))
+    print("wrote", write("code_solver_quick" if a.quick else "code_solver", out))
 
 
 if __name__ == "__main__":

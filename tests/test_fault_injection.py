@@ -203,7 +203,8 @@ def sweep_chain(args, ref, tmp, env, points):
 
 # a few dozen kill points in make test: every phase, first writes and later ones
 SWEEP_FAST = [(2, "partial"), (3, "written"), (4, "renamed"), (2, "written"), (5, "partial"),
-              (1, "renamed"), (3, "partial"), (6, "written")]  # fmt: skip
+              (1, "renamed"), (3, "partial"), (6, "written"), (1, "partial"), (4, "written"),
+              (7, "renamed"), (2, "renamed")]  # fmt: skip
 STATE_FAST = {"fit": [(1, "written"), (2, "partial"), (4, "renamed")],
               "train": [(1, "partial"), (3, "renamed"), (4, "written")]}  # fmt: skip
 

@@ -195,6 +195,13 @@ def test_fit_status_says_how_it_ended(tmp_path):
         wl.fit_dictionary(X, 4, 0.3, max_epochs=2, tol=0, throw=True, **kw)
     done = wl.fit_dictionary(X, 4, 0.3, max_epochs=200, tol=1e-4, throw=True, **kw)
     assert done.converged and int(done.n_epochs) < 200 and done.seconds > 0
+    # the flag says whether the first-order conditions hold, whatever stopped the fit
+    for f in (short, done, wl.fit_dictionary(X, 4, 0.3, max_epochs=300, tol=0, **kw)):
+        rep = wl.check_optimality(X, f.atoms, f.codes, f.bias, 0.3)
+        first_order = max(float(rep.code_kkt_max), float(rep.atom_stationarity.max()),
+                          float(rep.bias_residual))  # fmt: skip
+        assert f.stationary() == (first_order <= 1e-3), first_order
+    assert not short.stationary()
     # the recorded residuals are check_optimality's
     rep = wl.check_optimality(X, done.atoms, done.codes, done.bias, 0.3)
     np.testing.assert_allclose(float(done.code_kkt), float(rep.code_kkt_max), rtol=1e-6)
@@ -313,6 +320,8 @@ def test_sae_training_has_a_status_checkpoints_and_resumes_exactly(tmp_path):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="different problem"):
         wl.train_sae(X, 8, 0.2, **kw, checkpoint_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="more than steps=20"):  # never a longer-trained model
+        wl.train_sae(X, 8, 0.1, **(kw | dict(steps=20)), checkpoint_dir=str(tmp_path))
     with pytest.raises(ValueError, match="custom `optimizer`"):
         wl.train_sae(X, 8, 0.1, **kw, optimizer=optax.sgd(0.1), checkpoint_dir=str(tmp_path / "o"))
     # divergence is a status (and an error on request), never a silent number

@@ -212,7 +212,8 @@ def fit(
         "result": result_name(f.result), "seconds": float(f.seconds),
         "code_kkt": float(f.code_kkt), "atom_stationarity": float(f.atom_stationarity),
         "gap": float(f.gap), "epochs": int(f.n_epochs), "resumed_from": int(f.resumed_from),
-        "l0": float((f.codes > 0).sum(1).mean()), "passed": bool(rep.passed),
+        "l0": float((f.codes > 0).sum(1).mean()), "stationary": f.stationary(),
+        "passed": bool(rep.passed),
         "violated_pairs": rep.violated_pairs[:20].tolist(),
     }  # fmt: skip
     write_json(os.path.join(out, "fit.json"), summary)

@@ -73,6 +73,14 @@ class DictionaryFit(eqx.Module):
         """True when the fit stopped on its tolerance (not at ``max_epochs``, not non-finite)."""
         return bool(self.result == RESULTS.successful)
 
+    def stationary(self, tol: float = 1e-3) -> bool:
+        """Whether the first-order conditions hold to ``tol`` (units of λ, ``check_optimality``'s
+        default): code KKT, atom stationarity and, with a bias, the bias residual (SPEC §4,
+        conditions 1–3; the hull condition is ``check_optimality``'s). A fit stopped by its loss
+        rule (``converged``) can still fail them."""
+        ok = float(self.code_kkt) <= tol and float(self.atom_stationarity) <= tol
+        return bool(ok and (not self.fit_bias or float(self.bias_residual) <= tol))
+
     @property
     def gap_abs(self):
         return self.loss - self.wide_bound

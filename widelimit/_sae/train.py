@@ -188,7 +188,12 @@ def train_sae(
             loaded, _ = checkpoint.load(checkpoint_dir, like, fp)
             if loaded is not None:
                 state, stored = loaded
-                resumed_from = min(int(state.step), steps)
+                if int(state.step) > steps:
+                    raise ValueError(
+                        f"{checkpoint_dir!r} holds a run of {int(state.step)} steps, more than "
+                        f"steps={steps}; raise `steps` or use another directory"
+                    )
+                resumed_from = int(state.step)
                 losses[:resumed_from] = np.asarray(stored)[:resumed_from]
         run = _chunk_runner(static, opt, batch_size)
         bar = Progress(steps, "train_sae", progress)

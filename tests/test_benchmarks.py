@@ -1,0 +1,31 @@
+"""Every benchmark script runs at its ``--quick`` size (what ``make bench-quick`` runs), so that no
+script rots: each writes its JSON, with the machine it ran on, into a temporary directory."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = [
+    line.split(":=", 1)[1].split()
+    for line in (ROOT / "Makefile").read_text().splitlines()
+    if line.startswith("BENCHMARKS :=")
+][0]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_benchmark_runs_at_its_quick_size(script, tmp_path):
+    env = dict(os.environ, WIDELIMIT_BENCH_RESULTS=str(tmp_path), MPLBACKEND="Agg")
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / f"{script}.py"), "--quick"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    (out,) = tmp_path.glob(f"{script}_quick.json")
+    record = json.loads(out.read_text())
+    for field in ("cpu_model", "cpu_count", "jax", "jaxlib", "backend", "device_kind", "dtype"):
+        assert field in record["machine"], field
