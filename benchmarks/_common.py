@@ -10,6 +10,10 @@ import time
 import jax
 import numpy as np
 
+# make test's smoke runs (tests/test_benchmarks.py): --quick at still smaller sizes, only to check
+# that every script runs end to end
+SMOKE = bool(os.environ.get("WIDELIMIT_BENCH_SMOKE"))
+
 # where results go: benchmarks/results, or $WIDELIMIT_BENCH_RESULTS (the smoke runs of make test)
 RESULTS = os.environ.get("WIDELIMIT_BENCH_RESULTS") or os.path.join(
     os.path.dirname(__file__), "results"

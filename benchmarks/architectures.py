@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from _common import write
+from _common import SMOKE, write
 
 import widelimit as wl
 from widelimit._core.objective import loss_value
@@ -104,12 +104,12 @@ def main():
     a = p.parse_args()
     if a.quick:
         a.n, a.widths, a.ks, a.l1_scales, a.theta_scales, a.steps = (
-            600,
-            [64],
-            [8],
+            300 if SMOKE else 600,
+            [16] if SMOKE else [64],
+            [4] if SMOKE else [8],
             [0.5],
             [0.4],
-            150,
+            30 if SMOKE else 150,
         )
     act = wl.datasets.activations(a.n)
     X = act.X.astype(np.float64) if jax.config.jax_enable_x64 else act.X

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import write  # noqa: E402
+from _common import SMOKE, write  # noqa: E402
 
 import widelimit as wl  # noqa: E402
 from widelimit._finite.codes import gram_lipschitz, nonneg_lasso  # noqa: E402
@@ -105,7 +105,7 @@ def main():
     p.add_argument("--quick", action="store_true")
     a = p.parse_args()
     if a.quick:
-        a.n, a.widths = 1000, [128]
+        a.n, a.widths = (300, [32]) if SMOKE else (1000, [128])
     jax.config.update("jax_enable_x64", True)  # for the float64 reference only; X stays float32
     X = jnp.asarray(wl.datasets.activations(a.n).X, jnp.float32)
     lam = 0.25 * float(np.median(np.linalg.norm(X - X.mean(0), axis=1)))

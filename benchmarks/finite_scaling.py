@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import RESULTS, sparse_coded, write  # noqa: E402
+from _common import RESULTS, SMOKE, sparse_coded, write  # noqa: E402
 
 import widelimit as wl  # noqa: E402
 
@@ -97,6 +97,8 @@ def main():
     a = ap.parse_args()
     n, d = (3000, 384) if a.quick else (8000, 384)
     epochs = 3 if a.quick else 5
+    if SMOKE:
+        n, d, epochs = 2400, 32, 2
     X = sparse_coded(n, d, seed=3)
     lam = 0.1 * float(np.median(np.linalg.norm(X - X.mean(0), axis=1)))
     wide = wl.solve_wide(jnp.asarray(X), lam)
@@ -104,6 +106,7 @@ def main():
 
     # (a) time to sklearn's objective at K = 1024
     k = 256 if a.quick else 1024
+    k = 32 if SMOKE else k
     t_sk, comp, mean = run_sklearn(X, k, lam, epochs)
     L_sk, l0_sk = exact_loss(X, comp, mean, lam)
     print(
@@ -154,6 +157,7 @@ def main():
 
     # (b) time per epoch against K
     ks = [64, 256, 1024] if a.quick else [64, 256, 1024, 4096]
+    ks = [16, 32] if SMOKE else ks
     per_epoch = []
     for kk in ks:
         times, losses, fit = run_widelimit(X, kk, lam, 10)

@@ -16,7 +16,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-from _common import RESULTS, write  # noqa: E402
+from _common import RESULTS, SMOKE, write  # noqa: E402
 from helpers import hull_bounds_brute  # noqa: E402
 
 import widelimit as wl  # noqa: E402
@@ -50,6 +50,8 @@ def main():
     scale = (
         [(20000, 512), (50000, 2048)] if a.quick else [(20000, 512), (50000, 2048), (100000, 4096)]
     )
+    if SMOKE:
+        brute_size, scale = (600, 32), [(2000, 64)]
     rows = []
     n, k = brute_size
     Z, D = sparse_codes(n, k)

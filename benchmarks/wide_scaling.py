@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import RESULTS, sparse_coded, timeit, write  # noqa: E402
+from _common import RESULTS, SMOKE, sparse_coded, timeit, write  # noqa: E402
 
 import widelimit as wl  # noqa: E402
 from widelimit._wide.solver import default_rtol  # noqa: E402
@@ -264,7 +264,12 @@ def main():
         print("wrote", write("wide_scaling", payload))
         plot(payload, os.path.join(RESULTS, "wide_scaling.png"))
         return
-    if a.quick:
+    if a.quick and SMOKE:
+        payload = dict(
+            cvxpy=vs_cvxpy([60]), passes=passes([2000]), streaming=streaming(5000, chunk=1024),
+            path=path_bench(1000, 16, 4),
+        )  # fmt: skip
+    elif a.quick:
         payload = dict(
             cvxpy=vs_cvxpy([300]),
             passes=passes([10_000, 30_000]),

@@ -27,7 +27,7 @@ import time
 
 import jax
 import numpy as np
-from _common import RESULTS, write
+from _common import RESULTS, SMOKE, write
 
 import widelimit as wl
 
@@ -72,7 +72,7 @@ def main():
     p.add_argument("--quick", action="store_true")
     a = p.parse_args()
     if a.quick:
-        a.n, a.epochs = 200, 20
+        a.n, a.epochs = (60, 5) if SMOKE else (200, 20)
     X = wl.datasets.activations(a.n).X
     widths = [16 * 2**i for i in range(20) if 16 * 2**i <= 2 * a.n]
     s = float(np.median(np.linalg.norm(X - X.mean(0), axis=1)))

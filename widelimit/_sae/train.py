@@ -9,6 +9,7 @@ code z gains z²/2 of reconstruction for its L0 cost λ.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from typing import NamedTuple
@@ -177,7 +178,7 @@ def train_sae(
             b0 = solve_wide(X, lam_b, rtol=1e-5, max_steps=5000, throw=False).bias
             k_init, key = jax.random.split(key)
             sae = init_sae(X, width, b0, k_init, arch, k=k, lam=lam, widths=widths)
-        opt = optax.adam(float(lr)) if optimizer is None else optimizer
+        opt = default_optimizer(float(lr)) if optimizer is None else optimizer
         params, static = eqx.partition(sae, eqx.is_inexact_array)
         state = _TrainState(params, opt.init(params), jnp.asarray(0, jnp.int32))
         losses = np.full(steps, np.nan, np.asarray(X[:1]).dtype)
@@ -195,13 +196,12 @@ def train_sae(
                     )
                 resumed_from = int(state.step)
                 losses[:resumed_from] = np.asarray(stored)[:resumed_from]
-        run = _chunk_runner(static, opt, batch_size)
         bar = Progress(steps, "train_sae", progress)
         result = RESULTS.successful
         done = resumed_from
         while done < steps:
             n = min(chunk, steps - done)
-            new, chunk_losses = run(state, X, lam_v, key, n)
+            new, chunk_losses = _run_chunk(state, X, lam_v, key, n, static, opt, batch_size)
             chunk_losses = np.asarray(chunk_losses)
             losses[done : done + n] = chunk_losses
             if not (np.isfinite(chunk_losses).all() and _finite(new.params)):
@@ -231,12 +231,20 @@ def _finite(tree) -> bool:
     return all(bool(jnp.isfinite(x).all()) for x in jax.tree_util.tree_leaves(tree))
 
 
-def _chunk_runner(static, opt, batch_size):
-    """``run(state, X, lam, key, n)``: n optimiser steps from ``state.step``; step t's minibatch
-    is drawn with ``fold_in(key, t)``. One program per chunk length."""
+@functools.lru_cache(maxsize=32)
+def default_optimizer(learning_rate: float) -> optax.GradientTransformation:
+    """``optax.adam(learning_rate)``, one object per rate, so that the compiled training chunk
+    (which takes the optimizer as a static argument) is reused by later calls."""
+    return optax.adam(learning_rate)
+
+
+@eqx.filter_jit
+def _run_chunk(state, X, lam, key, n, static, opt, batch_size):
+    """n optimiser steps from ``state.step``; step t's minibatch is drawn with ``fold_in(key, t)``.
+    Compiled once per (shapes, chunk length, architecture, optimizer, batch size)."""
 
     def step(carry, t):
-        params, opt_state, X, lam, key = carry
+        params, opt_state = carry
         idx = jax.random.choice(
             jax.random.fold_in(key, t), X.shape[0], (batch_size,), replace=False
         )
@@ -247,14 +255,8 @@ def _chunk_runner(static, opt, batch_size):
         (value, aux), g = jax.value_and_grad(loss, has_aux=True)(params)
         upd, opt_state = opt.update(g, opt_state, params)
         model = eqx.combine(optax.apply_updates(params, upd), static).after_step(aux)
-        return (eqx.filter(model, eqx.is_inexact_array), opt_state, X, lam, key), value
+        return (eqx.filter(model, eqx.is_inexact_array), opt_state), value
 
-    @eqx.filter_jit
-    def run(state, X, lam, key, n):
-        ts = state.step + jnp.arange(n, dtype=jnp.int32)
-        (params, opt_state, *_), losses = jax.lax.scan(
-            step, (state.params, state.opt_state, X, lam, key), ts
-        )
-        return _TrainState(params, opt_state, state.step + n), losses
-
-    return run
+    ts = state.step + jnp.arange(n, dtype=jnp.int32)
+    (params, opt_state), losses = jax.lax.scan(step, (state.params, state.opt_state), ts)
+    return _TrainState(params, opt_state, state.step + n), losses
