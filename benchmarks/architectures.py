@@ -130,7 +130,7 @@ def main():
     }
     for width in a.widths:
         opt = optax.adam(1e-3)
-        for arch in K_ARCHS:
+        for arch in K_ARCHS[:1] if SMOKE else K_ARCHS:
             for kk in a.ks:
                 extra = {"k": kk}
                 if arch == "matryoshka":
@@ -151,7 +151,7 @@ def main():
                         sae=res.sae,
                     )
                 )
-        for arch in LAM_ARCHS:
+        for arch in LAM_ARCHS[:2] if SMOKE else LAM_ARCHS:
             for lam in lam_grid[arch]:
                 res = wl.train_sae(
                     X, width, lam, architecture=arch, key=key, steps=a.steps, optimizer=opt

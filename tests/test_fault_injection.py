@@ -203,8 +203,7 @@ def sweep_chain(args, ref, tmp, env, points):
 
 # a few dozen kill points in make test: every phase, first writes and later ones
 SWEEP_FAST = [(2, "partial"), (3, "written"), (4, "renamed"), (2, "written"), (5, "partial"),
-              (1, "renamed"), (3, "partial"), (6, "written"), (1, "partial"), (4, "written"),
-              (7, "renamed"), (2, "renamed")]  # fmt: skip
+              (1, "renamed"), (3, "partial"), (6, "written")]  # fmt: skip
 STATE_FAST = {"fit": [(1, "written"), (2, "partial"), (4, "renamed")],
               "train": [(1, "partial"), (3, "renamed"), (4, "written")]}  # fmt: skip
 
@@ -222,7 +221,7 @@ def test_a_kill_at_a_checkpoint_write_resumes_from_the_last_one(
 
 def test_kills_at_random_times(references, env, data, tmp_path):
     rnd = random.Random(0)
-    for name in ("sweep", "fit", "train"):
+    for name in ("sweep", "train"):  # fit: its checkpoint writes are killed above
         kill_and_rerun(
             name, commands(data)[name], references[name], tmp_path, env, after=rnd.uniform(1.5, 4.0)
         )

@@ -8,7 +8,7 @@ from scipy.stats import special_ortho_group
 
 import widelimit as wl
 
-SETTINGS = settings(max_examples=25, deadline=None)
+SETTINGS = settings(max_examples=15, deadline=None)
 
 
 @st.composite
