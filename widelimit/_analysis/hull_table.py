@@ -141,7 +141,18 @@ def _take_rows(Z, idx):
     return jnp.asarray(out)
 
 
-_valid_codes = jax.jit(lambda z: jnp.all(jnp.isfinite(z) & (z >= 0)))
+_code_flags = jax.jit(lambda z: (jnp.all(jnp.isfinite(z)), jnp.all(z >= 0)))
+
+
+def check_code_chunk(zc, start: int) -> None:
+    """ValueError unless the row chunk ``zc`` (rows from ``start``) of the codes is finite and
+    ≥ 0; checked chunk by chunk, so a memmap of codes is never loaded whole."""
+    finite, nonneg = (bool(v) for v in _code_flags(zc))
+    rows = f"rows {start}..{start + zc.shape[0] - 1}"
+    if not finite:
+        raise ValueError(f"`codes` contains NaN or Inf (non-finite) in {rows}")
+    if not nonneg:
+        raise ValueError(f"`codes` must be nonnegative: a negative code in {rows}")
 
 
 @full_precision
@@ -187,10 +198,7 @@ def hull_table(
         jnp.zeros((k, top), jnp.int32),
     )
     for s, zc, wc in row_chunks(codes, w, rows):
-        if not bool(_valid_codes(zc)):  # chunk by chunk: a memmap is never loaded whole
-            raise ValueError(
-                f"`codes` rows {s}..{s + zc.shape[0] - 1} hold a negative or non-finite code"
-            )
+        check_code_chunk(zc, s)
         state = _scan_chunk(state, zc.astype(dt), wc, jnp.int32(s), top)
     count, mass, tv, ti = state
     mu = mass / n

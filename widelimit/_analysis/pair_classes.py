@@ -32,7 +32,7 @@ import numpy as np
 from jaxtyping import ArrayLike, Float, Int
 
 from .._core.precision import full_precision
-from .hull_table import row_chunks
+from .hull_table import check_code_chunk, row_chunks
 
 NONE, NESTED, EXCLUSIVE, COACTIVE = 0, 1, 2, 3
 
@@ -103,11 +103,8 @@ def classify_pairs(
             raise ValueError(f"`{name}` must be a number in [0, 1], got {v!r}")
     n, k = codes.shape
     acc = jnp.zeros((k, k), jnp.int32)
-    for _, zc, _ in row_chunks(codes, np.ones(n), min(chunk_rows, n)):  # zero padding adds nothing
-        if not bool(jnp.isfinite(zc).all()):
-            raise ValueError("`codes` contains NaN or Inf")
-        if bool(jnp.any(zc < 0)):
-            raise ValueError("`codes` must be nonnegative")
+    for s, zc, _ in row_chunks(codes, np.ones(n), min(chunk_rows, n)):  # zero padding adds nothing
+        check_code_chunk(zc, s)
         acc = _cooc(acc, zc)
     co = np.asarray(acc).astype(np.int64)
     sup = np.diag(co).copy()

@@ -165,8 +165,7 @@ def fit_dictionary(
         **solver.fingerprint(),
     )  # fmt: skip
     init_bias = check_init_bias(init_bias, d, dt)
-    scale = fit_scale(X)
-    X, lam, init_bias = X / scale, lam / scale, None if init_bias is None else init_bias / scale
+    scale, X, lam, init_bias = rescaled(X, lam, init_bias)
     callback = unscaled_callback(callback, scale)
     max_epochs = solver.max_epochs
     with dir_lock(checkpoint_dir):  # after validation: a bad call creates nothing
@@ -207,14 +206,16 @@ def fit_dictionary(
         return fit
 
 
-def fit_scale(X) -> float:
-    """1, or the power of two s near max |x| when that is outside [2⁻³², 2³²]: the fit then runs on
-    X/s at λ/s (exact: a power of two) and ``unscale_fit`` maps it back, so that no pass squares
-    (or takes fourth powers of) numbers near the dtype's overflow or underflow."""
+def rescaled(X, lam, init_bias):
+    """(s, X/s, λ/s, init_bias/s) with s = 1, or the power of two near max |x| when that is outside
+    [2⁻³², 2³²]: the fit then runs on exactly rescaled data and ``unscale_fit`` maps it back, so
+    that no pass squares (or takes fourth powers of) numbers near the dtype's overflow or
+    underflow."""
     big = float(jnp.max(jnp.abs(X)))
     if big == 0 or 2.0**-32 <= big <= 2.0**32:
-        return 1.0
-    return float(2.0 ** np.ceil(np.log2(big)))
+        return 1.0, X, lam, init_bias
+    s = float(2.0 ** np.ceil(np.log2(big)))
+    return s, X / s, lam / s, None if init_bias is None else init_bias / s
 
 
 def unscale_fit(fit: DictionaryFit, s: float) -> DictionaryFit:

@@ -24,7 +24,7 @@ from .fit import (
     check_fit_inputs,
     check_init_bias,
     finish_fit,
-    fit_scale,
+    rescaled,
     start_bias,
     unscale_fit,
 )
@@ -63,8 +63,7 @@ def fit_dictionary_seeds(
     keys = jnp.asarray(keys)
     s = keys.shape[0]
     init_bias = check_init_bias(init_bias, d, dt)
-    scale = fit_scale(X)
-    X, lam, init_bias = X / scale, lam / scale, None if init_bias is None else init_bias / scale
+    scale, X, lam, init_bias = rescaled(X, lam, init_bias)
     wide = solve_wide(X, lam, fit_bias=solver.fit_bias, weights=w, throw=False)
     b0 = start_bias(wide, init_bias, solver.fit_bias)
     if inits is None:
