@@ -104,7 +104,7 @@ def test_file_sources_yield_half_chunk_blocks_valid_while_the_next_is_read(data,
     # the streaming pass reads block i+1 while block i is computed on: the two must never share
     # memory. Files (and memmaps of them) are mapped block by block, read-only; a memmap without
     # a known file offset alternates two buffers, so block i+1 may reuse only block i-1's
-    from widelimit._core.row_source import RowSource
+    from widelimit._core.store import ActivationStore as RowSource
 
     path = tmp_path / "x.npy"
     np.save(path, data)

@@ -29,8 +29,12 @@ from ._analysis.split_tree import split_tree as split_tree
 from ._analysis.sweep import Sweep as Sweep
 from ._analysis.sweep import load_sweep as load_sweep
 from ._analysis.sweep import width_sweep as width_sweep
+from ._core.code_store import CodeStore as CodeStore
+from ._core.code_store import load_codes as load_codes
 from ._core.objective import dictionary_loss as dictionary_loss
 from ._core.results import RESULTS as RESULTS
+from ._core.sparse_codes import SparseCodes as SparseCodes
+from ._core.store import ActivationStore as ActivationStore
 from ._finite.codes import CodeSolution as CodeSolution
 from ._finite.codes import decode as decode
 from ._finite.codes import encode as encode

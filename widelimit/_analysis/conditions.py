@@ -18,9 +18,15 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
-from .._core.objective import check_dictionary
+from .._core.objective import (
+    check_dictionary,
+    densify,
+    is_out_of_core,
+    streamed_dictionary,
+    streamed_sums_of,
+)
 from .._core.precision import full_precision
-from .._core.stationarity import first_order_residuals
+from .._core.stationarity import first_order_from_sums, first_order_residuals
 from .._core.validate import check_lam, check_weights
 from .._sae.base import AbstractSAE
 from .hull_table import dense_hull_table, hull_table
@@ -93,6 +99,23 @@ class OptimalityReport(eqx.Module):
         return self.summary()
 
 
+def unit_scale(D, normalise: bool):
+    """(unit atoms, the norms the codes are multiplied by, or None) for concrete atoms D:
+    ValueError for atoms off unit norm without ``normalise``, or zero rows with it."""
+    norms = jnp.linalg.norm(D, axis=1)
+    if not bool(jnp.any(jnp.abs(norms - 1) > 1e-4)):
+        return D, None
+    if not normalise:
+        raise ValueError(
+            "`atoms` are not unit-norm (norms in "
+            f"[{float(norms.min()):.4g}, {float(norms.max()):.4g}]); pass normalise=True to "
+            "rescale atoms to unit norm and codes equivalently (z_k ← z_k·||d_k||)"
+        )
+    if bool(jnp.any(norms == 0)):
+        raise ValueError("`atoms` has zero rows; they cannot be normalised")
+    return D / norms[:, None], norms
+
+
 def unit_atoms(D, Z, normalise: bool = False):
     """(D, Z) checked for unit atom rows (or, with ``normalise``, rescaled to them with codes
     z_k ← z_k·||d_k|| so that D z is unchanged) and nonnegative codes; ValueError otherwise
@@ -107,16 +130,9 @@ def unit_atoms(D, Z, normalise: bool = False):
         else:
             D = eqx.error_if(D, off_unit, "`atoms` are not unit-norm; pass normalise=True")
         return D, eqx.error_if(Z, jnp.any(Z < 0), "`codes` must be nonnegative")
-    if bool(off_unit):
-        if not normalise:
-            raise ValueError(
-                "`atoms` are not unit-norm (norms in "
-                f"[{float(norms.min()):.4g}, {float(norms.max()):.4g}]); pass normalise=True to "
-                "rescale atoms to unit norm and codes equivalently (z_k ← z_k·||d_k||)"
-            )
-        if bool(jnp.any(norms == 0)):
-            raise ValueError("`atoms` has zero rows; they cannot be normalised")
-        D, Z = D / norms[:, None], Z * norms[None, :]
+    D, scale = unit_scale(D, normalise)
+    if scale is not None:
+        Z = Z * scale[None, :]
     if bool(jnp.any(Z < 0)):
         raise ValueError("`codes` must be nonnegative")
     return D, Z
@@ -133,12 +149,19 @@ def check_optimality(
     weights: Float[ArrayLike, " n_samples"] | None = None,
     tol: float = 1e-3,
     normalise: bool = False,
+    devices=None,
 ):
     """Check conditions 1–5 of SPEC §4 on any dictionary (``bias=None``: no bias), or judge an SAE.
 
     Dictionary: atoms must have unit rows (``normalise=True`` rescales them and the codes
     equivalently) and codes must be ≥ 0. ``tol`` is relative: KKT and stationarity in units of λ;
     a hull pair is violated when its margin < −tol·μ_j. Returns an ``OptimalityReport``.
+
+    X may be an ``ActivationStore`` (or anything it reads: a ``.npy``/``.safetensors`` file or a
+    directory of shards) and codes ``SparseCodes`` or a ``CodeStore``: conditions 1–4 are then
+    summed block by block and the hull table read in row chunks, in O(block × width + width²)
+    memory, with the results of the in-memory check. ``devices`` (``"all"`` or a list) splits the
+    rows of each block over devices (conditions 1–4; the hull table runs on the default device).
 
     SAE (``check_optimality(X, sae, lam=...)``, any widelimit SAE): returns ``check_sae``'s
     ``SAEReport``, which says per condition whether it applies to the architecture; ``lam``
@@ -155,11 +178,44 @@ def check_optimality(
     if codes is None or lam is None:
         raise TypeError("check_optimality(X, atoms, codes, bias, lam) needs codes and lam")
     fit_bias = bias is not None
-    X, D, Z, b = check_dictionary(X, atoms, codes, bias)
+    if is_out_of_core(X, codes) or devices is not None:
+        return _streamed_report(X, atoms, codes, bias, lam, weights, tol, normalise, devices)
+    X, D, Z, b = check_dictionary(X, atoms, densify(codes), bias)
     lam = check_lam(lam, X.dtype)
     w = check_weights(weights, X.shape[0], X.dtype)
     D, Z = unit_atoms(D, Z, normalise)
     return dictionary_report(X, D, Z, b, lam, w, tol, fit_bias)
+
+
+def _streamed_report(
+    X, atoms, codes, bias, lam, weights, tol, normalise, devices=None
+) -> OptimalityReport:
+    """``check_optimality`` block by block (X a store, codes sparse or on disk)."""
+    fit_bias = bias is not None
+    store, D, codes, b = streamed_dictionary(X, atoms, codes, bias)
+    lam = check_lam(lam, D.dtype)
+    D, scale = unit_scale(D, normalise)
+    sums, wants = streamed_sums_of(
+        store, D, codes, b, lam, weights, scale, wants=True, devices=devices
+    )
+    kkt, kkt_k, stat, direction, bres, wide = first_order_from_sums(sums, D, lam, fit_bias)
+    w = store.weights if weights is None else weights
+    table = hull_table(codes, D, weights=w, fit_bias=fit_bias)
+    if scale is not None:  # codes z_j·||d_j||: lo, hi, μ, target and margin scale with column j
+        table = eqx.tree_at(
+            lambda t: (t.lo, t.hi, t.target, t.margin, t.mu),
+            table,
+            (
+                table.lo * scale[None, :],
+                table.hi * scale[None, :],
+                table.target * scale[None, :],
+                table.margin * scale[None, :],
+                table.mu * scale,
+            ),
+        )
+    return _report(
+        kkt, kkt_k, stat, direction, bres, wide, jnp.asarray(wants), table, tol, fit_bias
+    )
 
 
 def dictionary_report(X, D, Z, b, lam, w, tol: float, fit_bias: bool = True) -> OptimalityReport:
@@ -171,6 +227,13 @@ def dictionary_report(X, D, Z, b, lam, w, tol: float, fit_bias: bool = True) -> 
         table = dense_hull_table(Z, D, w, fit_bias)
     else:
         table = hull_table(Z, D, weights=np.asarray(w), fit_bias=fit_bias)
+    return _report(kkt, kkt_k, stat, direction, bres, wide, wants, table, tol, fit_bias)
+
+
+def _report(
+    kkt, kkt_k, stat, direction, bres, wide, wants, table, tol, fit_bias
+) -> OptimalityReport:
+    """The ``OptimalityReport`` of the first-order residuals and the hull table."""
     margin, mu = table.margin, table.mu
     violated = hull_severity(margin, mu) > tol
     passed = (kkt <= tol) & (jnp.max(stat, initial=0.0) <= tol) & ~jnp.any(violated)

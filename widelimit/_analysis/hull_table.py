@@ -18,6 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int
 
+from .._core.objective import check_sparse
+from .._core.paired_blocks import check_code_chunk, code_rows
 from .._core.precision import full_precision
 from .._core.validate import check_matrix, float_dtype
 
@@ -54,7 +56,7 @@ def row_chunks(Z, w, rows):
     of zero weight (so every chunk has one shape, and rows of zero weight mark what to ignore)."""
     n = Z.shape[0]
     for s in range(0, n, rows):
-        zc = jnp.asarray(Z[s : s + rows])
+        zc = code_rows(Z, s, s + rows)
         wc = jnp.asarray(w[s : s + rows])
         m = zc.shape[0]
         if m < rows:
@@ -133,26 +135,14 @@ def _take_rows(Z, idx):
     """Rows ``idx`` of Z. Indices past the data (top-T slots a feature has no active row for, which
     may point into padding) are clipped: ``_depth_block`` ignores those slots anyway."""
     idx = np.minimum(idx, Z.shape[0] - 1)
+    if hasattr(Z, "dense_rows"):  # SparseCodes or a CodeStore
+        return jnp.asarray(Z.dense_rows(idx))
     if isinstance(Z, jax.Array):
         return jnp.take(Z, jnp.asarray(idx), axis=0)
     order = np.argsort(idx, kind="stable")  # sorted reads: sequential on a memmap
     out = np.empty((len(idx), Z.shape[1]), Z.dtype)
     out[order] = Z[idx[order]]
     return jnp.asarray(out)
-
-
-_code_flags = jax.jit(lambda z: (jnp.all(jnp.isfinite(z)), jnp.all(z >= 0)))
-
-
-def check_code_chunk(zc, start: int) -> None:
-    """ValueError unless the row chunk ``zc`` (rows from ``start``) of the codes is finite and
-    ≥ 0; checked chunk by chunk, so a memmap of codes is never loaded whole."""
-    finite, nonneg = (bool(v) for v in _code_flags(zc))
-    rows = f"rows {start}..{start + zc.shape[0] - 1}"
-    if not finite:
-        raise ValueError(f"`codes` contains NaN or Inf (non-finite) in {rows}")
-    if not nonneg:
-        raise ValueError(f"`codes` must be nonnegative: a negative code in {rows}")
 
 
 @full_precision
@@ -168,7 +158,8 @@ def hull_table(
 ) -> HullTable:
     """The hull condition for all K² ordered pairs, in O(NK + K²T) time and O(K² + chunk·K) memory.
 
-    ``codes`` may be a JAX/numpy array or a memmap (read in ``chunk_rows`` row chunks); codes must be
+    ``codes`` may be a JAX/numpy array, a memmap, ``SparseCodes`` or a ``CodeStore`` (read in
+    ``chunk_rows`` row chunks, densified one chunk at a time); codes must be
     ≥ 0 and atoms unit rows (``check_optimality`` validates both). Rows with zero weight are ignored.
     """
     D = check_matrix(atoms, "atoms")
@@ -182,7 +173,8 @@ def hull_table(
     float_dtype(codes, "codes")
     if codes.shape[1] != D.shape[0]:
         raise ValueError(f"`codes` has {codes.shape[1]} columns but there are {D.shape[0]} atoms")
-    dt = jnp.result_type(D.dtype, jnp.asarray(codes[:1]).dtype)  # canonical (float32 without x64)
+    check_sparse(codes)
+    dt = jnp.result_type(D.dtype, code_rows(codes, 0, 1).dtype)  # canonical (float32 without x64)
     n, k = codes.shape
     w = np.ones(n) if weights is None else np.asarray(weights)
     w = (w * (n / np.sum(w))).astype(dt)

@@ -7,7 +7,17 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-from .._core.objective import check_dictionary, loss_terms, relative_gap, residuals
+from .._core.objective import (
+    check_dictionary,
+    densify,
+    is_out_of_core,
+    loss_terms,
+    relative_gap,
+    residuals,
+    streamed_dictionary,
+    streamed_sums_of,
+)
+from .._core.paired_blocks import streamed_max_centred
 from .._core.precision import full_precision
 from .._core.validate import check_lam, check_weights
 from .._wide.solution import WideSolution
@@ -49,6 +59,26 @@ def residual_dual_bound(X, R, w, lam, bias: bool):
     return (lin - quad) / n
 
 
+def _streamed_bound(X, atoms, codes, bias, lam, weights):
+    """(loss, residual dual bound, dtype) block by block: ``residual_dual_bound``'s sums expanded
+    around the weighted means, r̄ = Σwr/N and x̄ = Σwx/N (a second pass finds max ||r_n − r̄||)."""
+    store, D, codes, b = streamed_dictionary(X, atoms, codes, bias)
+    lam = check_lam(lam, D.dtype)
+    s, _ = streamed_sums_of(store, D, codes, b, lam, weights)
+    n, lam_f = s.n, float(lam)
+    loss = (0.5 * s.wrr + lam_f * s.wl1) / n
+    if bias is not None:
+        rbar, xbar = s.wr / n, s.wx / n
+        lin = s.wrx - n * float(rbar @ xbar)
+        quad = s.wrr - n * float(rbar @ rbar)
+        top = streamed_max_centred(store, D, codes, b, jnp.asarray(rbar, D.dtype), weights=weights)
+    else:
+        lin, quad, top = s.wrx, s.wrr, float(s.rmax)
+    scale = min(1.0, lam_f / max(top, float(jnp.finfo(D.dtype).tiny)))
+    rb = (scale * lin - 0.5 * scale * scale * quad) / n
+    return jnp.asarray(loss, D.dtype), jnp.asarray(rb, D.dtype), D.dtype
+
+
 @full_precision
 def wide_lower_bound(
     X: Float[ArrayLike, "n_samples n_features"],
@@ -65,23 +95,27 @@ def wide_lower_bound(
     Every unit-atom dictionary has L ≥ W(λ) ≥ dual value of any feasible U. With ``wide`` (a
     ``WideSolution`` for the same X, λ, weights) the tight bound ``wide.dual_objective`` is used
     for the gap; the residual-based bound is always reported too. ``bias=None`` means no bias.
+    X may be an ``ActivationStore`` and codes ``SparseCodes`` or a ``CodeStore`` (two passes
+    over the rows, O(block × width) memory).
     """
     has_bias = bias is not None
-    X, atoms, codes, b = check_dictionary(X, atoms, codes, bias)
-    lam = check_lam(lam, X.dtype)
-    w = check_weights(weights, X.shape[0], X.dtype)
-    rec, sparse = loss_terms(X, atoms, codes, b, lam, w)
-    loss = rec + sparse
-    rb = residual_dual_bound(X, residuals(X, atoms, codes, b), w, lam, has_bias)
-    wb = (
-        jnp.asarray(jnp.nan, X.dtype) if wide is None else jnp.asarray(wide.dual_objective, X.dtype)
-    )
+    if is_out_of_core(X, codes):
+        loss, rb, dt = _streamed_bound(X, atoms, codes, bias, lam, weights)
+    else:
+        X, atoms, codes, b = check_dictionary(X, atoms, densify(codes), bias)
+        lam = check_lam(lam, X.dtype)
+        w = check_weights(weights, X.shape[0], X.dtype)
+        rec, sparse = loss_terms(X, atoms, codes, b, lam, w)
+        loss = rec + sparse
+        rb = residual_dual_bound(X, residuals(X, atoms, codes, b), w, lam, has_bias)
+        dt = X.dtype
+    wb = jnp.asarray(jnp.nan, dt) if wide is None else jnp.asarray(wide.dual_objective, dt)
     lb = rb if wide is None else jnp.maximum(rb, wb)
     ok = jnp.isfinite(loss) & jnp.isfinite(rb)
     if not isinstance(ok, jax.core.Tracer) and not bool(ok):
         raise RuntimeError(
             f"the loss ({float(loss):.3g}) or its bound ({float(rb):.3g}) is outside the range of "
-            f"the dtype {X.dtype}: rescale X (and λ), or use float64"
+            f"the dtype {dt}: rescale X (and λ), or use float64"
         )
     gap_abs = loss - lb
     return LowerBound(loss, rb, wb, lb, relative_gap(gap_abs, lb), gap_abs)

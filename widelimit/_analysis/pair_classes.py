@@ -31,8 +31,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import ArrayLike, Float, Int
 
+from .._core.paired_blocks import check_code_chunk
 from .._core.precision import full_precision
-from .hull_table import check_code_chunk, row_chunks
+from .hull_table import row_chunks
 
 NONE, NESTED, EXCLUSIVE, COACTIVE = 0, 1, 2, 3
 

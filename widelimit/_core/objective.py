@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
+from .devices import replicate, row_mesh
+from .paired_blocks import block_rows_for, padded_blocks
 from .precision import full_precision
+from .sparse_codes import SparseCodes
+from .stationarity import combine, jit_block_sums
+from .store import as_store, is_streamable
 from .validate import check_lam, check_matrix, check_vector, check_weights
 
 
@@ -43,6 +50,63 @@ def check_dictionary(X, atoms, codes, bias, *, finite: bool = True):
     return X.astype(dt), atoms.astype(dt), codes.astype(dt), bias.astype(dt)
 
 
+def is_out_of_core(X, codes) -> bool:
+    """True when X or the codes are read block by block: X a path, memmap, ``ActivationStore``
+    or iterable; codes ``SparseCodes`` (concrete), a ``CodeStore`` or a memmap."""
+    if is_streamable(X) or isinstance(codes, np.memmap) or hasattr(codes, "block_codes"):
+        return True
+    return isinstance(codes, SparseCodes) and not isinstance(codes.values, jax.core.Tracer)
+
+
+def densify(codes):
+    """Dense codes of ``SparseCodes`` (inside a caller's ``jit``), anything else unchanged."""
+    return codes.todense() if isinstance(codes, SparseCodes) else codes
+
+
+def check_sparse(codes) -> None:
+    """ValueError for ``SparseCodes`` whose indices fall outside [0, width)."""
+    if isinstance(codes, SparseCodes) and not isinstance(codes.indices, jax.core.Tracer):
+        idx = np.asarray(codes.indices)
+        if idx.size and (idx.min() < 0 or idx.max() >= codes.width):
+            raise ValueError(f"`codes` has indices outside [0, {codes.width})")
+
+
+def streamed_dictionary(X, atoms, codes, bias):
+    """(store, atoms, codes, bias) checked for a block-by-block analysis; one float dtype."""
+    atoms = check_matrix(atoms, "atoms")
+    K, d = atoms.shape
+    store = as_store(X, chunk_rows=2 * block_rows_for(K, d))
+    if store.n_features != d:
+        raise ValueError(f"`atoms` has {d} features but `X` has {store.n_features}")
+    check_sparse(codes)
+    dt = jnp.result_type(jnp.dtype(store.dtype), atoms.dtype, jnp.dtype(codes.dtype))
+    if not jnp.issubdtype(dt, jnp.floating) or jnp.finfo(dt).bits < 32:
+        dt = jnp.result_type(jnp.float32)
+    b = jnp.zeros((d,), dt) if bias is None else check_vector(bias, d, dt, "bias")
+    return store, atoms.astype(dt), codes, b
+
+
+def streamed_sums_of(
+    store, atoms, codes, b, lam, weights=None, scale=None, wants=False, devices=None
+):
+    """``BlockSums`` of all rows (and, with ``wants``, the mask ||r_n|| > λ), block by block (each
+    block's rows split over ``devices`` when given)."""
+    sums, masks = None, []
+    mesh = None
+    if devices is not None:
+        mesh = row_mesh(devices)
+        atoms, b, lam = replicate(mesh, atoms, b, lam)
+        scale = None if scale is None else replicate(mesh, scale)[0]
+    for _, m, xp, zp, wp in padded_blocks(store, atoms, codes, b, weights=weights, mesh=mesh):
+        if scale is not None:
+            zp = zp * scale[None, :]
+        part, rn = jit_block_sums(xp, atoms, zp, b, lam, wp)
+        sums = combine(sums, part)
+        if wants:
+            masks.append(np.asarray(rn[:m] > lam))
+    return sums, (np.concatenate(masks) if wants else None)
+
+
 def residuals(X, atoms, codes, bias):
     """r_n = x_n − b − Dz_n, shape (n_samples, n_features)."""
     return X - bias - codes @ atoms
@@ -73,8 +137,16 @@ def dictionary_loss(
     *,
     weights: Float[ArrayLike, " n_samples"] | None = None,
 ) -> Float[Array, ""]:
-    """L = (1/2N) Σ w_n||x_n − b − D z_n||² + (λ/N) Σ w_n||z_n||₁ (``bias=None`` means b = 0)."""
-    X, atoms, codes, bias = check_dictionary(X, atoms, codes, bias)
+    """L = (1/2N) Σ w_n||x_n − b − D z_n||² + (λ/N) Σ w_n||z_n||₁ (``bias=None`` means b = 0).
+
+    X may be an ``ActivationStore`` (or anything it reads) and codes ``SparseCodes`` or a
+    ``CodeStore``: the loss is then summed block by block in O(block × width) memory."""
+    if is_out_of_core(X, codes):
+        store, atoms, codes, b = streamed_dictionary(X, atoms, codes, bias)
+        lam = check_lam(lam, atoms.dtype)
+        s, _ = streamed_sums_of(store, atoms, codes, b, lam, weights)
+        return jnp.asarray((0.5 * s.wrr + float(lam) * s.wl1) / s.n, atoms.dtype)
+    X, atoms, codes, bias = check_dictionary(X, atoms, densify(codes), bias)
     lam = check_lam(lam, X.dtype)
     w = check_weights(weights, X.shape[0], X.dtype)
     return loss_value(X, atoms, codes, bias, lam, w)

@@ -7,6 +7,8 @@ KKT residual max_n,k |z − [z − (Gz − c + λ)]₊| ≤ tol·λ (c = D(x_n �
 
 from __future__ import annotations
 
+import os
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -14,8 +16,11 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, ArrayLike, Float
 
+from .._core.code_store import CodeStore
 from .._core.precision import full_precision
 from .._core.results import RESULTS
+from .._core.sparse_codes import SparseCodes, sparse_decode
+from .._core.store import is_streamable
 from .._core.validate import (
     check_lam,
     check_matrix,
@@ -355,9 +360,50 @@ def encode(
     tol: float = 1e-4,
     max_steps: int = 500,
     throw: bool = False,
-) -> Float[Array, "n_samples width"]:
+    sparse: bool = False,
+    out: str | os.PathLike | None = None,
+    devices=None,
+    block_rows: int | None = None,
+    progress: bool | None = None,
+) -> Float[Array, "n_samples width"] | SparseCodes | CodeStore:
     """``solve_codes(...).codes``: exact codes z_n = argmin_{z≥0} ½||x_n − b − Dz||² + λ||z||₁,
-    by the fitter's solver, to a KKT residual ≤ tol·λ (``solve_codes`` also returns the status)."""
+    by the fitter's solver, to a KKT residual ≤ tol·λ (``solve_codes`` also returns the status).
+
+    Out of core: X may be an ``ActivationStore`` or anything it reads (a ``.npy``/``.safetensors``
+    path, a directory of shards, a memmap, an iterable of row blocks). With ``sparse=True``, a
+    store, ``out`` or ``devices``, X is encoded in blocks of ``block_rows`` rows (one compile for
+    every N), each solved to tol (a warning names the worst KKT residual otherwise; ``throw=True``
+    makes it an error), and returned as ``SparseCodes``; with ``out=dir`` the blocks are written to
+    disk as they finish and a ``CodeStore`` is returned (an interrupted encode resumes after the
+    last written block). ``devices`` (``"all"`` or a list) splits each block's rows over devices.
+    """
+    if sparse or out is not None or devices is not None or is_streamable(X):
+        if init is not None:
+            raise ValueError("`init` is for in-memory dense codes; it cannot warm-start a stream")
+        from .stream_encode import encode_store
+
+        atoms = check_matrix(atoms, "atoms")
+        dt = atoms.dtype
+        lam = check_lam(lam, dt)
+        check_positive_int(max_steps, "max_steps")
+        check_number(tol, "tol", positive=True)
+        if block_rows is not None:
+            check_positive_int(block_rows, "block_rows")
+        d = atoms.shape[1]
+        b = jnp.zeros((d,), dt) if bias is None else check_vector(bias, d, dt, "bias")
+        return encode_store(
+            atoms,
+            b,
+            X,
+            lam,
+            tol=tol,
+            max_steps=max_steps,
+            throw=throw,
+            out=None if out is None else os.fspath(out),
+            devices=devices,
+            block_rows=block_rows,
+            progress=progress,
+        )
     return solve_codes(
         atoms, bias, X, lam, init=init, tol=tol, max_steps=max_steps, throw=throw
     ).codes
@@ -367,11 +413,18 @@ def encode(
 def decode(
     atoms: Float[ArrayLike, "width n_features"],
     bias: Float[ArrayLike, " n_features"] | None,
-    codes: Float[ArrayLike, "n_samples width"],
+    codes: Float[ArrayLike, "n_samples width"] | SparseCodes,
 ) -> Float[Array, "n_samples n_features"]:
-    """Reconstruction x̂_n = b + D z_n."""
+    """Reconstruction x̂_n = b + D z_n (codes dense or ``SparseCodes``)."""
     atoms = jnp.asarray(atoms)
-    out = jnp.asarray(codes, atoms.dtype) @ atoms
+    if isinstance(codes, SparseCodes):
+        if codes.width != atoms.shape[0]:
+            raise ValueError(
+                f"`codes` has width {codes.width} but there are {atoms.shape[0]} atoms"
+            )
+        out = sparse_decode(codes.indices, jnp.asarray(codes.values, atoms.dtype), atoms)
+    else:
+        out = jnp.asarray(codes, atoms.dtype) @ atoms
     return out if bias is None else out + jnp.asarray(bias, atoms.dtype)
 
 

@@ -9,7 +9,7 @@ from jaxtyping import Array, ArrayLike, Float
 
 from .._core.precision import full_precision
 from .._core.results import RESULTS
-from .._core.row_source import RowSource, is_streamable
+from .._core.store import as_store, is_streamable
 from .._core.validate import (
     check_lam,
     check_lams,
@@ -73,6 +73,7 @@ def solve_wide(
     init: Float[ArrayLike, " n_features"] | None = None,
     devices=None,
     chunk_rows: int | None = None,
+    distributed: bool = False,
 ) -> WideSolution:
     """Solve the wide-dictionary limit W(λ) exactly, with a certified duality gap.
 
@@ -81,8 +82,9 @@ def solve_wide(
 
     Args:
         X: data (n_samples, n_features) as a numpy/JAX array; or, streamed in chunks with bounded
-            memory, a ``.npy`` path, a ``np.memmap``, a list of row chunks or a callable returning
-            an iterator of row chunks.
+            memory, an ``ActivationStore`` or anything it reads: a ``.npy``/``.safetensors`` path,
+            a directory of such shards, a ``np.memmap``, a list of row blocks or a callable
+            returning an iterator of row blocks.
         lam: λ > 0.
         fit_bias: fit the fit_bias b (else b = 0, closed form).
         weights: w_n ≥ 0 (normalised to Σ w_n = N); default all ones.
@@ -94,15 +96,21 @@ def solve_wide(
         init: initial fit_bias (default: the weighted mean).
         devices: ``"all"`` or a list of devices to shard the rows over (b is replicated).
         chunk_rows: rows per chunk when streaming.
+        distributed: X is this process's share of the rows in a ``jax.distributed`` run
+            (``ActivationStore(...).part()``); the rows are streamed and every pass's sums are
+            reduced over all processes, which all return the same bias, objective and certificate
+            (``code_norms``/``encoded`` are of the local rows).
     """
     max_steps = check_positive_int(max_steps, "max_steps", 0)
     if rtol is not None and not (np.isfinite(rtol) and rtol > 0):
         raise ValueError(f"`rtol` must be finite and > 0, got {rtol}")
-    if is_streamable(X):
+    if is_streamable(X) or distributed:
         from .stream import solve_streaming
 
+        if distributed and devices is not None:
+            raise ValueError("`distributed` runs use each process's devices; leave `devices` unset")
         return solve_streaming(
-            RowSource(X, chunk_rows),
+            as_store(X, chunk_rows),
             lam,
             fit_bias=fit_bias,
             weights=weights,
@@ -111,6 +119,7 @@ def solve_wide(
             max_steps=max_steps,
             throw=throw,
             init=init,
+            distributed=distributed,
         )
     X = check_matrix(X, "X", check_finite=False)
     n, d = X.shape

@@ -16,8 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._core.processes import from_first_process, max_over_processes, sum_over_processes
 from .._core.results import RESULTS
-from .._core.row_source import RowSource
+from .._core.store import ActivationStore
 from .._core.validate import check_lam, check_weights
 from .certificate import PointSums, add_sums, point_sums
 from .data_pass import data_pass
@@ -45,7 +46,7 @@ def _weights_for(weights, n_rows: int, dtype):
     return None if weights is None else np.asarray(check_weights(weights, n_rows, dtype))
 
 
-def _pass(source: RowSource, w, b, lam, nonneg, dtype):
+def _pass(source: ActivationStore, w, b, lam, nonneg, dtype):
     """Stream every block once: returns numpy q, the float64 ``PointSums`` and float64 (G, Y).
 
     Blocks mapped from a file are used by XLA without a copy. With a ``pipelined`` source the
@@ -102,15 +103,32 @@ def _pass(source: RowSource, w, b, lam, nonneg, dtype):
 
 
 def solve_streaming(
-    source: RowSource, lam, *, fit_bias, weights, nonneg_atoms, rtol, max_steps, throw, init
+    source: ActivationStore,
+    lam,
+    *,
+    fit_bias,
+    weights,
+    nonneg_atoms,
+    rtol,
+    max_steps,
+    throw,
+    init,
+    distributed: bool = False,
 ):
-    """``solve_wide`` on a ``RowSource``; see ``solve_wide`` for the arguments."""
+    """``solve_wide`` on an ``ActivationStore``; see ``solve_wide`` for the arguments. With
+    ``distributed``, ``source`` is this process's rows of a ``jax.distributed`` run: every pass's
+    sums are reduced over the processes, so all reach the same bias and certificate (the code
+    norms are of the local rows)."""
     dtype = (
         jnp.float64 if (source.dtype == np.float64 and jax.config.jax_enable_x64) else jnp.float32
     )
     lam = check_lam(lam, dtype)
     rtol = resolvable_rtol(rtol, dtype)
     d = source.n_features
+    if source.weights is not None:
+        if weights is not None:
+            raise ValueError("pass weights either to the ActivationStore or as `weights`, not both")
+        weights = source.weights
     if source.n_rows is not None:
         w = _weights_for(weights, source.n_rows, dtype)
     elif weights is not None:
@@ -138,6 +156,8 @@ def solve_streaming(
         Xf = jnp.asarray(first)
         sub = WideSolver(rtol, 200, True, nonneg_atoms, chunked=False)
         b = solve_in_memory(sub, Xf, wf, lam).bias
+        if distributed:  # one starting point for all processes
+            b = jnp.asarray(from_first_process(b), dtype)
 
     run = functools.partial(_pass, source, w, lam=lam, nonneg=nonneg_atoms, dtype=dtype)
 
@@ -145,6 +165,18 @@ def solve_streaming(
 
     def stats(b):  # q stays a host array: the host loop never sends it to the device
         q, point, G, Y, spread[0] = run(b=b)
+        if distributed:  # every process gets the sums over all processes' rows
+            G, Y = sum_over_processes(G), sum_over_processes(Y)
+            spread[0] = float(max_over_processes(spread[0]))
+            point = point._replace(
+                **{
+                    f: (max_over_processes if f == "rmax" else sum_over_processes)(
+                        getattr(point, f)
+                    )
+                    for f in point._fields
+                    if f != "slack_t"
+                }
+            )
         sums = PointSums(*(jnp.asarray(a, dtype) for a in point))
         return q, sums, jnp.asarray(G, dtype), jnp.asarray(Y, dtype)
 

@@ -1,0 +1,39 @@
+"""One process of the 2-process ``jax.distributed`` test (tests/test_out_of_core.py).
+
+usage: python multiprocess_worker.py PORT N_PROCESSES PROCESS_ID DATA_DIR ATOMS_NPY LAM OUT_DIR
+Reads its share of the rows of DATA_DIR (``ActivationStore(...).part()``), solves the wide limit
+over all processes' rows (``distributed=True``), encodes its rows into OUT_DIR/part-<id>, and
+writes OUT_DIR/result-<id>.json.
+"""
+
+import json
+import sys
+
+import jax
+
+port, n, pid, data, atoms_path, lam, out = sys.argv[1:8]
+jax.distributed.initialize(f"localhost:{port}", num_processes=int(n), process_id=int(pid))
+jax.config.update("jax_enable_x64", True)
+
+import numpy as np  # noqa: E402
+
+import widelimit as wl  # noqa: E402
+
+lam = float(lam)
+store = wl.ActivationStore(data, chunk_rows=512).part()
+sol = wl.solve_wide(store, lam, distributed=True)
+atoms = np.load(atoms_path)
+codes = wl.encode(atoms, sol.bias, store, lam, out=f"{out}/part-{pid}", block_rows=256, tol=1e-6)
+with open(f"{out}/result-{pid}.json", "w") as f:
+    json.dump(
+        {
+            "processes": jax.process_count(),
+            "rows": store.n_rows,
+            "bias": np.asarray(sol.bias).tolist(),
+            "objective": float(sol.objective),
+            "gap": float(sol.gap),
+            "code_norms": np.asarray(sol.code_norms).tolist(),
+            "codes_rows": codes.shape[0],
+        },
+        f,
+    )

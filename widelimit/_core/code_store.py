@@ -1,0 +1,150 @@
+"""Sparse codes on disk (``CodeStore``): what ``encode(..., out=dir)`` writes, block by block.
+
+A directory holds ``codes.json`` (format, width, dtype, the inputs' fingerprint and the finished
+blocks) and, per block b, ``block-b.indices.npy`` (int32) and ``block-b.values.npy`` of shape
+(rows_b, k_b): ``SparseCodes`` rows, k_b the block's largest support. Each file is written
+atomically and the manifest is rewritten after each block, so an interrupted encode resumes after
+its last finished block. Blocks are read as memmaps: memory is one block, never N × width.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import numpy as np
+
+from .atomic import atomic_write, write_json
+from .checkpoint import check_manifest
+from .sparse_codes import SparseCodes, dense_block
+
+MANIFEST = "codes.json"
+FORMAT = "widelimit.sparse_codes"
+
+
+def _block_name(b: int) -> str:
+    return f"block-{b:06d}"
+
+
+class CodeStore:
+    """Read access to sparse codes written by ``encode(..., out=path)`` (``load_codes``)."""
+
+    def __init__(self, path: str, manifest: dict):
+        self.path = path
+        self.width = int(manifest["width"])
+        self.dtype = np.dtype(manifest["dtype"])
+        self.blocks: list[dict] = manifest["blocks"]
+        self.n_rows = int(manifest["n_rows"])
+        self.starts = np.cumsum([0] + [b["rows"] for b in self.blocks])
+        if self.starts[-1] != self.n_rows:
+            raise ValueError(
+                f"{path!r} is incomplete: {self.starts[-1]} of {self.n_rows} rows were encoded "
+                "(rerun the encode to finish it)"
+            )
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.n_rows, self.width)
+
+    def block(self, b: int) -> SparseCodes:
+        """Block ``b`` as ``SparseCodes`` of numpy memmaps (nothing is read until used)."""
+        base = os.path.join(self.path, self.blocks[b]["name"])
+        idx = np.load(base + ".indices.npy", mmap_mode="r")
+        val = np.load(base + ".values.npy", mmap_mode="r")
+        return SparseCodes(idx, val, self.width)
+
+    def block_codes(self) -> Iterator[tuple[int, SparseCodes]]:
+        """(first row, codes) of every block, in order."""
+        for b in range(len(self.blocks)):
+            yield int(self.starts[b]), self.block(b)
+
+    def dense_rows(self, rows) -> np.ndarray:
+        """Dense codes of ``rows`` (a slice or an index array), read from the blocks they lie in."""
+        if isinstance(rows, slice):
+            rows = np.arange(*rows.indices(self.n_rows))
+        rows = np.asarray(rows, np.int64)
+        out = np.zeros((len(rows), self.width), self.dtype)
+        which = np.searchsorted(self.starts, rows, side="right") - 1
+        for b in np.unique(which):
+            sel = np.flatnonzero(which == b)
+            codes = self.block(int(b))
+            local = rows[sel] - self.starts[b]
+            out[sel] = np.asarray(
+                dense_block(
+                    np.asarray(codes.indices[local]), np.asarray(codes.values[local]), self.width
+                )
+            )
+        return out
+
+    def load(self) -> SparseCodes:
+        """All codes in memory as one ``SparseCodes`` (blocks padded to the largest k)."""
+        k = max(b["k"] for b in self.blocks)
+        idx = np.zeros((self.n_rows, k), np.int32)
+        val = np.zeros((self.n_rows, k), self.dtype)
+        for start, c in self.block_codes():
+            idx[start : start + c.shape[0], : c.k] = c.indices
+            val[start : start + c.shape[0], : c.k] = c.values
+        return SparseCodes(idx, val, self.width)
+
+
+def load_codes(path: str) -> CodeStore:
+    """The sparse codes that ``encode(..., out=path)`` wrote (ValueError if absent or unfinished)."""
+    path = os.fspath(path)
+    mpath = os.path.join(path, MANIFEST)
+    if not os.path.exists(mpath):
+        raise ValueError(f"{path!r} holds no sparse codes (no {MANIFEST})")
+    manifest = read_manifest(mpath)
+    return CodeStore(path, manifest)
+
+
+def read_manifest(mpath: str) -> dict:
+    import json
+
+    try:
+        with open(mpath) as f:
+            manifest = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{mpath!r} is unreadable: {e}") from e
+    if manifest.get("format") != FORMAT:
+        raise ValueError(f"{mpath!r} is not a widelimit sparse-code manifest")
+    return manifest
+
+
+class CodeWriter:
+    """Writes blocks of ``SparseCodes`` into ``path`` and resumes an unfinished directory whose
+    fingerprint matches (ValueError if it holds codes of another problem)."""
+
+    def __init__(self, path: str, *, width: int, dtype, n_rows: int, fingerprint: dict):
+        self.path = os.fspath(path)
+        self.manifest = check_manifest(os.path.join(self.path, MANIFEST), fingerprint) or {
+            "format": FORMAT,
+            "version": 1,
+            "width": int(width),
+            "dtype": str(np.dtype(dtype)),
+            "n_rows": int(n_rows),
+            "fingerprint": fingerprint,
+            "blocks": [],
+        }
+
+    @property
+    def done_rows(self) -> int:
+        """Rows already encoded (a resumed encode starts here)."""
+        return sum(b["rows"] for b in self.manifest["blocks"])
+
+    def append(self, codes: SparseCodes) -> None:
+        """Write one block (its two arrays, then the manifest), each atomically."""
+        os.makedirs(self.path, exist_ok=True)
+        name = _block_name(len(self.manifest["blocks"]))
+        base = os.path.join(self.path, name)
+        idx, val = np.asarray(codes.indices, np.int32), np.asarray(codes.values)
+        atomic_write(base + ".indices.npy", lambda p: _save(p, idx))
+        atomic_write(base + ".values.npy", lambda p: _save(p, val))
+        self.manifest["blocks"].append(
+            {"name": name, "rows": int(idx.shape[0]), "k": int(idx.shape[1])}
+        )
+        write_json(os.path.join(self.path, MANIFEST), self.manifest)
+
+
+def _save(path: str, a: np.ndarray) -> None:
+    with open(path, "wb") as f:
+        np.save(f, a)

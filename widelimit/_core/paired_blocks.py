@@ -1,0 +1,135 @@
+"""Rows of X and of their codes read together in fixed-shape blocks, for analyses of data and
+codes larger than memory (``padded_blocks``): memory is one block of rows plus O(width × d).
+
+X may be anything ``ActivationStore`` reads; codes a dense array or memmap, ``SparseCodes`` or a
+``CodeStore``. Each block is padded to one shape with rows x = b, z = 0 of weight 0 (residual 0,
+so they add nothing to any sum or maximum), so a new N compiles nothing.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .devices import shard_rows
+from .store import as_store
+
+
+def is_dense(codes) -> bool:
+    """True for codes held as one in-memory array (not a memmap, ``SparseCodes`` or ``CodeStore``)."""
+    return (
+        hasattr(codes, "shape")
+        and hasattr(codes, "dtype")
+        and not isinstance(codes, np.memmap)
+        and not hasattr(codes, "dense_rows")
+    )
+
+
+def code_rows(codes, start: int, stop: int):
+    """Dense codes of rows [start, stop) of any codes (a JAX array for every kind)."""
+    if hasattr(codes, "dense_rows"):
+        return jnp.asarray(codes.dense_rows(slice(start, stop)))
+    return jnp.asarray(codes[start:stop])
+
+
+def block_rows_for(width: int, n_features: int) -> int:
+    """Rows per analysis block: about 2²⁴ numbers of codes or data (64 MiB of float32)."""
+    return int(max(256, min(65536, (1 << 24) // max(width, n_features))))
+
+
+_flags = jax.jit(lambda x, z: (jnp.all(jnp.isfinite(x)), jnp.all(jnp.isfinite(z)), jnp.all(z >= 0)))
+
+
+def check_code_chunk(zc, start: int) -> None:
+    """ValueError unless the row chunk ``zc`` (rows from ``start``) of the codes is finite and
+    ≥ 0; checked chunk by chunk, so codes on disk are never loaded whole."""
+    _, finite, nonneg = (bool(v) for v in _flags(jnp.zeros((1,), zc.dtype), zc))
+    _raise_bad_codes(finite, nonneg, start, zc.shape[0])
+
+
+def _raise_bad_codes(finite: bool, nonneg: bool, start: int, rows: int) -> None:
+    where = f"rows {start}..{start + rows - 1}"
+    if not finite:
+        raise ValueError(f"`codes` contains NaN or Inf (non-finite) in {where}")
+    if not nonneg:
+        raise ValueError(f"`codes` must be nonnegative: a negative code in {where}")
+
+
+def check_codes_shape(codes, n_rows: int | None, width: int) -> None:
+    """ValueError unless ``codes`` has shape (n_rows, width) (n_rows None: unknown, any)."""
+    shape = tuple(getattr(codes, "shape", ()))
+    if len(shape) != 2 or shape[1] != width or (n_rows is not None and shape[0] != n_rows):
+        raise ValueError(
+            f"`codes` must have shape (n_samples, width) = ({n_rows}, {width}), got {shape}"
+        )
+
+
+def _open(X, D, codes, weights):
+    """(store, rows per block, weights or None), with shapes checked."""
+    K, d = D.shape
+    rows = block_rows_for(K, d)
+    store = as_store(X, chunk_rows=2 * rows)
+    if store.n_features != d:
+        raise ValueError(f"`atoms` has {d} features but `X` has {store.n_features}")
+    check_codes_shape(codes, store.n_rows, K)
+    if store.weights is not None and weights is not None:
+        raise ValueError("pass weights either to the ActivationStore or as `weights`, not both")
+    if weights is None:
+        return store, rows, store.weights
+    w = np.asarray(weights, np.float64)
+    if w.shape != (codes.shape[0],):
+        raise ValueError(f"`weights` must have shape ({codes.shape[0]},), got {w.shape}")
+    if not np.all(np.isfinite(w)) or np.any(w < 0) or not np.any(w > 0):
+        raise ValueError("`weights` must be finite, ≥ 0 and not all 0")
+    return store, rows, w
+
+
+def padded_blocks(X, D, codes, b, *, weights=None, mesh=None):
+    """(first row, real rows m, X block, dense code block, weights) padded to one shape with rows
+    x = b, z = 0, w = 0; raises ValueError for non-finite X, non-finite or negative codes. With a
+    ``mesh`` the blocks' rows are split over its devices."""
+    store, rows, w_all = _open(X, D, codes, weights)
+    if mesh is not None:
+        rows = -(-rows // mesh.devices.size) * mesh.devices.size
+    K, d = D.shape
+    dt = D.dtype
+    start = 0
+    for _, block in store.blocks():
+        for s in range(0, block.shape[0], rows):
+            xb = np.asarray(block[s : s + rows])
+            m = xb.shape[0]
+            if start + m > codes.shape[0]:
+                raise ValueError(f"`X` has more rows than `codes` ({codes.shape[0]})")
+            zb = code_rows(codes, start, start + m).astype(dt)
+            wb = np.ones(m) if w_all is None else w_all[start : start + m]
+            xp = jnp.broadcast_to(b, (rows, d)).astype(dt).at[:m].set(jnp.asarray(xb, dt))
+            zp = jnp.zeros((rows, K), dt).at[:m].set(zb)
+            wp = jnp.zeros((rows,), dt).at[:m].set(jnp.asarray(wb, dt))
+            fx, fz, nz = (bool(v) for v in _flags(xp, zp))
+            if not fx:
+                raise ValueError(f"`X` contains NaN or Inf in rows {start}..{start + m - 1}")
+            _raise_bad_codes(fz, nz, start, m)
+            if mesh is not None:
+                xp, zp, wp = shard_rows(mesh, xp, zp, wp)
+            yield start, m, xp, zp, wp
+            start += m
+    if start != codes.shape[0]:
+        raise ValueError(f"`X` has {start} rows but `codes` has {codes.shape[0]}")
+
+
+def streamed_max_centred(X, D, codes, b, center, *, weights=None, scale=None) -> float:
+    """max over rows of positive weight of ||r_n − center|| (the second pass of the residual dual
+    bound with a bias), block by block."""
+    best = 0.0
+    for _, _, xp, zp, wp in padded_blocks(X, D, codes, b, weights=weights):
+        if scale is not None:
+            zp = zp * scale[None, :]
+        best = max(best, float(_max_centred(xp, D, zp, b, center, wp)))
+    return best
+
+
+@jax.jit
+def _max_centred(X, D, Z, b, center, w):
+    R = X - b - Z @ D - center
+    return jnp.max(jnp.where(w > 0, jnp.linalg.norm(R, axis=1), 0), initial=0.0)

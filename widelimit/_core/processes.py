@@ -1,0 +1,45 @@
+"""Sums and maxima across the processes of a ``jax.distributed`` run (JAX's own collectives,
+``multihost_utils``); the identity in a single process.
+
+A multi-process run gives each process its own rows (``ActivationStore.part``); the statistics a
+solver needs from all rows are sums or maxima of per-process statistics, reduced here on the host
+in float64, so that every process takes the same steps and reaches the same answer.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+
+def process_count() -> int:
+    return jax.process_count()
+
+
+def _gather(x) -> np.ndarray:
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(np.asarray(x, np.float64)))
+
+
+def sum_over_processes(x) -> np.ndarray:
+    """Σ over processes of the float64 array ``x`` (``x`` itself with one process)."""
+    if jax.process_count() == 1:
+        return np.asarray(x, np.float64)
+    return _gather(x).sum(axis=0)
+
+
+def max_over_processes(x) -> np.ndarray:
+    """Elementwise max over processes of ``x``."""
+    if jax.process_count() == 1:
+        return np.asarray(x, np.float64)
+    return _gather(x).max(axis=0)
+
+
+def from_first_process(x) -> np.ndarray:
+    """Process 0's value of ``x`` on every process."""
+    if jax.process_count() == 1:
+        return np.asarray(x)
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.broadcast_one_to_all(np.asarray(x)))

@@ -1,0 +1,114 @@
+"""Sparse codes: per row, the indices and values of at most k nonzeros (``SparseCodes``).
+
+z_n[indices[n, t]] = values[n, t]; unused slots hold value 0 (their index is arbitrary, 0 by
+convention), so sums over slots never need a mask. This is JAX's BCOO layout with one batch
+dimension (``to_bcoo``), kept as an ``eqx.Module`` so that it passes through ``jit``/``vmap``.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike, Float, Int
+
+
+class SparseCodes(eqx.Module):
+    """Codes of shape (n_samples, width) with ≤ k nonzeros per row: z_n = Σ_t values[n,t] e_{indices[n,t]}.
+
+    Build them with ``SparseCodes.from_dense`` or ``encode(..., sparse=True)``; ``decode``,
+    ``dictionary_loss``, ``wide_lower_bound``, ``check_optimality`` and ``hull_table`` accept them
+    wherever they accept dense codes, with equal results.
+    """
+
+    indices: Int[Array, "n_samples k"]
+    values: Float[Array, "n_samples k"]
+    width: int = eqx.field(static=True)
+
+    def __check_init__(self):
+        if self.indices.shape != self.values.shape or len(self.values.shape) != 2:
+            raise ValueError(
+                f"`indices` {self.indices.shape} and `values` {self.values.shape} must have one "
+                "2-D shape (n_samples, k)"
+            )
+        if self.width < 1:
+            raise ValueError(f"`width` must be ≥ 1, got {self.width}")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.values.shape[0], self.width)
+
+    @property
+    def dtype(self):
+        return self.values.dtype
+
+    @property
+    def k(self) -> int:
+        """Slots per row (the largest support it can hold)."""
+        return self.values.shape[1]
+
+    @classmethod
+    def from_dense(
+        cls, codes: Float[ArrayLike, "n_samples width"], k: int | None = None
+    ) -> SparseCodes:
+        """The nonzeros of dense ``codes``. ``k`` defaults to the largest row support (≥ 1; needs
+        concrete codes); a k smaller than some row's support is a ValueError, never a silent
+        truncation (inside ``jit`` pass k, and rows with more nonzeros keep their k largest |z|)."""
+        Z = jnp.asarray(codes)
+        if Z.ndim != 2:
+            raise ValueError(f"`codes` must be 2-D (n_samples, width), got shape {Z.shape}")
+        traced = isinstance(Z, jax.core.Tracer)
+        if not traced:
+            support = int(jnp.max(jnp.sum(Z != 0, axis=1), initial=0))
+            if k is None:
+                k = max(support, 1)
+            elif support > k:
+                raise ValueError(
+                    f"a row of `codes` has {support} nonzeros, more than k = {k}; pass k ≥ {support}"
+                )
+        elif k is None:
+            raise ValueError("inside jit, SparseCodes.from_dense needs an explicit k")
+        k = int(min(max(k, 1), Z.shape[1]))
+        _, idx = jax.lax.top_k(jnp.abs(Z), k)
+        vals = jnp.take_along_axis(Z, idx, axis=1)
+        idx = jnp.where(vals != 0, idx, 0).astype(jnp.int32)
+        return cls(idx, vals, int(Z.shape[1]))
+
+    def todense(self) -> Float[Array, "n_samples width"]:
+        """The dense (n_samples, width) codes."""
+        return dense_block(self.indices, self.values, self.width)
+
+    def dense_rows(self, rows) -> Float[Array, "rows width"]:
+        """Dense codes of the rows ``rows`` (a slice or an index array): O(rows × width) memory."""
+        if not isinstance(rows, slice):
+            rows = np.asarray(rows)
+        return dense_block(self.indices[rows], self.values[rows], self.width)
+
+    def rows(self, start: int, stop: int) -> SparseCodes:
+        """Rows [start, stop) as ``SparseCodes``."""
+        return SparseCodes(self.indices[start:stop], self.values[start:stop], self.width)
+
+    @property
+    def nnz(self) -> Int[Array, ""]:
+        """The number of nonzero codes."""
+        return jnp.sum(jnp.asarray(self.values) != 0)
+
+    def to_bcoo(self):
+        """The same codes as a ``jax.experimental.sparse.BCOO`` matrix (n_batch = 1)."""
+        from jax.experimental import sparse
+
+        v, i = jnp.asarray(self.values), jnp.asarray(self.indices)
+        return sparse.BCOO((v, i[..., None]), shape=self.shape, indices_sorted=False)
+
+
+def dense_block(indices, values, width: int):
+    """Dense (rows, width) codes of sparse (indices, values) rows (unused slots add 0)."""
+    indices, values = jnp.asarray(indices), jnp.asarray(values)
+    rows = jnp.arange(values.shape[0])[:, None]
+    return jnp.zeros((values.shape[0], width), values.dtype).at[rows, indices].add(values)
+
+
+def sparse_decode(indices, values, atoms):
+    """D z_n for sparse rows: Σ_t values[n,t] d_{indices[n,t]}, (rows, n_features)."""
+    return jnp.einsum("nk,nkd->nd", values, jnp.take(atoms, indices, axis=0))

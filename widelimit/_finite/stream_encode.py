@@ -1,0 +1,183 @@
+"""Exact codes of data larger than memory, as ``SparseCodes`` in memory or a ``CodeStore`` on disk.
+
+The store is read in fixed-shape blocks (the last one padded with rows x = b, whose codes are 0),
+so one compile serves every N; each block is solved by ``solve_codes``' solver (rows sharded over
+``devices`` when given: the rows of a block are split across devices and the atoms replicated) and
+kept as ``SparseCodes`` with k the block's largest support rounded up to a power of two. Written
+blocks are never recomputed: an interrupted ``encode(..., out=dir)`` resumes after the last one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._core.checkpoint import digest
+from .._core.code_store import CodeWriter, load_codes
+from .._core.devices import replicate, row_mesh, shard_rows
+from .._core.lock import dir_lock
+from .._core.outputs import check_output_dir
+from .._core.progress import Progress
+from .._core.results import RESULTS
+from .._core.sparse_codes import SparseCodes
+from .._core.store import ActivationStore, as_store
+from .codes import _solve_codes, code_tiers
+
+
+@functools.partial(jax.jit, static_argnums=(1,))
+def _top(Z, k: int):
+    """The k largest codes of each row as (indices, values); unused slots get index 0, value 0."""
+    vals, idx = jax.lax.top_k(Z, k)
+    return jnp.where(vals > 0, idx, 0).astype(jnp.int32), jnp.where(vals > 0, vals, 0)
+
+
+def _bucket(support: int, width: int) -> int:
+    """Slots for a block whose largest support is ``support``: the next power of two, ≤ width."""
+    return int(min(width, 1 << max(0, int(support) - 1).bit_length()))
+
+
+def fingerprint_source(store: ActivationStore) -> dict:
+    """What identifies a store's rows cheaply: files by (path, size, mtime), arrays by digest."""
+    if store.shards:
+        return {
+            "files": [
+                [os.path.abspath(s.path), os.path.getsize(s.path), os.stat(s.path).st_mtime_ns]
+                for s in store.shards
+            ]
+        }
+    if store._kind in ("array", "memmap"):
+        return {"sha256": digest(np.asarray(store._array))}
+    return {"iterable": True}
+
+
+def encode_store(
+    atoms,
+    b,
+    X,
+    lam,
+    *,
+    tol: float,
+    max_steps: int,
+    throw: bool,
+    out: str | None,
+    devices,
+    block_rows: int | None,
+    progress,
+):
+    """``encode`` of a store in blocks; see ``encode`` (atoms, b, lam already checked)."""
+    K, d = atoms.shape
+    if block_rows is None:
+        block_rows = int(max(256, min(16384, (1 << 25) // max(K, d))))
+    mesh = None if devices is None else row_mesh(devices)
+    if mesh is not None:  # every device gets the same number of rows
+        nd = mesh.devices.size
+        block_rows = -(-block_rows // nd) * nd
+    store = as_store(X, chunk_rows=2 * block_rows)
+    if store.n_features != d:
+        raise ValueError(f"`atoms` has {d} features but `X` has {store.n_features}")
+    if store.n_rows is None and out is not None:
+        raise ValueError("encode(..., out=...) needs a source of known length, not an iterable")
+    writer = None
+    if out is not None:
+        check_output_dir(out, name="out")
+        fp = {
+            "atoms": digest(atoms),
+            "bias": digest(b),
+            "lam": float(lam),
+            "tol": float(tol),
+            "max_steps": int(max_steps),
+            "n_rows": int(store.n_rows),
+            "n_features": int(d),
+            "block_rows": int(block_rows),
+            "source": fingerprint_source(store),
+        }
+    dt = atoms.dtype
+    ws = code_tiers(K, None)
+    pad_row = np.asarray(b, dt)
+    lam = jnp.asarray(lam, dt)
+    if mesh is not None:
+        atoms, b_dev, lam_dev = replicate(mesh, atoms, jnp.asarray(b, dt), lam)
+    else:
+        b_dev, lam_dev = jnp.asarray(b, dt), lam
+    total = None if store.n_rows is None else -(-store.n_rows // block_rows)
+    with dir_lock(out) if out is not None else contextlib.nullcontext():
+        if out is not None:
+            writer = CodeWriter(out, width=K, dtype=dt, n_rows=store.n_rows, fingerprint=fp)
+        skip = writer.done_rows if writer is not None else 0
+        bar = Progress(total or 0, f"encode K={K}", progress) if total else None
+        parts, worst, start, done_blocks = [], 0.0, 0, 0
+        try:
+            for _, block in store.blocks():
+                for s in range(0, block.shape[0], block_rows):
+                    m = min(block_rows, block.shape[0] - s)
+                    if start + m <= skip:  # written by an interrupted run
+                        start += m
+                        done_blocks += 1
+                        continue
+                    if start < skip:
+                        raise ValueError(
+                            f"{out!r} was written in other blocks; encode into a new directory"
+                        )
+                    xb = np.empty((block_rows, d), dt)
+                    xb[:m] = block[s : s + m]
+                    xb[m:] = pad_row
+                    xj = jnp.asarray(xb)
+                    if mesh is not None:
+                        (xj,) = shard_rows(mesh, xj)
+                    z0 = jnp.zeros((block_rows, K), dt)
+                    if mesh is not None:
+                        (z0,) = shard_rows(mesh, z0)
+                    sol = _solve_codes(atoms, b_dev, xj, lam_dev, z0, tol, max_steps, ws)
+                    status = RESULTS[sol.result]
+                    kkt = float(sol.kkt)
+                    rows = f"rows {start}..{start + m - 1}"
+                    if sol.result == RESULTS.nonfinite:
+                        raise ValueError(
+                            f"`X` contains NaN or Inf, or the codes overflowed ({rows})"
+                        )
+                    if throw and kkt > tol:
+                        raise RuntimeError(
+                            f"encode: {status} in {rows} (KKT residual {kkt:.3g}·λ, tol {tol:g})"
+                        )
+                    worst = max(worst, kkt)
+                    Z = sol.codes[:m]
+                    k = _bucket(int(jnp.max(jnp.sum(Z > 0, axis=1), initial=0)), K)
+                    idx, val = _top(Z, k)
+                    codes = SparseCodes(idx, val, K)
+                    if writer is not None:
+                        writer.append(codes)
+                    else:
+                        parts.append(codes)
+                    start += m
+                    done_blocks += 1
+                    if bar is not None:
+                        bar.update(done_blocks, kkt=kkt)
+        finally:
+            if bar is not None:
+                bar.close()
+    if worst > tol:
+        warnings.warn(
+            f"encode: the codes reached a KKT residual of {worst:.3g}·λ > tol = {tol:g} within "
+            f"max_steps = {max_steps} (raise max_steps, or pass throw=True to make this an error)",
+            stacklevel=3,
+        )
+    if writer is not None:
+        return load_codes(out)
+    return concatenate(parts)
+
+
+def concatenate(parts: list[SparseCodes]) -> SparseCodes:
+    """Row blocks of ``SparseCodes`` as one, padded to the largest k."""
+    k = max(p.k for p in parts)
+    pad = lambda a: jnp.pad(jnp.asarray(a), ((0, 0), (0, k - a.shape[1])))  # noqa: E731
+    return SparseCodes(
+        jnp.concatenate([pad(p.indices) for p in parts]),
+        jnp.concatenate([pad(p.values) for p in parts]),
+        parts[0].width,
+    )
