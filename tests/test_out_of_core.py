@@ -331,6 +331,30 @@ def test_encode_to_disk_resumes_after_an_interruption(problem, tmp_path, monkeyp
     assert not any(f.endswith(".tmp") for f in os.listdir(out))
 
 
+# --- SAE training from a store -------------------------------------------------------------------
+
+
+def test_train_sae_from_a_store_in_windows_resumes_exactly(problem, tmp_path):
+    X = problem[0].astype(np.float32)
+    d = shard_dir(tmp_path, X)
+    kw = dict(
+        key=jax.random.PRNGKey(0), steps=30, checkpoint_every=10, pool_rows=600, batch_size=32
+    )
+    full = wl.train_sae(d, 64, LAM, **kw)
+    assert full.result == wl.RESULTS.successful and np.isfinite(full.losses).all()
+    # window c of the store is chunk c's data
+    ref = wl.ActivationStore(d).pools(600)
+    windows = [next(ref).copy() for _ in range(3)]
+    np.testing.assert_array_equal(windows[1], X[600:1200])  # consecutive rows across shards
+    np.testing.assert_array_equal(windows[2], X[:600])  # cycles; the last 300 rows wait a pass
+    ck = tmp_path / "ck"
+    wl.train_sae(d, 64, LAM, **{**kw, "steps": 20}, checkpoint_dir=ck)
+    resumed = wl.train_sae(d, 64, LAM, **kw, checkpoint_dir=ck)
+    assert resumed.resumed_from == 20
+    np.testing.assert_array_equal(resumed.losses, full.losses)
+    np.testing.assert_array_equal(resumed.sae.W_dec, full.sae.W_dec)
+
+
 # --- devices and processes ----------------------------------------------------------------------
 
 
@@ -355,6 +379,11 @@ r1 = wl.check_optimality(X, D, one, b, {LAM})
 r8 = wl.check_optimality(X, D, one, b, {LAM}, devices="all")
 for f in ("code_kkt_per_atom", "atom_stationarity", "bias_residual", "wide_certificate"):
     np.testing.assert_allclose(getattr(r8, f), getattr(r1, f), rtol=1e-10, atol=1e-12)
+t = dict(key=jax.random.PRNGKey(0), steps=20, checkpoint_every=10, batch_size=64)
+s1 = wl.train_sae(X, 48, {LAM}, **t)
+s8 = wl.train_sae(X, 48, {LAM}, devices="all", **t)  # each minibatch split over 8 devices
+np.testing.assert_allclose(s8.losses, s1.losses, rtol=1e-9)
+np.testing.assert_allclose(s8.sae.W_dec, s1.sae.W_dec, atol=1e-9)
 print("ok")
 """
     env = dict(

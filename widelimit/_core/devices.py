@@ -19,15 +19,19 @@ def row_mesh(devices):
 
 def shard_rows(mesh, *arrays):
     """``arrays`` with their leading (row) axis split over ``mesh``'s ``rows`` axis."""
-    from jax.sharding import NamedSharding, PartitionSpec
 
-    return tuple(
-        jax.device_put(a, NamedSharding(mesh, PartitionSpec("rows", *([None] * (a.ndim - 1)))))
-        for a in arrays
-    )
+    return tuple(jax.device_put(a, row_sharding(mesh, a.ndim)) for a in arrays)
 
 
 def replicate(mesh, *arrays):
+    """``arrays`` copied to every device of ``mesh``."""
     from jax.sharding import NamedSharding, PartitionSpec
 
     return tuple(jax.device_put(a, NamedSharding(mesh, PartitionSpec())) for a in arrays)
+
+
+def row_sharding(mesh, ndim: int):
+    """The sharding of an ``ndim`` array whose leading (row) axis is split over ``mesh``."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    return NamedSharding(mesh, PartitionSpec("rows", *([None] * (ndim - 1))))

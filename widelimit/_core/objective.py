@@ -12,7 +12,7 @@ from .paired_blocks import block_rows_for, padded_blocks
 from .precision import full_precision
 from .sparse_codes import SparseCodes
 from .stationarity import combine, jit_block_sums
-from .store import as_store, is_streamable
+from .store import as_store, is_store_like
 from .validate import check_lam, check_matrix, check_vector, check_weights
 
 
@@ -51,9 +51,10 @@ def check_dictionary(X, atoms, codes, bias, *, finite: bool = True):
 
 
 def is_out_of_core(X, codes) -> bool:
-    """True when X or the codes are read block by block: X a path, memmap, ``ActivationStore``
-    or iterable; codes ``SparseCodes`` (concrete), a ``CodeStore`` or a memmap."""
-    if is_streamable(X) or isinstance(codes, np.memmap) or hasattr(codes, "block_codes"):
+    """True when X or the codes are read block by block: X a path, ``ActivationStore`` or
+    iterable (a memmap is an array: wrap it in an ``ActivationStore`` to stream it); codes
+    ``SparseCodes`` (concrete) or a ``CodeStore``."""
+    if is_store_like(X) or hasattr(codes, "block_codes"):
         return True
     return isinstance(codes, SparseCodes) and not isinstance(codes.values, jax.core.Tracer)
 

@@ -32,6 +32,12 @@ def is_streamable(X) -> bool:
     return callable(X) or isinstance(X, Iterable)
 
 
+def is_store_like(X) -> bool:
+    """True for inputs that are not arrays: paths, ``ActivationStore``s and iterables of blocks
+    (array entry points read these block by block; a memmap counts as an array there)."""
+    return is_streamable(X) and not isinstance(X, np.memmap)
+
+
 def aligned_empty(shape, dtype, align: int = 4096) -> np.ndarray:
     """An uninitialised array whose data is page aligned (so XLA:CPU can use it without a copy)."""
     nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
@@ -275,7 +281,8 @@ class ActivationStore:
                 self._kind, self._array = "memmap", source
             else:  # read the file directly: no page faults, no mapped pages kept resident
                 self._kind = "files"
-                self.shards = [Shard(source.filename, offset, *source.shape, source.dtype)]
+                n, d = source.shape
+                self.shards = [Shard(source.filename, offset, n, d, source.dtype)]
         elif hasattr(source, "shape") and hasattr(source, "dtype"):
             self._kind, self._array = "array", source
             self.shape, self.dtype = tuple(source.shape), np.dtype(source.dtype)
@@ -358,6 +365,47 @@ class ActivationStore:
         if self.weights is not None:
             new.weights = self.weights[lo:hi]
         return new
+
+    def pools(self, rows: int, skip: int = 0) -> Iterator[np.ndarray]:
+        """Endless consecutive windows of ``rows`` rows (min(rows, n_rows) when n_rows is known),
+        cycling through the store; a window never wraps, so the rows left at the end of a pass
+        are skipped. The first ``skip`` windows are passed over without being read."""
+        if self.n_rows is not None:
+            rows = min(rows, self.n_rows)
+        index = 0
+        while True:
+            buf, fill, produced = np.empty((rows, self.n_features), self.dtype), 0, False
+            for block in self:
+                at = 0
+                while at < len(block):
+                    take = min(rows - fill, len(block) - at)
+                    if index >= skip:
+                        buf[fill : fill + take] = block[at : at + take]
+                    fill, at = fill + take, at + take
+                    if fill == rows:
+                        if index >= skip:
+                            yield buf
+                            buf = np.empty((rows, self.n_features), self.dtype)
+                        index, fill, produced = index + 1, 0, True
+            if not produced:
+                raise ValueError(f"`{self.name}` has fewer than {rows} rows")
+
+    def fingerprint(self) -> dict:
+        """What identifies the rows cheaply, for resumable jobs: file shards by (path, size, mtime,
+        offset, rows), arrays by the SHA-256 of every byte, iterables by their first block."""
+        from .checkpoint import digest
+
+        if self.shards:
+            return {
+                "files": [
+                    [os.path.abspath(s.path), os.path.getsize(s.path), os.stat(s.path).st_mtime_ns,
+                     s.offset, s.rows]
+                    for s in self.shards
+                ]
+            }  # fmt: skip
+        if self._kind in ("array", "memmap"):
+            return {"sha256": digest(np.asarray(self._array))}
+        return {"first_block_sha256": digest(np.asarray(next(iter(self._factory()))))}
 
     @property
     def pipelined(self) -> bool:

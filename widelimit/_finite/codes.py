@@ -20,7 +20,7 @@ from .._core.code_store import CodeStore
 from .._core.precision import full_precision
 from .._core.results import RESULTS
 from .._core.sparse_codes import SparseCodes, sparse_decode
-from .._core.store import is_streamable
+from .._core.store import is_store_like
 from .._core.validate import (
     check_lam,
     check_matrix,
@@ -360,7 +360,7 @@ def encode(
     tol: float = 1e-4,
     max_steps: int = 500,
     throw: bool = False,
-    sparse: bool = False,
+    sparse: bool | None = None,
     out: str | os.PathLike | None = None,
     devices=None,
     block_rows: int | None = None,
@@ -370,14 +370,18 @@ def encode(
     by the fitter's solver, to a KKT residual ≤ tol·λ (``solve_codes`` also returns the status).
 
     Out of core: X may be an ``ActivationStore`` or anything it reads (a ``.npy``/``.safetensors``
-    path, a directory of shards, a memmap, an iterable of row blocks). With ``sparse=True``, a
-    store, ``out`` or ``devices``, X is encoded in blocks of ``block_rows`` rows (one compile for
-    every N), each solved to tol (a warning names the worst KKT residual otherwise; ``throw=True``
-    makes it an error), and returned as ``SparseCodes``; with ``out=dir`` the blocks are written to
-    disk as they finish and a ``CodeStore`` is returned (an interrupted encode resumes after the
-    last written block). ``devices`` (``"all"`` or a list) splits each block's rows over devices.
+    path, a directory of shards, an iterable of row blocks; a memmap is an array here: wrap it in
+    an ``ActivationStore`` to stream it). With a store, ``sparse=True``, ``out`` or ``devices``, X
+    is encoded in blocks of ``block_rows`` rows (one compile for every N), each solved to tol (a
+    warning names the worst KKT residual otherwise; ``throw=True`` makes it an error). The codes
+    are ``SparseCodes`` when ``sparse`` (the default for a store), else dense; with ``out=dir`` the
+    blocks are written to disk as they finish and a ``CodeStore`` is returned (an interrupted
+    encode resumes after the last written block). ``devices`` (``"all"`` or a list) splits each
+    block's rows over devices.
     """
-    if sparse or out is not None or devices is not None or is_streamable(X):
+    if sparse is None:
+        sparse = is_store_like(X) or out is not None
+    if sparse or out is not None or devices is not None or is_store_like(X):
         if init is not None:
             raise ValueError("`init` is for in-memory dense codes; it cannot warm-start a stream")
         from .stream_encode import encode_store
@@ -391,7 +395,9 @@ def encode(
             check_positive_int(block_rows, "block_rows")
         d = atoms.shape[1]
         b = jnp.zeros((d,), dt) if bias is None else check_vector(bias, d, dt, "bias")
-        return encode_store(
+        if out is not None and not sparse:
+            raise ValueError("codes written to `out` are sparse; leave `sparse` unset or True")
+        codes = encode_store(
             atoms,
             b,
             X,
@@ -404,6 +410,7 @@ def encode(
             block_rows=block_rows,
             progress=progress,
         )
+        return codes if sparse else codes.todense()
     return solve_codes(
         atoms, bias, X, lam, init=init, tol=tol, max_steps=max_steps, throw=throw
     ).codes

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import warnings
 
 import jax
@@ -26,7 +25,7 @@ from .._core.outputs import check_output_dir
 from .._core.progress import Progress
 from .._core.results import RESULTS
 from .._core.sparse_codes import SparseCodes
-from .._core.store import ActivationStore, as_store
+from .._core.store import as_store
 from .codes import _solve_codes, code_tiers
 
 
@@ -40,20 +39,6 @@ def _top(Z, k: int):
 def _bucket(support: int, width: int) -> int:
     """Slots for a block whose largest support is ``support``: the next power of two, ≤ width."""
     return int(min(width, 1 << max(0, int(support) - 1).bit_length()))
-
-
-def fingerprint_source(store: ActivationStore) -> dict:
-    """What identifies a store's rows cheaply: files by (path, size, mtime), arrays by digest."""
-    if store.shards:
-        return {
-            "files": [
-                [os.path.abspath(s.path), os.path.getsize(s.path), os.stat(s.path).st_mtime_ns]
-                for s in store.shards
-            ]
-        }
-    if store._kind in ("array", "memmap"):
-        return {"sha256": digest(np.asarray(store._array))}
-    return {"iterable": True}
 
 
 def encode_store(
@@ -95,7 +80,7 @@ def encode_store(
             "n_rows": int(store.n_rows),
             "n_features": int(d),
             "block_rows": int(block_rows),
-            "source": fingerprint_source(store),
+            "source": store.fingerprint(),
         }
     dt = atoms.dtype
     ws = code_tiers(K, None)
@@ -134,7 +119,6 @@ def encode_store(
                     if mesh is not None:
                         (z0,) = shard_rows(mesh, z0)
                     sol = _solve_codes(atoms, b_dev, xj, lam_dev, z0, tol, max_steps, ws)
-                    status = RESULTS[sol.result]
                     kkt = float(sol.kkt)
                     rows = f"rows {start}..{start + m - 1}"
                     if sol.result == RESULTS.nonfinite:
@@ -143,7 +127,7 @@ def encode_store(
                         )
                     if throw and kkt > tol:
                         raise RuntimeError(
-                            f"encode: {status} in {rows} (KKT residual {kkt:.3g}·λ, tol {tol:g})"
+                            f"encode: {RESULTS[sol.result]} in {rows} (KKT residual {kkt:.3g}·λ, tol {tol:g})"
                         )
                     worst = max(worst, kkt)
                     Z = sol.codes[:m]

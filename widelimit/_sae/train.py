@@ -22,10 +22,12 @@ import optax
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from .._core import checkpoint
+from .._core.devices import row_mesh, row_sharding
 from .._core.lock import dir_lock
 from .._core.precision import full_precision
 from .._core.progress import Progress
 from .._core.results import RESULTS
+from .._core.store import as_store, is_store_like
 from .._core.validate import check_lam, check_matrix, check_positive_int
 from .._finite.atoms import normalise_rows
 from .._wide.solve import solve_wide
@@ -114,6 +116,8 @@ def train_sae(
     checkpoint_every: int = 500,
     progress: bool | None = None,
     throw: bool = False,
+    pool_rows: int | None = None,
+    devices=None,
 ) -> SAETraining:
     """Train an SAE of ``architecture`` (standard, topk, abstopk, batchtopk, matryoshka_batchtopk,
     jumprelu, gated) with minibatch ``optimizer`` (default ``optax.adam(learning_rate)``) on its
@@ -127,12 +131,33 @@ def train_sae(
     ``fold_in(key, t)``), so a run resumed from ``checkpoint_dir`` after an interruption equals an
     uninterrupted one bit for bit and loses at most one chunk; a finished run is returned as
     stored. ``throw=True`` raises ``RuntimeError`` when training stops on a non-finite value.
+
+    Out of core: X may be an ``ActivationStore`` or anything it reads (a memmap is an array here:
+    wrap it in a store to stream it). Chunk c of steps then draws
+    its minibatches from the c-th window of ``pool_rows`` consecutive rows (default
+    max(65536, 16·batch_size)), cycling through the store, so memory is one window and a resumed
+    run reads on from the window it stopped in. ``devices`` (``"all"`` or a list) splits every
+    minibatch's rows over devices (parameters replicated; ``batch_size`` must divide evenly).
     """
-    X = check_matrix(X, "X")
+    store = as_store(X) if is_store_like(X) else None
+    if store is not None:
+        rows = check_positive_int(pool_rows, "pool_rows") if pool_rows is not None else None
+        rows = rows or max(65536, 16 * check_positive_int(batch_size, "batch_size"))
+        pools = store.pools(rows)
+        X = check_matrix(next(pools), "X")
+    else:
+        X = check_matrix(X, "X")
     steps = check_positive_int(steps, "steps")
     batch_size = min(check_positive_int(batch_size, "batch_size"), X.shape[0])
     chunk = min(check_positive_int(checkpoint_every, "checkpoint_every"), steps)
     lr = check_lam(learning_rate, X.dtype, "learning_rate")
+    mesh = None
+    if devices is not None:
+        mesh = row_mesh(devices)
+        if batch_size % mesh.devices.size:
+            raise ValueError(
+                f"`batch_size` = {batch_size} does not split over {mesh.devices.size} devices"
+            )
     if checkpoint_dir is not None and optimizer is not None:
         raise ValueError(
             "a custom `optimizer` cannot be fingerprinted for a checkpoint (its hyperparameters "
@@ -169,13 +194,16 @@ def train_sae(
         X, key=key, lam=float(lam_v), architecture=arch, k=None if k is None else float(k),
         widths=None if widths is None else [int(v) for v in widths], learning_rate=float(lr),
         batch_size=batch_size, b_dec_init=b_dec_init, checkpoint_every=chunk,
+        source=None if store is None else [store.fingerprint(), X.shape[0]],
         width=width if not given else [checkpoint.digest(v) for v in jax.tree_util.tree_leaves(eqx.filter(sae, eqx.is_inexact_array))],
     ) if checkpoint_dir is not None else None  # fmt: skip
     with dir_lock(checkpoint_dir):  # after validation: a bad call creates nothing
         if not given:
             scale = float(jnp.median(jnp.linalg.norm(X - jnp.mean(X, 0), axis=1)))
             lam_b = lam_v if b_dec_init == "wide" else max(scale, 1e-30) * 1e-6
-            b0 = solve_wide(X, lam_b, rtol=1e-5, max_steps=5000, throw=False).bias
+            b0 = solve_wide(
+                X if store is None else store, lam_b, rtol=1e-5, max_steps=5000, throw=False
+            ).bias
             k_init, key = jax.random.split(key)
             sae = init_sae(X, width, b0, k_init, arch, k=k, lam=lam, widths=widths)
         opt = default_optimizer(float(lr)) if optimizer is None else optimizer
@@ -199,9 +227,12 @@ def train_sae(
         bar = Progress(steps, "train_sae", progress)
         result = RESULTS.successful
         done = resumed_from
+        if store is not None:  # chunk c trains on window c
+            pools = store.pools(X.shape[0], skip=done // chunk)
         while done < steps:
             n = min(chunk, steps - done)
-            new, chunk_losses = _run_chunk(state, X, lam_v, key, n, static, opt, batch_size)
+            Xc = X if store is None else check_matrix(next(pools), "X")
+            new, chunk_losses = _run_chunk(state, Xc, lam_v, key, n, static, opt, batch_size, mesh)
             chunk_losses = np.asarray(chunk_losses)
             losses[done : done + n] = chunk_losses
             if not (np.isfinite(chunk_losses).all() and _finite(new.params)):
@@ -239,18 +270,22 @@ def default_optimizer(learning_rate: float) -> optax.GradientTransformation:
 
 
 @eqx.filter_jit
-def _run_chunk(state, X, lam, key, n, static, opt, batch_size):
-    """n optimiser steps from ``state.step``; step t's minibatch is drawn with ``fold_in(key, t)``.
-    Compiled once per (shapes, chunk length, architecture, optimizer, batch size)."""
+def _run_chunk(state, X, lam, key, n, static, opt, batch_size, mesh=None):
+    """n optimiser steps from ``state.step``; step t's minibatch is drawn with ``fold_in(key, t)``
+    (and its rows split over ``mesh``'s devices when given). Compiled once per (shapes, chunk
+    length, architecture, optimizer, batch size, mesh)."""
 
     def step(carry, t):
         params, opt_state = carry
         idx = jax.random.choice(
             jax.random.fold_in(key, t), X.shape[0], (batch_size,), replace=False
         )
+        batch = X[idx]
+        if mesh is not None:
+            batch = jax.lax.with_sharding_constraint(batch, row_sharding(mesh, batch.ndim))
 
         def loss(p):
-            return eqx.combine(p, static).loss(X[idx], lam)
+            return eqx.combine(p, static).loss(batch, lam)
 
         (value, aux), g = jax.value_and_grad(loss, has_aux=True)(params)
         upd, opt_state = opt.update(g, opt_state, params)

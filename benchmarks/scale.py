@@ -1,0 +1,258 @@
+"""Out-of-core scale (issue 17): a generated activation store larger than half of memory.
+
+A directory of .npy shards (float32, d = 768) is generated once; each measurement then runs in a
+fresh process (so its wall time includes compilation and its peak RSS is its own):
+- the streamed wide solve at N and N/4 rows (peak RSS should not depend on N);
+- ``encode`` at K = 4096 into sparse codes on disk, on two row counts, against the bare
+  ``X @ Dᵀ`` product over the same blocks in the same process (the floor of an exact encode);
+- ``check_optimality`` of those codes read back from disk;
+- device scaling: ``encode`` over 1, 2, 4, 8 forced host devices (they share this machine's cores).
+Writes benchmarks/results/scale.json and .png. ``--quick`` (and the smoke run of make test) uses
+small sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _common import RESULTS, SMOKE, write  # noqa: E402
+
+D_FEATURES = 768
+SHARD_ROWS = 1 << 18
+
+
+def generate_store(path: str, n: int, d: int = D_FEATURES, seed: int = 0) -> None:
+    """n rows x = b + Σ_{32 atoms} z_k d_k + noise (lognormal z, 3072 Gaussian unit atoms) in
+    .npy shards of ``SHARD_ROWS`` rows, written as a memmap so memory stays one shard."""
+    os.makedirs(path, exist_ok=True)
+    r = np.random.default_rng(seed)
+    atoms = r.normal(size=(4 * d, d)).astype(np.float32)
+    atoms /= np.linalg.norm(atoms, axis=1, keepdims=True)
+    b = (r.normal(size=d) * 2).astype(np.float32)
+    for i, s in enumerate(range(0, n, SHARD_ROWS)):
+        m = min(SHARD_ROWS, n - s)
+        out = np.lib.format.open_memmap(
+            os.path.join(path, f"shard-{i:05d}.npy"), "w+", np.float32, (m, d)
+        )
+        for t in range(0, m, 16384):
+            k = min(16384, m - t)
+            idx = r.integers(0, len(atoms), (k, 32))
+            z = r.lognormal(0, 0.75, (k, 32)).astype(np.float32)
+            out[t : t + k] = b + np.einsum("nk,nkd->nd", z, atoms[idx])
+            out[t : t + k] += 0.05 * r.standard_normal((k, d), np.float32)
+        out.flush()
+        del out
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def task(args) -> dict:
+    """One measurement in this (fresh) process; returns its numbers."""
+    import jax
+
+    import widelimit as wl
+
+    t0 = time.perf_counter()
+    store = wl.ActivationStore(args.store).part(0, args.parts)
+    if args.task == "wide":
+        sol = wl.solve_wide(store, args.lam)
+        np.save(os.path.join(args.work, "bias.npy"), np.asarray(sol.bias))
+        return {
+            "rows": store.n_rows,
+            "seconds": time.perf_counter() - t0,
+            "passes": int(sol.num_steps),
+            "gap": float(sol.gap),
+            "objective": float(sol.objective),
+        }
+    bias = np.load(os.path.join(args.work, "bias.npy"))
+    r = np.random.default_rng(1)
+    first = np.asarray(next(iter(store)))
+    atoms = first[r.choice(len(first), args.k, replace=False)] - bias
+    atoms /= np.linalg.norm(atoms, axis=1, keepdims=True)
+    devices = None if args.devices == 0 else "all"
+    if args.task == "encode":
+        out = os.path.join(args.work, f"codes-{store.n_rows}-{args.devices}")
+        shutil.rmtree(out, ignore_errors=True)
+        codes = wl.encode(atoms, bias, store, args.lam, out=out, devices=devices, progress=False)
+        t_encode = time.perf_counter() - t0
+        # the floor: X @ Dᵀ over the same blocks (compiled once, blocks padded alike)
+        import jax.numpy as jnp
+
+        Dj = jnp.asarray(atoms)
+        mm = jax.jit(lambda x: x @ Dj.T)
+        rows = codes.blocks[0]["rows"]
+        t1 = time.perf_counter()
+        for _, block in store.blocks():
+            for s in range(0, len(block), rows):
+                xb = np.zeros((rows, block.shape[1]), np.float32)
+                xb[: min(rows, len(block) - s)] = block[s : s + rows]
+                mm(xb).block_until_ready()
+        t_mm = time.perf_counter() - t1
+        nnz = sum(int(np.count_nonzero(c.values)) for _, c in codes.block_codes())
+        return {
+            "rows": store.n_rows,
+            "k": args.k,
+            "devices": jax.device_count(),
+            "seconds": t_encode,
+            "rows_per_s": store.n_rows / t_encode,
+            "matmul_seconds": t_mm,
+            "matmul_rows_per_s": store.n_rows / t_mm,
+            "throughput_vs_matmul": t_mm / t_encode,
+            "mean_nonzeros_per_row": nnz / store.n_rows,
+            "codes_mb_on_disk": sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))
+            / 2**20,
+        }
+    if args.task == "check":
+        codes = wl.load_codes(os.path.join(args.work, f"codes-{store.n_rows}-0"))
+        rep = wl.check_optimality(store, atoms, codes, bias, args.lam)
+        return {
+            "rows": store.n_rows,
+            "k": args.k,
+            "seconds": time.perf_counter() - t0,
+            "code_kkt_max": float(rep.code_kkt_max),
+            "violated_pairs": int(np.asarray(rep.hull_violated).sum()),
+        }
+    raise ValueError(args.task)
+
+
+def run(args, **kw) -> dict:
+    """``task`` in a fresh process; adds its peak RSS."""
+    cmd = [sys.executable, __file__, "--task", kw.pop("task"), "--store", args.store_dir]
+    cmd += ["--work", args.work, "--lam", str(args.lam)]
+    for k, v in kw.items():
+        cmd += [f"--{k}", str(v)]
+    env = dict(os.environ)
+    if kw.get("devices"):
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={kw['devices']}"
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-3000:])
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    print(kw, res, flush=True)
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--task")
+    ap.add_argument("--store")
+    ap.add_argument("--work")
+    ap.add_argument("--parts", type=int, default=1)
+    ap.add_argument("--k", type=int, default=4096)
+    ap.add_argument("--devices", type=int, default=0)
+    ap.add_argument("--lam", type=float, default=0.0)
+    ap.add_argument("--rows", type=int, default=4_000_000)
+    ap.add_argument("--encode-parts", type=int, nargs=2, default=[64, 32])
+    ap.add_argument("--store-dir", default=None)
+    args = ap.parse_args()
+    if args.task:
+        res = task(args)
+        res["peak_rss_gb"] = peak_rss_gb()
+        print(json.dumps(res))
+        return
+    quick = args.quick or SMOKE
+    if quick:
+        args.rows, args.k, args.encode_parts = 1 << 15, 256, [8, 4]
+    if SMOKE:  # make test: only that the script runs end to end
+        args.rows, args.k, args.encode_parts = 1 << 13, 128, [2, 1]
+    args.work = tempfile.mkdtemp(prefix="widelimit-scale-")
+    args.store_dir = args.store_dir or os.path.join(args.work, "store")
+    try:
+        t = time.perf_counter()
+        if not os.path.isdir(args.store_dir):
+            generate_store(args.store_dir, args.rows)
+        gen_s = time.perf_counter() - t
+        gb = (
+            sum(
+                os.path.getsize(os.path.join(args.store_dir, f)) for f in os.listdir(args.store_dir)
+            )
+            / 2**30
+        )
+        # λ: half the median distance to the mean of a sample (as in wide_scaling.py)
+        sample = np.load(os.path.join(args.store_dir, sorted(os.listdir(args.store_dir))[0]))
+        sample = sample[:: max(1, len(sample) // 4096)].astype(np.float64)
+        args.lam = 0.5 * float(np.median(np.linalg.norm(sample - sample.mean(0), axis=1)))
+        wide = [run(args, task="wide", parts=p) for p in (4, 1)]  # N/4, then N (bias kept)
+        enc = [run(args, task="encode", parts=p, k=args.k) for p in args.encode_parts]
+        check = run(args, task="check", parts=args.encode_parts[-1], k=args.k)
+        dev_parts = args.encode_parts[0] * (4 if not quick else 2)
+        devices = [
+            run(args, task="encode", parts=dev_parts, k=args.k // 4, devices=n)
+            for n in ((1, 2) if SMOKE else (1, 2, 4, 8))
+        ]
+    finally:
+        shutil.rmtree(args.work, ignore_errors=True)
+    rss = [w["peak_rss_gb"] for w in wide]
+    payload = {
+        "store": {
+            "rows": args.rows,
+            "d": D_FEATURES,
+            "dtype": "float32",
+            "gb_on_disk": gb,
+            "shard_rows": SHARD_ROWS,
+            "generate_seconds": gen_s,
+        },
+        "lam": args.lam,
+        "wide": wide,
+        "wide_rss_ratio_N_vs_N4": rss[1] / rss[0],
+        "encode": enc,
+        "check_optimality": check,
+        "device_scaling": devices,
+        "goals": {
+            "peak_rss_independent_of_N_within_10pct": abs(rss[1] / rss[0] - 1) <= 0.10,
+            "peak_rss_under_3gb": max(r["peak_rss_gb"] for r in wide + enc + [check]) < 3,
+            "encode_at_least_half_matmul_throughput": min(e["throughput_vs_matmul"] for e in enc)
+            >= 0.5,
+        },
+    }
+    path = write("scale", payload)
+    plot(payload)
+    print("wrote", path)
+
+
+def plot(p):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
+    w = p["wide"]
+    ax[0].bar([f"wide N={r['rows']:.0e}" for r in w], [r["peak_rss_gb"] for r in w], color="C0")
+    e = p["encode"]
+    ax[0].bar([f"encode N={r['rows']:.0e}" for r in e], [r["peak_rss_gb"] for r in e], color="C1")
+    ax[0].set_ylabel("peak RSS (GB)")
+    ax[0].tick_params(axis="x", rotation=20)
+    ax[1].bar(["encode", "X @ Dᵀ"], [e[-1]["rows_per_s"], e[-1]["matmul_rows_per_s"]])
+    ax[1].set_ylabel(f"rows/s at K={e[-1]['k']}")
+    dv = p["device_scaling"]
+    ax[2].plot([r["devices"] for r in dv], [r["rows_per_s"] for r in dv], "o-", label="encode")
+    ax[2].plot(
+        [r["devices"] for r in dv], [r["matmul_rows_per_s"] for r in dv], "s--", label="X @ Dᵀ"
+    )
+    ax[2].set_xlabel("forced host devices (2 cores)")
+    ax[2].set_ylabel("rows/s")
+    ax[2].legend()
+    fig.suptitle(
+        f"out of core: {p['store']['rows']:.0e} × {p['store']['d']} float32 store, {p['store']['gb_on_disk']:.1f} GB"
+    )
+    fig.tight_layout()
+    fig.savefig(os.path.join(RESULTS, "scale.png"), dpi=130)
+
+
+if __name__ == "__main__":
+    main()
