@@ -3,7 +3,8 @@
 A directory of .npy shards (float32, d = 768) is generated once; each measurement then runs in a
 fresh process (so its wall time includes compilation and its peak RSS is its own):
 - the streamed wide solve at N and N/4 rows (peak RSS should not depend on N);
-- ``encode`` at K = 4096 into sparse codes on disk, on two row counts, against the bare
+- ``encode`` at K = 4096 (the 3072 generating atoms and 1024 random ones, λ = 0.2) into sparse
+  codes on disk, on two row counts, against the bare
   ``X @ Dᵀ`` product over the same blocks in the same process (the floor of an exact encode);
 - ``check_optimality`` of those codes read back from disk;
 - device scaling: ``encode`` over 1, 2, 4, 8 forced host devices (they share this machine's cores).
@@ -37,16 +38,16 @@ def generate_store(path: str, n: int, d: int = D_FEATURES, seed: int = 0) -> Non
     .npy shards of ``SHARD_ROWS`` rows, written as a memmap so memory stays one shard."""
     os.makedirs(path, exist_ok=True)
     r = np.random.default_rng(seed)
-    atoms = r.normal(size=(4 * d, d)).astype(np.float32)
-    atoms /= np.linalg.norm(atoms, axis=1, keepdims=True)
+    atoms = true_atoms(d, seed)
+    r.normal(size=(4 * d, d))  # (the atoms' draws)
     b = (r.normal(size=d) * 2).astype(np.float32)
     for i, s in enumerate(range(0, n, SHARD_ROWS)):
         m = min(SHARD_ROWS, n - s)
         out = np.lib.format.open_memmap(
             os.path.join(path, f"shard-{i:05d}.npy"), "w+", np.float32, (m, d)
         )
-        for t in range(0, m, 16384):
-            k = min(16384, m - t)
+        for t in range(0, m, 4096):
+            k = min(4096, m - t)
             idx = r.integers(0, len(atoms), (k, 32))
             z = r.lognormal(0, 0.75, (k, 32)).astype(np.float32)
             out[t : t + k] = b + np.einsum("nk,nkd->nd", z, atoms[idx])
@@ -55,8 +56,23 @@ def generate_store(path: str, n: int, d: int = D_FEATURES, seed: int = 0) -> Non
         del out
 
 
+def true_atoms(d: int = D_FEATURES, seed: int = 0) -> np.ndarray:
+    """The store's 4·d generating unit atoms."""
+    atoms = np.random.default_rng(seed).normal(size=(4 * d, d)).astype(np.float32)
+    return atoms / np.linalg.norm(atoms, axis=1, keepdims=True)
+
+
 def peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    """This process's peak resident memory (VmHWM: of its own address space, unlike ru_maxrss,
+    which a child inherits from the parent it was forked from)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**20  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def task(args) -> dict:
@@ -78,10 +94,14 @@ def task(args) -> dict:
             "objective": float(sol.objective),
         }
     bias = np.load(os.path.join(args.work, "bias.npy"))
-    r = np.random.default_rng(1)
-    first = np.asarray(next(iter(store)))
-    atoms = first[r.choice(len(first), args.k, replace=False)] - bias
-    atoms /= np.linalg.norm(atoms, axis=1, keepdims=True)
+    # the generating atoms (and random unit atoms beyond them): codes with tens of nonzeros per
+    # row at λ = args.code_lam, as in an SAE's codes
+    atoms = true_atoms()[: args.k]
+    if args.k > len(atoms):
+        extra = np.random.default_rng(1).normal(size=(args.k - len(atoms), D_FEATURES))
+        extra /= np.linalg.norm(extra, axis=1, keepdims=True)
+        atoms = np.concatenate([atoms, extra.astype(np.float32)])
+    args.lam = args.code_lam
     devices = None if args.devices == 0 else "all"
     if args.task == "encode":
         out = os.path.join(args.work, f"codes-{store.n_rows}-{args.devices}")
@@ -131,7 +151,7 @@ def task(args) -> dict:
 def run(args, **kw) -> dict:
     """``task`` in a fresh process; adds its peak RSS."""
     cmd = [sys.executable, __file__, "--task", kw.pop("task"), "--store", args.store_dir]
-    cmd += ["--work", args.work, "--lam", str(args.lam)]
+    cmd += ["--work", args.work, "--lam", str(args.lam), "--code-lam", str(args.code_lam)]
     for k, v in kw.items():
         cmd += [f"--{k}", str(v)]
     env = dict(os.environ)
@@ -155,6 +175,7 @@ def main():
     ap.add_argument("--k", type=int, default=4096)
     ap.add_argument("--devices", type=int, default=0)
     ap.add_argument("--lam", type=float, default=0.0)
+    ap.add_argument("--code-lam", type=float, default=0.2)
     ap.add_argument("--rows", type=int, default=4_000_000)
     ap.add_argument("--encode-parts", type=int, nargs=2, default=[64, 32])
     ap.add_argument("--store-dir", default=None)
@@ -207,6 +228,7 @@ def main():
             "generate_seconds": gen_s,
         },
         "lam": args.lam,
+        "code_lam": args.code_lam,
         "wide": wide,
         "wide_rss_ratio_N_vs_N4": rss[1] / rss[0],
         "encode": enc,
