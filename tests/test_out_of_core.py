@@ -331,6 +331,57 @@ def test_encode_to_disk_resumes_after_an_interruption(problem, tmp_path, monkeyp
     assert not any(f.endswith(".tmp") for f in os.listdir(out))
 
 
+# --- dictionary learning from a store -------------------------------------------------------------
+
+
+def test_fit_dictionary_from_a_store_matches_the_in_memory_minibatch_fit(problem, tmp_path):
+    X = problem[0].astype(np.float32)
+    d = shard_dir(tmp_path, X)
+    kw = dict(key=jax.random.PRNGKey(0), batch_size=100, max_epochs=4, progress=False)
+    mem = wl.fit_dictionary(X, 48, LAM, **kw)
+    st = wl.fit_dictionary(d, 48, LAM, block_rows=500, codes_dir=tmp_path / "codes", **kw)
+    assert isinstance(st.codes, wl.CodeStore) and st.codes.shape == (1500, 48)
+    # the same online algorithm (codes from zero, blocks shuffled apart): the same loss to 1 %
+    assert abs(float(st.loss) - float(mem.loss)) <= 0.01 * float(mem.loss)
+    np.testing.assert_allclose(
+        float(st.loss), float(wl.dictionary_loss(X, st.atoms, st.codes.load(), st.bias, LAM)),
+        rtol=1e-5,
+    )  # fmt: skip
+    assert float(st.code_kkt) <= 1.01e-4 and float(st.loss) >= float(st.wide_bound)
+    with pytest.raises(ValueError, match="batch_size"):
+        wl.fit_dictionary(d, 48, LAM, key=jax.random.PRNGKey(0))
+
+
+def test_fit_from_a_store_resumes_at_its_stream_position(problem, tmp_path, monkeypatch):
+    import widelimit._finite.stream_fit as sf
+
+    X = problem[0][:1000].astype(np.float32)
+    d = shard_dir(tmp_path, X, cuts=(0, 300, 700))
+    kw = dict(key=jax.random.PRNGKey(1), batch_size=100, max_epochs=3, block_rows=200,
+              progress=False, tol=0.0)  # fmt: skip
+    full = wl.fit_dictionary(d, 32, LAM, **kw)
+    calls, block = [], sf._block
+
+    def dying(*a):
+        if len(calls) == 7:  # in the middle of the second epoch (5 blocks per epoch)
+            raise KeyboardInterrupt
+        calls.append(1)
+        return block(*a)
+
+    monkeypatch.setattr(sf, "_block", dying)
+    ck = tmp_path / "ck"
+    with pytest.raises(KeyboardInterrupt):
+        wl.fit_dictionary(d, 32, LAM, checkpoint_dir=ck, checkpoint_every=1, **kw)
+    monkeypatch.setattr(sf, "_block", block)
+    seen = []
+    monkeypatch.setattr(sf, "_block", lambda *a: seen.append(1) or block(*a))
+    resumed = wl.fit_dictionary(d, 32, LAM, checkpoint_dir=ck, checkpoint_every=1, **kw)
+    assert len(seen) == 15 - 7  # only the blocks not yet done
+    assert resumed.resumed_from == 1
+    np.testing.assert_array_equal(resumed.atoms, full.atoms)
+    np.testing.assert_array_equal(resumed.history.loss, full.history.loss)
+
+
 # --- SAE training from a store -------------------------------------------------------------------
 
 

@@ -208,6 +208,25 @@ def _staged_epoch(cfg: _Config, s: _State, X, w, fit_key, wide_bound, *, coded: 
     return new, supports
 
 
+def minibatch_step(cfg: _Config, beta, stats, Xb, wb, Z0):
+    """One online update (Mairal et al. 2010) on the minibatch (Xb, wb), codes warm-started at Z0:
+    codes for (D, b); A ← βA + Zᵀ W Z, B ← βB + Zᵀ W (X − b); b from the decayed residual sums;
+    atoms by ``atom_update``. ``stats`` = (D, b, A, B, rsum, count); returns (stats, codes Zb, the
+    atoms' rescaling)."""
+    D, b, A, B, rsum, count = stats
+    Zb = gram_codes(D, b, Xb, cfg.lam, Z0, cfg.code_tol, cfg.code_steps, cfg.ws)
+    WZ = wb[:, None] * Zb
+    A = beta * A + code_gram(Zb, wb, cfg.support)
+    B = beta * B + WZ.T @ (Xb - b)
+    if cfg.fit_bias:
+        rsum = beta * rsum + wb @ (Xb - Zb @ D)
+        count = beta * count + jnp.sum(wb)
+        b = rsum / count
+    D, scale = atom_update(D, A, B, cfg.atom_steps)
+    A, B = A * scale[:, None] * scale, B * scale[:, None]
+    return (D, b, A, B, rsum, count), Zb, scale
+
+
 def _minibatch_epoch(cfg: _Config, s: _State, X, w, key):
     n = X.shape[0]
     bs = cfg.batch_size
@@ -217,17 +236,10 @@ def _minibatch_epoch(cfg: _Config, s: _State, X, w, key):
 
     def step(carry, idx):
         D, b, Z, A, B, rsum, count = carry
-        Xb, wb = X[idx], w[idx]
-        Zb = gram_codes(D, b, Xb, cfg.lam, Z[idx], cfg.code_tol, cfg.code_steps, cfg.ws)
-        WZ = wb[:, None] * Zb
-        A = beta * A + code_gram(Zb, wb, cfg.support)
-        B = beta * B + WZ.T @ (Xb - b)
-        if cfg.fit_bias:
-            rsum = beta * rsum + wb @ (Xb - Zb @ D)
-            count = beta * count + jnp.sum(wb)
-            b = rsum / count
-        D, scale = atom_update(D, A, B, cfg.atom_steps)
-        A, B = A * scale[:, None] * scale, B * scale[:, None]
+        stats, Zb, scale = minibatch_step(
+            cfg, beta, (D, b, A, B, rsum, count), X[idx], w[idx], Z[idx]
+        )
+        D, b, A, B, rsum, count = stats
         return (D, b, Z.at[idx].set(Zb) * scale, A, B, rsum, count), None
 
     carry = (s.D, s.b, s.Z, s.A, s.B, s.rsum, s.count)

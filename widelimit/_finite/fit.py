@@ -26,6 +26,7 @@ from .._core.precision import full_precision
 from .._core.progress import Progress
 from .._core.results import RESULTS
 from .._core.stationarity import first_order_residuals
+from .._core.store import is_store_like
 from .._core.validate import check_lam, check_matrix, check_positive_int, check_weights, to_device
 from .._wide.solve import solve_wide
 from .atoms import normalise_rows
@@ -132,6 +133,8 @@ def fit_dictionary(
     checkpoint_every: int = 5,
     progress: bool | None = None,
     throw: bool = False,
+    codes_dir: str | None = None,
+    block_rows: int | None = None,
     **options,
 ) -> DictionaryFit:
     """Learn D (unit rows), b and Z ≥ 0 minimising L = (1/2N)Σ w||x − b − Dz||² + (λ/N)Σ w||z||₁.
@@ -144,9 +147,31 @@ def fit_dictionary(
     rerun with the same directory resumes (an interruption loses at most one interval). Without
     ``init``, the atoms start from a weighted spherical k-means of the data directions around the
     wide-limit bias (``data_init``: k-means++ seeding and two Lloyd steps), derived from ``key``.
+
+    Out of core: X may be an ``ActivationStore`` or anything it reads (a memmap is an array here).
+    The fit then runs online minibatch epochs (``batch_size`` required) over blocks of
+    ``block_rows`` rows (default 16384), keeping the sufficient statistics A = ZᵀWZ and
+    B = ZᵀW(X − b) (O(K² + Kd) memory, never N × K); a checkpoint stores the stream position, so
+    a resumed fit continues with the next block. The history's losses are the online ones; the
+    returned codes are ``SparseCodes`` (a ``CodeStore`` in ``codes_dir`` when given), exact for
+    the returned atoms and bias, and the loss and residuals are computed from them.
     """
     t_start = (time.perf_counter(), compile_seconds())
     solver = solver_of(solver, options)
+    if is_store_like(X):
+        from .stream_fit import fit_store
+
+        if weights is not None:
+            raise ValueError("weights of a store go to ActivationStore(..., weights=...)")
+        return fit_store(
+            X, check_positive_int(width, "width"), lam, key=key, solver=solver, init=init,
+            init_bias=init_bias, parents=parents, callback=callback,
+            checkpoint_dir=checkpoint_dir, checkpoint_every=check_positive_int(
+                checkpoint_every, "checkpoint_every"), progress=progress, throw=throw,
+            codes_dir=codes_dir, block_rows=block_rows,
+        )  # fmt: skip
+    if codes_dir is not None or block_rows is not None:
+        raise ValueError("`codes_dir` and `block_rows` are for a store X (data out of core)")
     X, width, lam, w = check_fit_inputs(X, width, lam, weights)
     checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
     n, d = X.shape
