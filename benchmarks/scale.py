@@ -7,6 +7,7 @@ fresh process (so its wall time includes compilation and its peak RSS is its own
   codes on disk, on two row counts, against the bare
   ``X @ Dᵀ`` product over the same blocks in the same process (the floor of an exact encode);
 - ``check_optimality`` of those codes read back from disk;
+- one streamed epoch of ``fit_dictionary`` (K = 1024, batch 1024) on N/64 rows;
 - device scaling: ``encode`` over 1, 2, 4, 8 forced host devices (they share this machine's cores).
 Writes benchmarks/results/scale.json and .png. ``--quick`` (and the smoke run of make test) uses
 small sizes.
@@ -135,6 +136,23 @@ def task(args) -> dict:
             "codes_mb_on_disk": sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))
             / 2**20,
         }
+    if args.task == "fit":  # one streamed epoch of online minibatch dictionary learning
+        fit = wl.fit_dictionary(
+            store, args.k, args.code_lam, key=jax.random.PRNGKey(0), batch_size=1024,
+            max_epochs=1, init=atoms, codes_dir=os.path.join(args.work, "fit-codes"),
+            progress=False,
+        )  # fmt: skip
+        return {
+            "rows": store.n_rows,
+            "k": args.k,
+            "batch_size": 1024,
+            "seconds": time.perf_counter() - t0,
+            "fit_seconds": fit.seconds,
+            "online_loss": float(fit.history.loss[0]),
+            "loss": float(fit.loss),
+            "wide_bound": float(fit.wide_bound),
+            "code_kkt": float(fit.code_kkt),
+        }
     if args.task == "check":
         codes = wl.load_codes(os.path.join(args.work, f"codes-{store.n_rows}-0"))
         rep = wl.check_optimality(store, atoms, codes, bias, args.lam)
@@ -191,6 +209,7 @@ def main():
     if SMOKE:  # make test: only that the script runs end to end
         args.rows, args.k, args.encode_parts = 1 << 13, 128, [2, 1]
     args.work = tempfile.mkdtemp(prefix="widelimit-scale-")
+    keep_store = args.store_dir is not None  # --store-dir: generated once, kept for reruns
     args.store_dir = args.store_dir or os.path.join(args.work, "store")
     try:
         t = time.perf_counter()
@@ -210,6 +229,7 @@ def main():
         wide = [run(args, task="wide", parts=p) for p in (4, 1)]  # N/4, then N (bias kept)
         enc = [run(args, task="encode", parts=p, k=args.k) for p in args.encode_parts]
         check = run(args, task="check", parts=args.encode_parts[-1], k=args.k)
+        fit = run(args, task="fit", parts=args.encode_parts[0], k=args.k // 4)
         dev_parts = args.encode_parts[0] * (4 if not quick else 2)
         devices = [
             run(args, task="encode", parts=dev_parts, k=args.k // 4, devices=n)
@@ -217,6 +237,8 @@ def main():
         ]
     finally:
         shutil.rmtree(args.work, ignore_errors=True)
+        if not keep_store:
+            shutil.rmtree(args.store_dir, ignore_errors=True)
     rss = [w["peak_rss_gb"] for w in wide]
     payload = {
         "store": {
@@ -233,6 +255,7 @@ def main():
         "wide_rss_ratio_N_vs_N4": rss[1] / rss[0],
         "encode": enc,
         "check_optimality": check,
+        "fit_epoch": fit,
         "device_scaling": devices,
         "goals": {
             "peak_rss_independent_of_N_within_10pct": abs(rss[1] / rss[0] - 1) <= 0.10,

@@ -296,3 +296,17 @@ def test_check_reads_every_saelens_architecture_as_itself(tmp_path):
     res = fails(["check", str(fix / "topk"), x])
     assert "--lam" in res.output
     fails(["check", str(fix / "topk" / "cfg.json"), x, "--lam", "1"])
+
+
+def test_wide_streams_a_directory_of_shards(tmp_path, rays_file):
+    X = np.load(rays_file / "x.npy")
+    shards = tmp_path / "cache"
+    shards.mkdir()
+    np.save(shards / "0.npy", X[:100])
+    np.save(shards / "1.npy", X[100:])
+    ok(["wide", str(shards), "--lam", "0.3", "-o", str(tmp_path / "w")])
+    out = json.loads((tmp_path / "w" / "wide.json").read_text())
+    assert out["n_samples"] == len(X)
+    np.testing.assert_allclose(out["objective"], float(wl.solve_wide(X, 0.3).objective), rtol=1e-5)
+    np.save(shards / "2.npy", X[:5, :1])  # another width: a one-line error naming the shard
+    assert "2.npy" in fails(["wide", str(shards), "--lam", "0.3"]).output

@@ -148,13 +148,19 @@ def wide(
         False, "--json", is_flag=True, metavar="", help="print the summary as JSON on stdout"
     ),
 ):
-    """Solve the wide limit of DATA and print the certified gap."""
+    """Solve the wide limit of DATA (a file, or a directory of .npy/.safetensors shards, streamed)
+    and print the certified gap."""
     import widelimit as wl
 
     dt = _setup(dtype, quiet)
     _check_lam(lam)
     _check_out(out, ["wide.json"])
-    X = load_data(data, key).astype(dt)
+    if os.path.isdir(data):  # an activation cache: streamed, never loaded whole
+        X = _call(wl.ActivationStore, data, key=key)
+        n_samples = X.n_rows
+    else:
+        X = load_data(data, key).astype(dt)
+        n_samples = X.shape[0]
     sol = _call(wl.solve_wide, X, lam)
     summary = {
         "objective": float(sol.objective),
@@ -162,7 +168,7 @@ def wide(
         "gap": float(sol.gap),
         "steps": int(sol.num_steps),
         "encoded": int(sol.encoded.sum()),
-        "n_samples": int(X.shape[0]),
+        "n_samples": int(n_samples),
         "lam": lam,
     }
     if out:
