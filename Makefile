@@ -21,7 +21,7 @@ lint: venv
 	$(BIN)/mypy
 
 test: venv lint
-	$(BIN)/python -m pytest -n 2 -q --nbmake tests notebooks
+	$(BIN)/python -m pytest -n 2 --dist worksteal -q --nbmake tests notebooks
 
 BENCHMARKS := wide_scaling finite_scaling pair_hull_scaling width_study code_solver architectures absorption scale
 

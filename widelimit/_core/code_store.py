@@ -69,10 +69,8 @@ class CodeStore:
             sel = np.flatnonzero(which == b)
             codes = self.block(int(b))
             local = rows[sel] - self.starts[b]
-            out[sel] = np.asarray(
-                dense_block(
-                    np.asarray(codes.indices[local]), np.asarray(codes.values[local]), self.width
-                )
+            out[sel] = dense_block(
+                np.asarray(codes.indices[local]), np.asarray(codes.values[local]), self.width
             )
         return out
 

@@ -103,7 +103,14 @@ class SparseCodes(eqx.Module):
 
 
 def dense_block(indices, values, width: int):
-    """Dense (rows, width) codes of sparse (indices, values) rows (unused slots add 0)."""
+    """Dense (rows, width) codes of sparse (indices, values) rows (unused slots add 0). numpy in,
+    numpy out (no compile per shape: codes read from disk come in blocks of many shapes)."""
+    if isinstance(values, np.ndarray) and isinstance(indices, np.ndarray):
+        out = np.zeros((values.shape[0], width), values.dtype)
+        used = values != 0  # unused slots (value 0, index 0) must not overwrite a code of atom 0
+        rows = np.broadcast_to(np.arange(values.shape[0])[:, None], values.shape)
+        out[rows[used], indices[used]] = values[used]
+        return out
     indices, values = jnp.asarray(indices), jnp.asarray(values)
     rows = jnp.arange(values.shape[0])[:, None]
     return jnp.zeros((values.shape[0], width), values.dtype).at[rows, indices].add(values)

@@ -291,7 +291,8 @@ def initial_tiers(width: int) -> tuple[int, int]:
 @eqx.filter_jit
 def _solve_codes(atoms, b, X, lam, Z0, tol, max_steps, ws):
     Z = gram_codes(atoms, b, X, lam, Z0, tol, max_steps, ws)
-    res = kkt_residual(Z, atoms @ atoms.T, (X - b) @ atoms.T, lam)
+    # the gradient Gz − c + λ = λ − (x − b − Dz)·D: two (N × K × d) products, not Z G (N × K²)
+    res, _ = _violation(atoms, X - b, lam, Z, slice(None))
     kkt = jnp.max(res, initial=0.0) / lam
     result = RESULTS.where(
         jnp.isfinite(kkt),

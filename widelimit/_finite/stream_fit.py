@@ -30,7 +30,7 @@ from .._core.stationarity import first_order_from_sums
 from .._core.store import as_store
 from .._core.validate import check_lam, check_matrix, to_device
 from .._wide.solve import solve_wide
-from .codes import encode
+from .codes import code_tiers, encode
 from .epochs import History, _Config, minibatch_step
 from .init import data_init
 
@@ -130,8 +130,9 @@ def fit_store(X, width, lam, *, key, solver, init, init_bias, parents, callback,
         source=store.fingerprint(), block_rows=rows, **solver.fingerprint(),
     )  # fmt: skip
     cfg = _Config(
-        lam, solver.fit_bias, bs, solver.atom_steps, solver.code_tol, solver.code_steps, False
-    )
+        lam, solver.fit_bias, bs, solver.atom_steps, solver.code_tol, solver.code_steps, False,
+        ws=code_tiers(width, None),  # per-point working sets past 64 atoms (codes start at 0)
+    )  # fmt: skip
     max_epochs = solver.max_epochs
     with dir_lock(checkpoint_dir):
         wide = solve_wide(store, lam, fit_bias=solver.fit_bias, throw=False)
