@@ -337,7 +337,7 @@ def test_encode_to_disk_resumes_after_an_interruption(problem, tmp_path, monkeyp
 def test_fit_dictionary_from_a_store_matches_the_in_memory_minibatch_fit(problem, tmp_path):
     X = problem[0].astype(np.float32)
     d = shard_dir(tmp_path, X)
-    kw = dict(key=jax.random.PRNGKey(0), batch_size=100, max_epochs=4, progress=False)
+    kw = dict(key=jax.random.PRNGKey(0), batch_size=100, max_epochs=2, progress=False)
     mem = wl.fit_dictionary(X, 48, LAM, **kw)
     st = wl.fit_dictionary(d, 48, LAM, block_rows=500, codes_dir=tmp_path / "codes", **kw)
     assert isinstance(st.codes, wl.CodeStore) and st.codes.shape == (1500, 48)
@@ -357,7 +357,7 @@ def test_fit_from_a_store_resumes_at_its_stream_position(problem, tmp_path, monk
 
     X = problem[0][:1000].astype(np.float32)
     d = shard_dir(tmp_path, X, cuts=(0, 300, 700))
-    kw = dict(key=jax.random.PRNGKey(1), batch_size=100, max_epochs=3, block_rows=200,
+    kw = dict(key=jax.random.PRNGKey(1), batch_size=100, max_epochs=2, block_rows=200,
               progress=False, tol=0.0)  # fmt: skip
     full = wl.fit_dictionary(d, 32, LAM, **kw)
     calls, block = [], sf._block
@@ -376,7 +376,7 @@ def test_fit_from_a_store_resumes_at_its_stream_position(problem, tmp_path, monk
     seen = []
     monkeypatch.setattr(sf, "_block", lambda *a: seen.append(1) or block(*a))
     resumed = wl.fit_dictionary(d, 32, LAM, checkpoint_dir=ck, checkpoint_every=1, **kw)
-    assert len(seen) == 15 - 7  # only the blocks not yet done
+    assert len(seen) == 10 - 7  # only the blocks not yet done
     assert resumed.resumed_from == 1
     np.testing.assert_array_equal(resumed.atoms, full.atoms)
     np.testing.assert_array_equal(resumed.history.loss, full.history.loss)
