@@ -11,6 +11,7 @@ from .._core.objective import (
     check_dictionary,
     densify,
     is_out_of_core,
+    loss_from_sums,
     loss_terms,
     relative_gap,
     residuals,
@@ -66,7 +67,7 @@ def _streamed_bound(X, atoms, codes, bias, lam, weights):
     lam = check_lam(lam, D.dtype)
     s, _ = streamed_sums_of(store, D, codes, b, lam, weights)
     n, lam_f = s.n, float(lam)
-    loss = (0.5 * s.wrr + lam_f * s.wl1) / n
+    loss = loss_from_sums(s, lam)
     if bias is not None:
         rbar, xbar = s.wr / n, s.wx / n
         lin = s.wrx - n * float(rbar @ xbar)

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from .atomic import atomic_write, write_json
+from .atomic import atomic_write_bytes, write_json
 from .checkpoint import check_manifest
-from .sparse_codes import SparseCodes, dense_block
+from .sparse_codes import SparseCodes, concatenate, dense_block
 
 MANIFEST = "codes.json"
 FORMAT = "widelimit.sparse_codes"
@@ -76,13 +76,7 @@ class CodeStore:
 
     def load(self) -> SparseCodes:
         """All codes in memory as one ``SparseCodes`` (blocks padded to the largest k)."""
-        k = max(b["k"] for b in self.blocks)
-        idx = np.zeros((self.n_rows, k), np.int32)
-        val = np.zeros((self.n_rows, k), self.dtype)
-        for start, c in self.block_codes():
-            idx[start : start + c.shape[0], : c.k] = c.indices
-            val[start : start + c.shape[0], : c.k] = c.values
-        return SparseCodes(idx, val, self.width)
+        return concatenate([c for _, c in self.block_codes()])
 
 
 def load_codes(path: str) -> CodeStore:
@@ -135,14 +129,9 @@ class CodeWriter:
         name = _block_name(len(self.manifest["blocks"]))
         base = os.path.join(self.path, name)
         idx, val = np.asarray(codes.indices, np.int32), np.asarray(codes.values)
-        atomic_write(base + ".indices.npy", lambda p: _save(p, idx))
-        atomic_write(base + ".values.npy", lambda p: _save(p, val))
+        atomic_write_bytes(base + ".indices.npy", lambda f: np.save(f, idx))
+        atomic_write_bytes(base + ".values.npy", lambda f: np.save(f, val))
         self.manifest["blocks"].append(
             {"name": name, "rows": int(idx.shape[0]), "k": int(idx.shape[1])}
         )
         write_json(os.path.join(self.path, MANIFEST), self.manifest)
-
-
-def _save(path: str, a: np.ndarray) -> None:
-    with open(path, "wb") as f:
-        np.save(f, a)

@@ -108,6 +108,11 @@ def streamed_sums_of(
     return sums, (np.concatenate(masks) if wants else None)
 
 
+def loss_from_sums(sums, lam) -> float:
+    """L from the row sums of a streamed pass: (½ Σ w||r||² + λ Σ w||z||₁)/Σ w."""
+    return (0.5 * sums.wrr + float(lam) * sums.wl1) / sums.n
+
+
 def residuals(X, atoms, codes, bias):
     """r_n = x_n − b − Dz_n, shape (n_samples, n_features)."""
     return X - bias - codes @ atoms
@@ -146,7 +151,7 @@ def dictionary_loss(
         store, atoms, codes, b = streamed_dictionary(X, atoms, codes, bias)
         lam = check_lam(lam, atoms.dtype)
         s, _ = streamed_sums_of(store, atoms, codes, b, lam, weights)
-        return jnp.asarray((0.5 * s.wrr + float(lam) * s.wl1) / s.n, atoms.dtype)
+        return jnp.asarray(loss_from_sums(s, lam), atoms.dtype)
     X, atoms, codes, bias = check_dictionary(X, atoms, densify(codes), bias)
     lam = check_lam(lam, X.dtype)
     w = check_weights(weights, X.shape[0], X.dtype)

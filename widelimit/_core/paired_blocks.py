@@ -16,16 +16,6 @@ from .devices import shard_rows
 from .store import as_store
 
 
-def is_dense(codes) -> bool:
-    """True for codes held as one in-memory array (not a memmap, ``SparseCodes`` or ``CodeStore``)."""
-    return (
-        hasattr(codes, "shape")
-        and hasattr(codes, "dtype")
-        and not isinstance(codes, np.memmap)
-        and not hasattr(codes, "dense_rows")
-    )
-
-
 def code_rows(codes, start: int, stop: int):
     """Dense codes of rows [start, stop) of any codes (a JAX array for every kind)."""
     if hasattr(codes, "dense_rows"):
@@ -118,13 +108,11 @@ def padded_blocks(X, D, codes, b, *, weights=None, mesh=None):
         raise ValueError(f"`X` has {start} rows but `codes` has {codes.shape[0]}")
 
 
-def streamed_max_centred(X, D, codes, b, center, *, weights=None, scale=None) -> float:
+def streamed_max_centred(X, D, codes, b, center, *, weights=None) -> float:
     """max over rows of positive weight of ||r_n − center|| (the second pass of the residual dual
     bound with a bias), block by block."""
     best = 0.0
     for _, _, xp, zp, wp in padded_blocks(X, D, codes, b, weights=weights):
-        if scale is not None:
-            zp = zp * scale[None, :]
         best = max(best, float(_max_centred(xp, D, zp, b, center, wp)))
     return best
 

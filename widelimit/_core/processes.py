@@ -12,10 +12,6 @@ import jax
 import numpy as np
 
 
-def process_count() -> int:
-    return jax.process_count()
-
-
 def _gather(x) -> np.ndarray:
     from jax.experimental import multihost_utils
 

@@ -119,3 +119,19 @@ def dense_block(indices, values, width: int):
 def sparse_decode(indices, values, atoms):
     """D z_n for sparse rows: Σ_t values[n,t] d_{indices[n,t]}, (rows, n_features)."""
     return jnp.einsum("nk,nkd->nd", values, jnp.take(atoms, indices, axis=0))
+
+
+def concatenate(parts: list[SparseCodes]) -> SparseCodes:
+    """Row blocks of ``SparseCodes`` as one, each padded to the largest k (numpy blocks, such as a
+    ``CodeStore``'s, stay numpy)."""
+    xp = np if all(isinstance(p.values, np.ndarray) for p in parts) else jnp
+    k = max(p.k for p in parts)
+
+    def pad(a):
+        return xp.pad(xp.asarray(a), ((0, 0), (0, k - a.shape[1])))
+
+    return SparseCodes(
+        xp.concatenate([pad(p.indices) for p in parts]),
+        xp.concatenate([pad(p.values) for p in parts]),
+        parts[0].width,
+    )

@@ -24,7 +24,7 @@ from .._core.lock import dir_lock
 from .._core.outputs import check_output_dir
 from .._core.progress import Progress
 from .._core.results import RESULTS
-from .._core.sparse_codes import SparseCodes
+from .._core.sparse_codes import SparseCodes, concatenate
 from .._core.store import as_store
 from .codes import _solve_codes, code_tiers
 
@@ -90,6 +90,9 @@ def encode_store(
         atoms, b_dev, lam_dev = replicate(mesh, atoms, jnp.asarray(b, dt), lam)
     else:
         b_dev, lam_dev = jnp.asarray(b, dt), lam
+    z0 = jnp.zeros((block_rows, K), dt)  # cold start of every block (one buffer for all)
+    if mesh is not None:
+        (z0,) = shard_rows(mesh, z0)
     total = None if store.n_rows is None else -(-store.n_rows // block_rows)
     with dir_lock(out) if out is not None else contextlib.nullcontext():
         if out is not None:
@@ -115,9 +118,6 @@ def encode_store(
                     xj = jnp.asarray(xb)
                     if mesh is not None:
                         (xj,) = shard_rows(mesh, xj)
-                    z0 = jnp.zeros((block_rows, K), dt)
-                    if mesh is not None:
-                        (z0,) = shard_rows(mesh, z0)
                     sol = _solve_codes(atoms, b_dev, xj, lam_dev, z0, tol, max_steps, ws)
                     kkt = float(sol.kkt)
                     rows = f"rows {start}..{start + m - 1}"
@@ -154,14 +154,3 @@ def encode_store(
     if writer is not None:
         return load_codes(out)
     return concatenate(parts)
-
-
-def concatenate(parts: list[SparseCodes]) -> SparseCodes:
-    """Row blocks of ``SparseCodes`` as one, padded to the largest k."""
-    k = max(p.k for p in parts)
-    pad = lambda a: jnp.pad(jnp.asarray(a), ((0, 0), (0, k - a.shape[1])))  # noqa: E731
-    return SparseCodes(
-        jnp.concatenate([pad(p.indices) for p in parts]),
-        jnp.concatenate([pad(p.values) for p in parts]),
-        parts[0].width,
-    )

@@ -23,7 +23,7 @@ import numpy as np
 from .._core import checkpoint
 from .._core.compile_clock import compile_seconds
 from .._core.lock import dir_lock
-from .._core.objective import relative_gap, streamed_sums_of
+from .._core.objective import loss_from_sums, relative_gap, streamed_sums_of
 from .._core.progress import Progress
 from .._core.results import RESULTS
 from .._core.stationarity import first_order_from_sums
@@ -203,7 +203,7 @@ def fit_store(X, width, lam, *, key, solver, init, init_bias, parents, callback,
                        sparse=True, out=codes_dir, progress=False)  # fmt: skip
         sums, _ = streamed_sums_of(store, D, codes, b, lam)
         kkt, _, stat, _, bres, _ = first_order_from_sums(sums, D, lam, solver.fit_bias)
-        loss = jnp.asarray((0.5 * sums.wrr + float(lam) * sums.wl1) / sums.n, dt)
+        loss = jnp.asarray(loss_from_sums(sums, lam), dt)
         if not (np.isfinite(float(loss)) and bool(jnp.all(jnp.isfinite(D)))):
             result = RESULTS.nonfinite
         fit = DictionaryFit(

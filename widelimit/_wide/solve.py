@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
+from .._core.devices import row_mesh, shard_rows
 from .._core.precision import full_precision
 from .._core.results import RESULTS
 from .._core.store import as_store, is_streamable
@@ -32,18 +33,14 @@ from .solver import (
 
 def _shard(X, w, devices):
     """Rows sharded over ``devices`` (padded with zero-weight rows); b stays replicated."""
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec
-
-    devices = jax.devices() if devices == "all" else list(devices)
-    k = len(devices)
+    mesh = row_mesh(devices)
+    k = mesh.devices.size
     n = X.shape[0]
     pad = (-n) % k
     if pad:
         X = jnp.concatenate([X, jnp.broadcast_to(X[:1], (pad, X.shape[1]))])
         w = jnp.concatenate([w, jnp.zeros((pad,), w.dtype)])
-    mesh = Mesh(np.array(devices), ("rows",))
-    X = jax.device_put(X, NamedSharding(mesh, PartitionSpec("rows", None)))
-    w = jax.device_put(w, NamedSharding(mesh, PartitionSpec("rows")))
+    X, w = shard_rows(mesh, X, w)
     return X, w, n
 
 
