@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 import widelimit as wl
 
 SETTINGS = settings(
-    max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=15, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
 )
 BAD_LAMS = st.sampled_from([0.0, -1.0, -1e-30, float("nan"), float("inf"), -float("inf")])
 BAD_DTYPES = st.sampled_from([np.complex64, np.complex128, object, bool, "U3"])

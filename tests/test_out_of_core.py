@@ -251,6 +251,25 @@ def test_normalised_atoms_out_of_core(problem):
         X, D * s[:, None], wl.SparseCodes.from_dense(Z / s), b, LAM, normalise=True
     )
     assert_reports_equal(r, r0)
+    # the compact report (violated pairs only), rescaled column by column; feature 0 made dense
+    # (I_0 empty: every pair (0, j) fails) and feature 1 active on most rows
+    Z2 = Z.copy()
+    Z2[:, 0] += 0.1
+    Z2[::3, 1] += 0.05
+    c = wl.check_optimality(
+        X, D * s[:, None], wl.SparseCodes.from_dense(Z2 / s), b, LAM, normalise=True,
+        hull="violated", tol=1e-6,
+    )  # fmt: skip
+    f = wl.check_optimality(X, D * s[:, None], Z2 / s, b, LAM, normalise=True, tol=1e-6)
+    v = f.violated_pairs
+    assert c.compact and len(v) > 0 and bool(c.passed) == bool(f.passed)
+    assert sorted(map(tuple, c.violated_pairs.tolist())) == sorted(map(tuple, v.tolist()))
+    i, j = c.violated_pairs[:, 0], c.violated_pairs[:, 1]
+    for a, full in (("lo", "hull_lo"), ("hi", "hull_hi"), ("target", "hull_target"),
+                    ("margin", "hull_margin")):  # fmt: skip
+        np.testing.assert_allclose(
+            getattr(c.hull_pairs, a), np.asarray(getattr(f, full))[i, j], rtol=1e-7, atol=1e-12
+        )
 
 
 def assert_reports_equal(r, r0):

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import widelimit as wl
-from widelimit._analysis import pair_classes
+from widelimit._analysis import conditions, pair_classes
 
 
 def _hierarchy(rng, n=300, d=8, offset=0.3):
@@ -22,7 +22,7 @@ def _hierarchy(rng, n=300, d=8, offset=0.3):
     return Z @ D + offset, D, Z, np.full(d, offset)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(
     seed=st.integers(0, 2**31 - 1),
     n=st.integers(1, 70),
@@ -212,3 +212,88 @@ def test_planted_absorption_is_called_with_precision_and_recall():
     # the rule before siblings and cousins were told apart called over twice as many pairs
     loose = wl.classify_pairs(p.codes, p.atoms, sibling_cosine=1.0, max_overlap=0.0)
     assert len(loose.absorption) >= len(c.absorption)
+
+
+# --- compact reports and sparse codes (issue 17) ---------------------------------------------
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    n=st.integers(1, 60),
+    k=st.integers(2, 9),
+    density=st.floats(0.02, 1.0),
+    top=st.integers(1, 5),
+    bias=st.booleans(),
+    tol=st.sampled_from([0.0, 1e-3, 0.5]),
+)
+def test_violated_only_equals_the_full_tables_violations(seed, n, k, density, top, bias, tol):
+    """The compact table (no K × K array) lists exactly the pairs the full table flags, with the
+    same bounds, worst first, and per-atom counts; from sparse codes it is the same."""
+    r = np.random.default_rng(seed)
+    Z = r.exponential(size=(n, k)) * (r.random((n, k)) < density)
+    Z[:, 1] *= Z[:, 0] > 0  # nested
+    D = r.normal(size=(k, 4))
+    D /= np.linalg.norm(D, axis=1, keepdims=True)
+    full = wl.hull_table(Z, D, top=top, fit_bias=bias)
+    sev = np.asarray(conditions.hull_severity(full.margin, full.mu))
+    want = np.argwhere(sev > tol)
+    for codes in (Z, wl.SparseCodes.from_dense(Z)):
+        p = wl.hull_table(codes, D, top=top, fit_bias=bias, violated_only=tol)
+        assert sorted(map(tuple, p.pairs.tolist())) == sorted(map(tuple, want.tolist()))
+        assert np.all(p.severity[:-1] >= p.severity[1:])  # worst first
+        i, j = p.pairs[:, 0], p.pairs[:, 1]
+        for name in ("lo", "hi", "target", "margin"):
+            want_v = np.asarray(getattr(full, name))[i, j]  # sparse sums: another order
+            np.testing.assert_allclose(getattr(p, name), want_v, rtol=1e-12, atol=1e-15)
+        np.testing.assert_array_equal(p.n_as_i, np.bincount(i, minlength=k))
+        np.testing.assert_array_equal(p.n_as_j, np.bincount(j, minlength=k))
+
+
+def test_compact_report_of_a_hierarchy(rng, monkeypatch):
+    """hull='violated' (and 'auto' above FULL_HULL_MAX) flags the dog/labrador pair like the full
+    report; the pair is there for pair_hull, and any other pair comes from the codes."""
+    X, D, Z, b = _hierarchy(rng)
+    full = wl.check_optimality(X, D, Z, b, 0.1)
+    small = wl.check_optimality(X, D, Z, b, 0.1, hull="violated")
+    monkeypatch.setattr(conditions, "FULL_HULL_MAX", 1)
+    auto = wl.check_optimality(X, D, Z, b, 0.1)
+    for rep in (small, auto):
+        assert rep.compact and rep.hull_lo is None and bool(rep.passed) == bool(full.passed)
+        assert rep.violated_pairs.tolist() == full.violated_pairs.tolist() == [[0, 1]]
+        assert rep.summary().splitlines()[-1] == full.summary().splitlines()[-1]
+        p, q = wl.pair_hull(rep, 0, 1), wl.pair_hull(full, 0, 1)
+        for f in ("lo", "hi", "target", "margin", "cosine"):
+            np.testing.assert_allclose(getattr(p, f), getattr(q, f), rtol=1e-12)
+    with pytest.raises(ValueError, match="keeps only the violated"):
+        wl.pair_hull(small, 1, 0)
+    with pytest.raises(ValueError, match="hull='full'"):
+        small.hull_severity()
+    with pytest.raises(ValueError, match="`hull`"):
+        wl.check_optimality(X, D, Z, b, 0.1, hull="some")
+    p = wl.pair_hull(wl.SparseCodes.from_dense(Z), 1, 0, atoms=D)
+    q = wl.pair_hull(Z, 1, 0, atoms=D)
+    for f in ("lo", "hi", "target", "margin", "mu_i", "mu_j"):
+        np.testing.assert_allclose(getattr(p, f), getattr(q, f), rtol=1e-12)
+
+
+def test_sparse_codes_in_classify_pairs_and_pair_hull(tmp_path):
+    """classify_pairs and pair_hull read SparseCodes and a CodeStore with the dense results."""
+    from widelimit._core.code_store import CodeWriter
+
+    g = wl.datasets.hierarchy(jax.random.key(1), 800, 3, 12, levels=3, dtype=jnp.float64)
+    Z = np.asarray(g.codes)
+    D = np.asarray(g.atoms)
+    sc = wl.SparseCodes.from_dense(Z)
+    w = CodeWriter(tmp_path / "c", width=Z.shape[1], dtype=Z.dtype, n_rows=len(Z), fingerprint={})
+    for s in range(0, len(Z), 300):
+        w.append(wl.SparseCodes.from_dense(Z[s : s + 300]))
+    store = wl.load_codes(tmp_path / "c")
+    ref = wl.classify_pairs(Z, D)
+    for codes in (sc, store):
+        got = wl.classify_pairs(codes, D, chunk_rows=128)
+        for f in ("kind", "cooccurrence", "absorption", "siblings", "absorption_score"):
+            np.testing.assert_array_equal(getattr(got, f), getattr(ref, f), err_msg=f)
+        p, q = wl.pair_hull(codes, 0, 1, atoms=D), wl.pair_hull(Z, 0, 1, atoms=D)
+        for f in ("lo", "hi", "target", "margin"):
+            np.testing.assert_allclose(getattr(p, f), getattr(q, f), rtol=1e-12)

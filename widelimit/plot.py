@@ -100,20 +100,25 @@ def plot_report(report, *, worst: int = 10):
     """Whole-dictionary summary: histogram of normalised hull margins (margin/μ_j; < 0 violated),
     the worst violated pairs, and each atom's mop-up (stationarity) residual."""
     fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(13, 3.8))
-    margin = np.asarray(report.hull_margin)
-    mu = np.asarray(report.mu)
-    m = margin / np.where(mu > 0, mu, 1)[None, :]
-    finite = m[np.isfinite(m)]
+    v = np.asarray(report.violated_pairs)[:worst]
+    if report.compact:  # only the violated pairs are known: their severities
+        sevs = np.asarray(report.hull_pairs.severity)
+        finite, sev = -sevs[np.isfinite(sevs)], sevs[:worst]
+        what = "violated ordered pairs (a compact report keeps no others)"
+    else:
+        margin = np.asarray(report.hull_margin)
+        mu = np.asarray(report.mu)
+        m = margin / np.where(mu > 0, mu, 1)[None, :]
+        finite, what = m[np.isfinite(m)], "ordered pairs"
+        sev = -m[v[:, 0], v[:, 1]]
     a1.hist(np.clip(finite, -2, 2), bins=60, color="0.5")
     a1.axvline(0, color="red", lw=1)
     a1.set(
         xlabel="hull margin / μ_j (clipped to ±2)",
-        ylabel="ordered pairs",
+        ylabel=what,
         title="feature–feature margins",
     )
-    v = np.asarray(report.violated_pairs)[:worst]
     if len(v):
-        sev = -m[v[:, 0], v[:, 1]]
         sev = np.where(np.isfinite(sev), sev, np.nanmax(np.where(np.isfinite(sev), sev, 0)) + 1)
         a2.barh([f"({i}, {j})" for i, j in v][::-1], sev[::-1], color="firebrick")
         a2.set(

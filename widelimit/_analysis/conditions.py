@@ -8,6 +8,8 @@ With r_n = x_n − b − D z_n, c_ij = ⟨d_i, d_j⟩, μ_j = (1/N) Σ w_n z_j(n
 5. feature–feature hull: (1 − c_ij) μ_j ∈ [lo_ij, hi_ij] = conv{z_j(n) : n ∈ I_i} for every ordered
    pair (I_i empty fails with a bias; without a bias: fails iff no n ∈ I_i has z_j(n) > 0).
 The hull bounds come from ``hull_table`` (top activations + sparse supports, never N × K × K).
+Above ``FULL_HULL_MAX`` atoms the report keeps only the violated pairs (``HullPairs``) and per-atom
+counts instead of K × K arrays; ``pair_hull(codes, i, j, atoms=...)`` gives any pair.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from .._core.precision import full_precision
 from .._core.stationarity import first_order_from_sums, first_order_residuals
 from .._core.validate import check_lam, check_weights
 from .._sae.base import AbstractSAE
-from .hull_table import dense_hull_table, hull_table
+from .hull_table import HullPairs, dense_hull_table, hull_table
+
+FULL_HULL_MAX = 4096  # hull="auto": K × K hull arrays up to this width, violated pairs above
 
 
 def hull_severity(margin, mu):
@@ -39,7 +43,11 @@ def hull_severity(margin, mu):
 
 
 class OptimalityReport(eqx.Module):
-    """Per-condition diagnostics of (atoms, codes, bias) at λ; ``passed`` if all hold within tol."""
+    """Per-condition diagnostics of (atoms, codes, bias) at λ; ``passed`` if all hold within tol.
+
+    The hull condition is either K × K arrays (``hull_lo`` … ``hull_violated``) or, in a compact
+    report (``hull="violated"``), ``hull_pairs``: the violated pairs only, with the K × K fields None.
+    """
 
     passed: Bool[Array, ""]
     code_kkt_max: Float[Array, ""]
@@ -49,22 +57,36 @@ class OptimalityReport(eqx.Module):
     bias_residual: Float[Array, ""]
     wide_certificate: Float[Array, ""]
     wants_new_atom: Bool[Array, " n_samples"]
-    hull_lo: Float[Array, "width width"]
-    hull_hi: Float[Array, "width width"]
-    hull_target: Float[Array, "width width"]
-    hull_margin: Float[Array, "width width"]
+    hull_lo: Float[Array, "width width"] | None
+    hull_hi: Float[Array, "width width"] | None
+    hull_target: Float[Array, "width width"] | None
+    hull_margin: Float[Array, "width width"] | None
     mu: Float[Array, " width"]
-    hull_violated: Bool[Array, "width width"]
+    hull_violated: Bool[Array, "width width"] | None
     tol: float = eqx.field(static=True)
     fit_bias: bool = eqx.field(static=True)
+    hull_pairs: HullPairs | None = None
+
+    @property
+    def compact(self) -> bool:
+        """Whether the report keeps only the violated hull pairs (no K × K arrays)."""
+        return self.hull_pairs is not None
 
     def hull_severity(self) -> Float[Array, "width width"]:
-        """``hull_severity`` of this report's margins."""
+        """``hull_severity`` of this report's margins (K × K; a compact report has only
+        ``hull_pairs.severity``)."""
+        if self.compact:
+            raise ValueError(
+                "this report keeps only the violated hull pairs (hull='violated'): see "
+                "report.hull_pairs, or pass hull='full' to check_optimality for K × K arrays"
+            )
         return hull_severity(self.hull_margin, self.mu)
 
     @property
     def violated_pairs(self) -> Int[np.ndarray, "n_violated 2"]:
         """The ordered pairs (i, j) that fail the hull condition, worst first (eager only)."""
+        if self.compact:
+            return self.hull_pairs.pairs
         bad = np.argwhere(np.asarray(self.hull_violated))
         sev = np.asarray(self.hull_severity())[bad[:, 0], bad[:, 1]]
         return bad[np.argsort(-sev, kind="stable")].astype(np.int64).reshape(-1, 2)
@@ -88,10 +110,14 @@ class OptimalityReport(eqx.Module):
         )
         v = self.violated_pairs
         lines.append(f"  [{ok(len(v) == 0)}] feature–feature hull: {len(v)} violated ordered pairs")
-        for i, j in v[:5]:
+        for n, (i, j) in enumerate(v[:5]):
+            if self.compact:
+                p = self.hull_pairs
+                t, lo, hi = p.target[n], p.lo[n], p.hi[n]
+            else:
+                t, lo, hi = self.hull_target[i, j], self.hull_lo[i, j], self.hull_hi[i, j]
             lines.append(
-                f"      ({i}, {j}): target {float(self.hull_target[i, j]):.3g} outside "
-                f"[{float(self.hull_lo[i, j]):.3g}, {float(self.hull_hi[i, j]):.3g}]"
+                f"      ({i}, {j}): target {float(t):.3g} outside [{float(lo):.3g}, {float(hi):.3g}]"
             )
         return "\n".join(lines)
 
@@ -150,6 +176,7 @@ def check_optimality(
     tol: float = 1e-3,
     normalise: bool = False,
     devices=None,
+    hull: str = "auto",
 ):
     """Check conditions 1–5 of SPEC §4 on any dictionary (``bias=None``: no bias), or judge an SAE.
 
@@ -162,6 +189,11 @@ def check_optimality(
     summed block by block and the hull table read in row chunks, in O(block × width + width²)
     memory, with the results of the in-memory check. ``devices`` (``"all"`` or a list) splits the
     rows of each block over devices (conditions 1–4; the hull table runs on the default device).
+
+    ``hull``: ``"full"`` keeps the K × K hull arrays, ``"violated"`` only the violated pairs and
+    per-atom counts (``report.hull_pairs``; no K × K array is held, for widths where K² numbers
+    do not fit), ``"auto"`` (default) the first up to ``FULL_HULL_MAX`` = 4096 atoms, the second
+    above. Inside a caller's ``jit``/``vmap`` the report is always full.
 
     SAE (``check_optimality(X, sae, lam=...)``, any widelimit SAE): returns ``check_sae``'s
     ``SAEReport``, which says per condition whether it applies to the architecture; ``lam``
@@ -177,18 +209,24 @@ def check_optimality(
         return check_sae(atoms, X, lam, tol=tol)
     if codes is None or lam is None:
         raise TypeError("check_optimality(X, atoms, codes, bias, lam) needs codes and lam")
+    if hull not in ("auto", "full", "violated"):
+        raise ValueError(f"`hull` must be 'auto', 'full' or 'violated', got {hull!r}")
     fit_bias = bias is not None
     if is_out_of_core(X, codes) or devices is not None:
-        return _streamed_report(X, atoms, codes, bias, lam, weights, tol, normalise, devices)
+        return _streamed_report(X, atoms, codes, bias, lam, weights, tol, normalise, devices, hull)
     X, D, Z, b = check_dictionary(X, atoms, densify(codes), bias)
     lam = check_lam(lam, X.dtype)
     w = check_weights(weights, X.shape[0], X.dtype)
     D, Z = unit_atoms(D, Z, normalise)
-    return dictionary_report(X, D, Z, b, lam, w, tol, fit_bias)
+    return dictionary_report(X, D, Z, b, lam, w, tol, fit_bias, hull)
+
+
+def _compact(hull: str, width: int) -> bool:
+    return hull == "violated" or (hull == "auto" and width > FULL_HULL_MAX)
 
 
 def _streamed_report(
-    X, atoms, codes, bias, lam, weights, tol, normalise, devices=None
+    X, atoms, codes, bias, lam, weights, tol, normalise, devices=None, hull="auto"
 ) -> OptimalityReport:
     """``check_optimality`` block by block (X a store, codes sparse or on disk)."""
     fit_bias = bias is not None
@@ -200,25 +238,40 @@ def _streamed_report(
     )
     kkt, kkt_k, stat, direction, bres, wide = first_order_from_sums(sums, D, lam, fit_bias)
     w = store.weights if weights is None else weights
-    table = hull_table(codes, D, weights=w, fit_bias=fit_bias)
+    compact = _compact(hull, D.shape[0])
+    table = hull_table(
+        codes, D, weights=w, fit_bias=fit_bias, violated_only=tol if compact else None
+    )
     if scale is not None:  # codes z_j·||d_j||: lo, hi, μ, target and margin scale with column j
-        table = eqx.tree_at(
-            lambda t: (t.lo, t.hi, t.target, t.margin, t.mu),
-            table,
-            (
-                table.lo * scale[None, :],
-                table.hi * scale[None, :],
-                table.target * scale[None, :],
-                table.margin * scale[None, :],
-                table.mu * scale,
-            ),
-        )
+        s = np.asarray(scale)
+        if compact:  # the severity −margin/μ_j is scale-free
+            col = s[table.pairs[:, 1]]
+            table = eqx.tree_at(
+                lambda t: (t.lo, t.hi, t.target, t.margin, t.mu),
+                table,
+                (table.lo * col, table.hi * col, table.target * col, table.margin * col,
+                 table.mu * s),
+            )  # fmt: skip
+        else:
+            table = eqx.tree_at(
+                lambda t: (t.lo, t.hi, t.target, t.margin, t.mu),
+                table,
+                (
+                    table.lo * scale[None, :],
+                    table.hi * scale[None, :],
+                    table.target * scale[None, :],
+                    table.margin * scale[None, :],
+                    table.mu * scale,
+                ),
+            )
     return _report(
         kkt, kkt_k, stat, direction, bres, wide, jnp.asarray(wants), table, tol, fit_bias
     )
 
 
-def dictionary_report(X, D, Z, b, lam, w, tol: float, fit_bias: bool = True) -> OptimalityReport:
+def dictionary_report(
+    X, D, Z, b, lam, w, tol: float, fit_bias: bool = True, hull: str = "auto"
+) -> OptimalityReport:
     """``check_optimality`` on checked inputs: unit atoms D, codes Z ≥ 0, bias b, weights w."""
     kkt, kkt_k, stat, direction, bres, wide, wants = first_order_residuals(
         X, D, Z, b, lam, w, fit_bias
@@ -226,14 +279,26 @@ def dictionary_report(X, D, Z, b, lam, w, tol: float, fit_bias: bool = True) -> 
     if isinstance(Z, jax.core.Tracer) or isinstance(w, jax.core.Tracer):
         table = dense_hull_table(Z, D, w, fit_bias)
     else:
-        table = hull_table(Z, D, weights=np.asarray(w), fit_bias=fit_bias)
+        compact = _compact(hull, D.shape[0])
+        table = hull_table(
+            Z, D, weights=np.asarray(w), fit_bias=fit_bias, violated_only=tol if compact else None
+        )
     return _report(kkt, kkt_k, stat, direction, bres, wide, wants, table, tol, fit_bias)
 
 
 def _report(
     kkt, kkt_k, stat, direction, bres, wide, wants, table, tol, fit_bias
 ) -> OptimalityReport:
-    """The ``OptimalityReport`` of the first-order residuals and the hull table."""
+    """The ``OptimalityReport`` of the first-order residuals and the hull table (a ``HullTable``,
+    or the ``HullPairs`` of a compact report)."""
+    if isinstance(table, HullPairs):
+        passed = (kkt <= tol) & (jnp.max(stat, initial=0.0) <= tol) & (len(table.pairs) == 0)
+        if fit_bias:
+            passed = passed & (bres <= tol)
+        return OptimalityReport(
+            passed, kkt, kkt_k, stat, direction, bres, wide, wants,
+            None, None, None, None, jnp.asarray(table.mu), None, tol, fit_bias, table,
+        )  # fmt: skip
     margin, mu = table.margin, table.mu
     violated = hull_severity(margin, mu) > tol
     passed = (kkt <= tol) & (jnp.max(stat, initial=0.0) <= tol) & ~jnp.any(violated)

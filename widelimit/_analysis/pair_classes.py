@@ -93,10 +93,13 @@ def classify_pairs(
     chunk_rows: int = 8192,
 ) -> PairClasses:
     """Label ordered pairs nested / exclusive / coactive; with ``atoms``, list split siblings and
-    absorption (parent, child) pairs, each ranked by its score (module docstring)."""
-    if getattr(codes, "ndim", None) != 2:
+    absorption (parent, child) pairs, each ranked by its score (module docstring).
+
+    ``codes`` may be an array, a memmap, ``SparseCodes`` or a ``CodeStore``, read in
+    ``chunk_rows`` row chunks; the results are K × K (``kind``, ``cooccurrence``)."""
+    if len(getattr(codes, "shape", ())) != 2:
         codes = np.asarray(codes)
-    if codes.ndim != 2 or codes.shape[0] < 1:
+    if len(codes.shape) != 2 or codes.shape[0] < 1:
         raise ValueError(f"`codes` must be a non-empty 2-D array, got shape {tuple(codes.shape)}")
     for name, v in (("min_cosine", min_cosine), ("min_missing", min_missing),
                     ("sibling_cosine", sibling_cosine), ("max_overlap", max_overlap)):  # fmt: skip

@@ -16,9 +16,10 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from .._core.objective import check_dictionary
+from .._core.paired_blocks import check_code_chunk, check_codes_shape, code_rows
 from .._core.precision import full_precision
 from .._core.validate import check_matrix, check_weights
-from .conditions import OptimalityReport, unit_atoms
+from .conditions import OptimalityReport, unit_atoms, unit_scale
 from .hull_table import pair_margin
 
 
@@ -69,10 +70,13 @@ class Perturbed(NamedTuple):
 
 
 def _pair_from_codes(Z, D, w, i, j, fit_bias):
+    return _pair_from_columns(Z[:, i], Z[:, j], D[i], D[j], w, i, j, fit_bias)
+
+
+def _pair_from_columns(zi, zj, di, dj, w, i, j, fit_bias):
     n = jnp.sum(w)
-    zi, zj = Z[:, i], Z[:, j]
     mu_i, mu_j = jnp.sum(w * zi) / n, jnp.sum(w * zj) / n
-    c = jnp.dot(D[i], D[j])
+    c = jnp.dot(di, dj)
     target = (1 - c) * mu_j
     off = (zi <= 0) & (w > 0)
     lo = jnp.min(jnp.where(off, zj, jnp.inf))
@@ -81,6 +85,17 @@ def _pair_from_codes(Z, D, w, i, j, fit_bias):
     safe = lambda m: jnp.where(m > 0, m, 1)  # noqa: E731
     resp = jnp.stack([zi / safe(mu_i) - 1, zj / safe(mu_j) - 1], axis=1)
     return PairHull(i, j, lo, hi, target, margin, mu_i, mu_j, c, fit_bias, resp)
+
+
+def _pair_columns(codes, i: int, j: int, rows: int = 65536):
+    """Columns i and j of codes of any kind, (N, 2) numpy, read in row chunks (each checked)."""
+    n = codes.shape[0]
+    ij = np.empty((n, 2), np.dtype(code_rows(codes, 0, 1).dtype))
+    for s in range(0, n, rows):
+        zc = code_rows(codes, s, min(n, s + rows))
+        check_code_chunk(zc, s)
+        ij[s : s + zc.shape[0]] = np.asarray(zc[:, jnp.array([i, j])])
+    return ij
 
 
 def _check_pair(i, j, k):
@@ -102,19 +117,42 @@ def pair_hull(
     weights: Float[ArrayLike, " n_samples"] | None = None,
     fit_bias: bool = True,
 ) -> PairHull:
-    """Details of the hull test for the ordered pair (i, j), from a report or from codes + atoms."""
+    """Details of the hull test for the ordered pair (i, j), from a report or from codes + atoms.
+
+    Codes may be an array, a memmap, ``SparseCodes`` or a ``CodeStore``: only the columns i and j
+    are read (in row chunks), so this gives any pair of a compact report (which keeps only the
+    violated ones) in O(N) memory.
+    """
     if isinstance(report_or_codes, OptimalityReport):
         r = report_or_codes
         i, j = _check_pair(i, j, r.mu.shape[0])
         mu = r.mu
-        c = 1 - r.hull_target[i, j] / jnp.where(mu[j] > 0, mu[j], 1)
-        return PairHull(
-            i, j, r.hull_lo[i, j], r.hull_hi[i, j], r.hull_target[i, j], r.hull_margin[i, j],
-            mu[i], mu[j], c, r.fit_bias,
-        )  # fmt: skip
+        if r.compact:
+            p = r.hull_pairs
+            hit = np.flatnonzero((p.pairs[:, 0] == i) & (p.pairs[:, 1] == j))
+            if not len(hit):
+                raise ValueError(
+                    f"pair ({i}, {j}) is not violated, and this report keeps only the violated "
+                    "pairs (hull='violated'): pair_hull(codes, i, j, atoms=atoms) computes any pair"
+                )
+            lo, hi, t, m = (jnp.asarray(a[hit[0]]) for a in (p.lo, p.hi, p.target, p.margin))
+        else:
+            lo, hi = r.hull_lo[i, j], r.hull_hi[i, j]
+            t, m = r.hull_target[i, j], r.hull_margin[i, j]
+        c = 1 - t / jnp.where(mu[j] > 0, mu[j], 1)
+        return PairHull(i, j, lo, hi, t, m, mu[i], mu[j], c, r.fit_bias)
     if atoms is None:
         raise ValueError("`atoms` are needed with codes (the target uses c_ij = ⟨d_i, d_j⟩)")
-    Z = check_matrix(report_or_codes, "codes")
+    codes = report_or_codes
+    if hasattr(codes, "dense_rows") or isinstance(codes, np.memmap):  # read two columns only
+        D = check_matrix(atoms, "atoms")
+        check_codes_shape(codes, None, D.shape[0])
+        i, j = _check_pair(i, j, D.shape[0])
+        ij = jnp.asarray(_pair_columns(codes, i, j), D.dtype)
+        D, _ = unit_scale(D, False)
+        w = check_weights(weights, ij.shape[0], ij.dtype)
+        return _pair_from_columns(ij[:, 0], ij[:, 1], D[i], D[j], w, i, j, fit_bias)
+    Z = check_matrix(codes, "codes")
     D = check_matrix(atoms, "atoms")
     if D.shape[0] != Z.shape[1]:
         raise ValueError(f"`atoms` has {D.shape[0]} rows but `codes` has {Z.shape[1]} columns")

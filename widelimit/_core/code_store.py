@@ -46,6 +46,11 @@ class CodeStore:
     def shape(self) -> tuple[int, int]:
         return (self.n_rows, self.width)
 
+    @property
+    def k(self) -> int:
+        """The largest number of nonzeros a row's block stores."""
+        return max((int(b["k"]) for b in self.blocks), default=1)
+
     def block(self, b: int) -> SparseCodes:
         """Block ``b`` as ``SparseCodes`` of numpy memmaps (nothing is read until used)."""
         base = os.path.join(self.path, self.blocks[b]["name"])
@@ -58,21 +63,27 @@ class CodeStore:
         for b in range(len(self.blocks)):
             yield int(self.starts[b]), self.block(b)
 
-    def dense_rows(self, rows) -> np.ndarray:
-        """Dense codes of ``rows`` (a slice or an index array), read from the blocks they lie in."""
+    def sparse_rows(self, rows) -> tuple[np.ndarray, np.ndarray]:
+        """(indices, values) of ``rows`` (a slice or an index array), read from the blocks they
+        lie in, padded to the largest k among those blocks (value 0 in unused slots)."""
         if isinstance(rows, slice):
             rows = np.arange(*rows.indices(self.n_rows))
         rows = np.asarray(rows, np.int64)
-        out = np.zeros((len(rows), self.width), self.dtype)
         which = np.searchsorted(self.starts, rows, side="right") - 1
+        k = max([self.blocks[b]["k"] for b in np.unique(which)], default=1)
+        ind = np.zeros((len(rows), k), np.int32)
+        val = np.zeros((len(rows), k), self.dtype)
         for b in np.unique(which):
             sel = np.flatnonzero(which == b)
             codes = self.block(int(b))
             local = rows[sel] - self.starts[b]
-            out[sel] = dense_block(
-                np.asarray(codes.indices[local]), np.asarray(codes.values[local]), self.width
-            )
-        return out
+            ind[sel, : codes.k] = codes.indices[local]
+            val[sel, : codes.k] = codes.values[local]
+        return ind, val
+
+    def dense_rows(self, rows) -> np.ndarray:
+        """Dense codes of ``rows`` (a slice or an index array), read from the blocks they lie in."""
+        return dense_block(*self.sparse_rows(rows), self.width)
 
     def load(self) -> SparseCodes:
         """All codes in memory as one ``SparseCodes`` (blocks padded to the largest k)."""

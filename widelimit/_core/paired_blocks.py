@@ -35,10 +35,10 @@ def check_code_chunk(zc, start: int) -> None:
     """ValueError unless the row chunk ``zc`` (rows from ``start``) of the codes is finite and
     ≥ 0; checked chunk by chunk, so codes on disk are never loaded whole."""
     _, finite, nonneg = (bool(v) for v in _flags(jnp.zeros((1,), zc.dtype), zc))
-    _raise_bad_codes(finite, nonneg, start, zc.shape[0])
+    raise_bad_codes(finite, nonneg, start, zc.shape[0])
 
 
-def _raise_bad_codes(finite: bool, nonneg: bool, start: int, rows: int) -> None:
+def raise_bad_codes(finite: bool, nonneg: bool, start: int, rows: int) -> None:
     where = f"rows {start}..{start + rows - 1}"
     if not finite:
         raise ValueError(f"`codes` contains NaN or Inf (non-finite) in {where}")
@@ -99,7 +99,7 @@ def padded_blocks(X, D, codes, b, *, weights=None, mesh=None):
             fx, fz, nz = (bool(v) for v in _flags(xp, zp))
             if not fx:
                 raise ValueError(f"`X` contains NaN or Inf in rows {start}..{start + m - 1}")
-            _raise_bad_codes(fz, nz, start, m)
+            raise_bad_codes(fz, nz, start, m)
             if mesh is not None:
                 xp, zp, wp = shard_rows(mesh, xp, zp, wp)
             yield start, m, xp, zp, wp

@@ -85,6 +85,12 @@ class SparseCodes(eqx.Module):
             rows = np.asarray(rows)
         return dense_block(self.indices[rows], self.values[rows], self.width)
 
+    def sparse_rows(self, rows) -> tuple[np.ndarray, np.ndarray]:
+        """(indices, values) of the rows ``rows`` (a slice or an index array) as numpy arrays."""
+        if not isinstance(rows, slice):
+            rows = np.asarray(rows)
+        return np.asarray(self.indices[rows]), np.asarray(self.values[rows])
+
     def rows(self, start: int, stop: int) -> SparseCodes:
         """Rows [start, stop) as ``SparseCodes``."""
         return SparseCodes(self.indices[start:stop], self.values[start:stop], self.width)
