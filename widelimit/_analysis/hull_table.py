@@ -291,7 +291,8 @@ def hull_table(
     if hasattr(codes, "sparse_rows"):  # sparse codes: O(nnz) per chunk, never densified
         state = tuple(np.asarray(a) for a in state)
         for s in range(0, n, chunk_rows):
-            state = _scan_sparse(state, *codes.sparse_rows(slice(s, s + chunk_rows)), w, s, top)
+            ind, val = codes.sparse_rows(slice(s, s + chunk_rows))
+            state = _scan_sparse(state, ind, val, w, s, top)
     else:
         for s, zc, wc in row_chunks(codes, w, rows):
             check_code_chunk(zc, s)
