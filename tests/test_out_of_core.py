@@ -449,6 +449,17 @@ r1 = wl.check_optimality(X, D, one, b, {LAM})
 r8 = wl.check_optimality(X, D, one, b, {LAM}, devices="all")
 for f in ("code_kkt_per_atom", "atom_stationarity", "bias_residual", "wide_certificate"):
     np.testing.assert_allclose(getattr(r8, f), getattr(r1, f), rtol=1e-10, atol=1e-12)
+# the atoms (96 = 8 × 12) and code columns split over the devices instead of the rows
+split = wl.encode(D, b, X, {LAM}, devices="all", shard="atoms", **kw)
+assert np.abs(np.asarray(one.todense()) - np.asarray(split.todense())).max() <= 1e-8
+ra = wl.check_optimality(X, D, one, b, {LAM}, devices="all", shard="atoms")
+for f in ("code_kkt_per_atom", "atom_stationarity", "bias_residual", "wide_certificate"):
+    np.testing.assert_allclose(getattr(ra, f), getattr(r1, f), rtol=1e-10, atol=1e-12)
+try:
+    wl.encode(D[:90], b, X, {LAM}, devices="all", shard="atoms", **kw)
+    raise AssertionError("90 atoms over 8 devices")
+except ValueError as e:
+    assert "divisible" in str(e)
 t = dict(key=jax.random.PRNGKey(0), steps=20, checkpoint_every=10, batch_size=64)
 s1 = wl.train_sae(X, 48, {LAM}, **t)
 s8 = wl.train_sae(X, 48, {LAM}, devices="all", **t)  # each minibatch split over 8 devices
@@ -463,6 +474,16 @@ print("ok")
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
     )
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-3000:]
+
+
+def test_shard_is_checked(problem):
+    X, D, b, _ = problem
+    for f in (wl.encode, wl.check_optimality):
+        args = (D, b, X[:10], LAM) if f is wl.encode else (X[:10], D, np.zeros((10, 96)), b, LAM)
+        with pytest.raises(ValueError, match="needs|pass devices"):
+            f(*args, shard="atoms")  # no devices to split the atoms over
+        with pytest.raises(ValueError, match="`shard`"):
+            f(*args, devices="all", shard="columns")
 
 
 def _free_port() -> int:

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
+from .._core.devices import placement
 from .._core.objective import (
     check_dictionary,
     densify,
@@ -176,6 +177,7 @@ def check_optimality(
     tol: float = 1e-3,
     normalise: bool = False,
     devices=None,
+    shard: str = "rows",
     hull: str = "auto",
 ):
     """Check conditions 1–5 of SPEC §4 on any dictionary (``bias=None``: no bias), or judge an SAE.
@@ -188,7 +190,8 @@ def check_optimality(
     directory of shards) and codes ``SparseCodes`` or a ``CodeStore``: conditions 1–4 are then
     summed block by block and the hull table read in row chunks, in O(block × width + width²)
     memory, with the results of the in-memory check. ``devices`` (``"all"`` or a list) splits the
-    rows of each block over devices (conditions 1–4; the hull table runs on the default device).
+    rows of each block over devices, or with ``shard="atoms"`` the atoms and code columns
+    (conditions 1–4; the hull table runs on the default device).
 
     ``hull``: ``"full"`` keeps the K × K hull arrays, ``"violated"`` only the violated pairs and
     per-atom counts (``report.hull_pairs``; no K × K array is held, for widths where K² numbers
@@ -212,8 +215,11 @@ def check_optimality(
     if hull not in ("auto", "full", "violated"):
         raise ValueError(f"`hull` must be 'auto', 'full' or 'violated', got {hull!r}")
     fit_bias = bias is not None
+    placement(devices, shard)  # ValueError for a bad `shard`, or "atoms" without devices
     if is_out_of_core(X, codes) or devices is not None:
-        return _streamed_report(X, atoms, codes, bias, lam, weights, tol, normalise, devices, hull)
+        return _streamed_report(
+            X, atoms, codes, bias, lam, weights, tol, normalise, devices, hull, shard
+        )
     X, D, Z, b = check_dictionary(X, atoms, densify(codes), bias)
     lam = check_lam(lam, X.dtype)
     w = check_weights(weights, X.shape[0], X.dtype)
@@ -226,7 +232,7 @@ def _compact(hull: str, width: int) -> bool:
 
 
 def _streamed_report(
-    X, atoms, codes, bias, lam, weights, tol, normalise, devices=None, hull="auto"
+    X, atoms, codes, bias, lam, weights, tol, normalise, devices=None, hull="auto", shard="rows"
 ) -> OptimalityReport:
     """``check_optimality`` block by block (X a store, codes sparse or on disk)."""
     fit_bias = bias is not None
@@ -234,7 +240,7 @@ def _streamed_report(
     lam = check_lam(lam, D.dtype)
     D, scale = unit_scale(D, normalise)
     sums, wants = streamed_sums_of(
-        store, D, codes, b, lam, weights, scale, wants=True, devices=devices
+        store, D, codes, b, lam, weights, scale, wants=True, devices=devices, shard=shard
     )
     kkt, kkt_k, stat, direction, bres, wide = first_order_from_sums(sums, D, lam, fit_bias)
     w = store.weights if weights is None else weights

@@ -1,7 +1,10 @@
-"""Data parallelism over devices: rows split over a 1-D mesh named ``rows``, parameters replicated
-(``jax.sharding``; XLA partitions the compiled programs, so results equal one device's)."""
+"""Parallelism over devices (``jax.sharding``; XLA partitions the compiled programs, so results
+equal one device's): rows split over a 1-D mesh named ``rows`` with parameters replicated, or
+(``Placement`` with ``axis="atoms"``) atoms and code columns split over a mesh named ``atoms``."""
 
 from __future__ import annotations
+
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -35,3 +38,67 @@ def row_sharding(mesh, ndim: int):
     from jax.sharding import NamedSharding, PartitionSpec
 
     return NamedSharding(mesh, PartitionSpec("rows", *([None] * (ndim - 1))))
+
+
+class Placement(NamedTuple):
+    """Where a blocked analysis puts its arrays on a 1-D mesh over devices: split along data rows
+    (``axis="rows"``: X, weights and code rows split, atoms replicated) or along atoms
+    (``axis="atoms"``: atoms and code columns split, X replicated; for widths beyond one device's
+    memory). XLA partitions the same program either way, so results equal one device's."""
+
+    mesh: Any
+    axis: str
+
+    @property
+    def row_multiple(self) -> int:
+        """Rows per block must be a multiple of this (the devices the rows are split over)."""
+        return self.mesh.devices.size if self.axis == "rows" else 1
+
+    def _put(self, spec, arrays):
+        from jax.sharding import NamedSharding, PartitionSpec
+
+        return tuple(
+            jax.device_put(a, NamedSharding(self.mesh, PartitionSpec(*spec(a.ndim))))
+            for a in arrays
+        )
+
+    def rows(self, *arrays):
+        """Arrays indexed by data row (X blocks, weights)."""
+        split = self.axis == "rows"
+        return self._put(lambda n: ("rows",) + (None,) * (n - 1) if split else (), arrays)
+
+    def atoms(self, *arrays):
+        """Arrays indexed by atom (the atoms, per-atom scales)."""
+        split = self.axis == "atoms"
+        return self._put(lambda n: ("atoms",) + (None,) * (n - 1) if split else (), arrays)
+
+    def codes(self, *arrays):
+        """(rows, width) code blocks: rows split, or columns split."""
+        return self._put(
+            lambda n: ("rows", None) if self.axis == "rows" else (None, "atoms"), arrays
+        )
+
+    def replicated(self, *arrays):
+        return self._put(lambda n: (), arrays)
+
+
+def placement(devices, shard: str = "rows", width: int | None = None) -> Placement | None:
+    """The ``Placement`` for ``devices`` (None: the default device) split along ``shard``
+    (``"rows"`` or ``"atoms"``); ValueError for an unknown ``shard``, ``"atoms"`` without devices,
+    or a width the devices do not divide."""
+    if shard not in ("rows", "atoms"):
+        raise ValueError(f"`shard` must be 'rows' or 'atoms', got {shard!r}")
+    if devices is None:
+        if shard == "atoms":
+            raise ValueError("shard='atoms' splits the atoms over `devices`: pass devices='all'")
+        return None
+    from jax.sharding import Mesh
+
+    mesh = row_mesh(devices)
+    mesh = Mesh(mesh.devices, (shard,))
+    n = mesh.devices.size
+    if shard == "atoms" and width is not None and width % n:
+        raise ValueError(
+            f"shard='atoms' needs a width divisible by the {n} devices, got width {width}"
+        )
+    return Placement(mesh, shard)

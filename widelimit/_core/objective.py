@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from .devices import replicate, row_mesh
+from .devices import placement
 from .paired_blocks import block_rows_for, padded_blocks
 from .precision import full_precision
 from .sparse_codes import SparseCodes
@@ -88,17 +88,16 @@ def streamed_dictionary(X, atoms, codes, bias):
 
 
 def streamed_sums_of(
-    store, atoms, codes, b, lam, weights=None, scale=None, wants=False, devices=None
+    store, atoms, codes, b, lam, weights=None, scale=None, wants=False, devices=None, shard="rows"
 ):
     """``BlockSums`` of all rows (and, with ``wants``, the mask ||r_n|| > λ), block by block (each
-    block's rows split over ``devices`` when given)."""
+    block's rows, or with ``shard="atoms"`` the atoms, split over ``devices`` when given)."""
     sums, masks = None, []
-    mesh = None
-    if devices is not None:
-        mesh = row_mesh(devices)
-        atoms, b, lam = replicate(mesh, atoms, b, lam)
-        scale = None if scale is None else replicate(mesh, scale)[0]
-    for _, m, xp, zp, wp in padded_blocks(store, atoms, codes, b, weights=weights, mesh=mesh):
+    place = placement(devices, shard, atoms.shape[0])
+    if place is not None:
+        (atoms,), (b, lam) = place.atoms(atoms), place.replicated(b, jnp.asarray(lam))
+        scale = None if scale is None else place.atoms(scale)[0]
+    for _, m, xp, zp, wp in padded_blocks(store, atoms, codes, b, weights=weights, place=place):
         if scale is not None:
             zp = zp * scale[None, :]
         part, rn = jit_block_sums(xp, atoms, zp, b, lam, wp)

@@ -12,7 +12,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .devices import shard_rows
 from .store import as_store
 
 
@@ -75,13 +74,13 @@ def _open(X, D, codes, weights):
     return store, rows, w
 
 
-def padded_blocks(X, D, codes, b, *, weights=None, mesh=None):
+def padded_blocks(X, D, codes, b, *, weights=None, place=None):
     """(first row, real rows m, X block, dense code block, weights) padded to one shape with rows
     x = b, z = 0, w = 0; raises ValueError for non-finite X, non-finite or negative codes. With a
-    ``mesh`` the blocks' rows are split over its devices."""
+    ``Placement`` the blocks are split over its devices (rows, or code columns)."""
     store, rows, w_all = _open(X, D, codes, weights)
-    if mesh is not None:
-        rows = -(-rows // mesh.devices.size) * mesh.devices.size
+    if place is not None:
+        rows = -(-rows // place.row_multiple) * place.row_multiple
     K, d = D.shape
     dt = D.dtype
     start = 0
@@ -100,8 +99,8 @@ def padded_blocks(X, D, codes, b, *, weights=None, mesh=None):
             if not fx:
                 raise ValueError(f"`X` contains NaN or Inf in rows {start}..{start + m - 1}")
             raise_bad_codes(fz, nz, start, m)
-            if mesh is not None:
-                xp, zp, wp = shard_rows(mesh, xp, zp, wp)
+            if place is not None:
+                (xp, wp), (zp,) = place.rows(xp, wp), place.codes(zp)
             yield start, m, xp, zp, wp
             start += m
     if start != codes.shape[0]:

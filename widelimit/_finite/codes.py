@@ -17,6 +17,7 @@ from jax import lax
 from jaxtyping import Array, ArrayLike, Float
 
 from .._core.code_store import CodeStore
+from .._core.devices import placement
 from .._core.precision import full_precision
 from .._core.results import RESULTS
 from .._core.sparse_codes import SparseCodes, sparse_decode
@@ -364,6 +365,7 @@ def encode(
     sparse: bool | None = None,
     out: str | os.PathLike | None = None,
     devices=None,
+    shard: str = "rows",
     block_rows: int | None = None,
     progress: bool | None = None,
 ) -> Float[Array, "n_samples width"] | SparseCodes | CodeStore:
@@ -378,10 +380,12 @@ def encode(
     are ``SparseCodes`` when ``sparse`` (the default for a store), else dense; with ``out=dir`` the
     blocks are written to disk as they finish and a ``CodeStore`` is returned (an interrupted
     encode resumes after the last written block). ``devices`` (``"all"`` or a list) splits each
-    block's rows over devices.
+    block's rows over devices, or with ``shard="atoms"`` the atoms and code columns (a width
+    divisible by the number of devices; for dictionaries beyond one device's memory).
     """
     if sparse is None:
         sparse = is_store_like(X) or out is not None
+    placement(devices, shard)  # ValueError for a bad `shard`, or "atoms" without devices
     if sparse or out is not None or devices is not None or is_store_like(X):
         if init is not None:
             raise ValueError("`init` is for in-memory dense codes; it cannot warm-start a stream")
@@ -408,6 +412,7 @@ def encode(
             throw=throw,
             out=None if out is None else os.fspath(out),
             devices=devices,
+            shard=shard,
             block_rows=block_rows,
             progress=progress,
         )

@@ -19,7 +19,7 @@ import numpy as np
 
 from .._core.checkpoint import digest
 from .._core.code_store import CodeWriter, load_codes
-from .._core.devices import replicate, row_mesh, shard_rows
+from .._core.devices import placement
 from .._core.lock import dir_lock
 from .._core.outputs import check_output_dir
 from .._core.progress import Progress
@@ -54,15 +54,15 @@ def encode_store(
     devices,
     block_rows: int | None,
     progress,
+    shard: str = "rows",
 ):
     """``encode`` of a store in blocks; see ``encode`` (atoms, b, lam already checked)."""
     K, d = atoms.shape
     if block_rows is None:
         block_rows = int(max(256, min(16384, (1 << 25) // max(K, d))))
-    mesh = None if devices is None else row_mesh(devices)
-    if mesh is not None:  # every device gets the same number of rows
-        nd = mesh.devices.size
-        block_rows = -(-block_rows // nd) * nd
+    place = placement(devices, shard, K)
+    if place is not None:  # with rows split, every device gets the same number of rows
+        block_rows = -(-block_rows // place.row_multiple) * place.row_multiple
     store = as_store(X, chunk_rows=2 * block_rows)
     if store.n_features != d:
         raise ValueError(f"`atoms` has {d} features but `X` has {store.n_features}")
@@ -86,13 +86,11 @@ def encode_store(
     ws = code_tiers(K, None)
     pad_row = np.asarray(b, dt)
     lam = jnp.asarray(lam, dt)
-    if mesh is not None:
-        atoms, b_dev, lam_dev = replicate(mesh, atoms, jnp.asarray(b, dt), lam)
-    else:
-        b_dev, lam_dev = jnp.asarray(b, dt), lam
+    b_dev, lam_dev = jnp.asarray(b, dt), lam
     z0 = jnp.zeros((block_rows, K), dt)  # cold start of every block (one buffer for all)
-    if mesh is not None:
-        (z0,) = shard_rows(mesh, z0)
+    if place is not None:
+        (atoms,), (z0,) = place.atoms(atoms), place.codes(z0)
+        b_dev, lam_dev = place.replicated(b_dev, lam_dev)
     total = None if store.n_rows is None else -(-store.n_rows // block_rows)
     with dir_lock(out) if out is not None else contextlib.nullcontext():
         if out is not None:
@@ -116,8 +114,8 @@ def encode_store(
                     xb[:m] = block[s : s + m]
                     xb[m:] = pad_row
                     xj = jnp.asarray(xb)
-                    if mesh is not None:
-                        (xj,) = shard_rows(mesh, xj)
+                    if place is not None:
+                        (xj,) = place.rows(xj)
                     sol = _solve_codes(atoms, b_dev, xj, lam_dev, z0, tol, max_steps, ws)
                     kkt = float(sol.kkt)
                     rows = f"rows {start}..{start + m - 1}"
