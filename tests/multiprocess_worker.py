@@ -2,8 +2,9 @@
 
 usage: python multiprocess_worker.py PORT N_PROCESSES PROCESS_ID DATA_DIR ATOMS_NPY LAM OUT_DIR
 Reads its share of the rows of DATA_DIR (``ActivationStore(...).part()``), solves the wide limit
-over all processes' rows (``distributed=True``), encodes its rows into OUT_DIR/part-<id>, and
-writes OUT_DIR/result-<id>.json.
+over all processes' rows (``distributed=True``), encodes its rows into OUT_DIR/part-<id>, trains
+the SAE in OUT_DIR/sae0 for 20 steps and fits 2 streamed epochs over all processes' rows
+(``train_sae``/``fit_dictionary`` with ``distributed=True``), and writes OUT_DIR/result-<id>.json.
 """
 
 import json
@@ -24,6 +25,14 @@ store = wl.ActivationStore(data, chunk_rows=512).part()
 sol = wl.solve_wide(store, lam, distributed=True)
 atoms = np.load(atoms_path)
 codes = wl.encode(atoms, sol.bias, store, lam, out=f"{out}/part-{pid}", block_rows=256, tol=1e-6)
+sae = wl.train_sae(
+    store, wl.load_saelens(f"{out}/sae0"), lam, key=jax.random.PRNGKey(3), steps=20,
+    batch_size=64, checkpoint_every=20, pool_rows=store.n_rows, distributed=True,
+)  # fmt: skip
+fit = wl.fit_dictionary(
+    store, 24, lam, key=jax.random.PRNGKey(5), init=atoms[:24], batch_size=50, block_rows=200,
+    max_epochs=2, tol=0.0, distributed=True,
+)  # fmt: skip
 with open(f"{out}/result-{pid}.json", "w") as f:
     json.dump(
         {
@@ -34,6 +43,12 @@ with open(f"{out}/result-{pid}.json", "w") as f:
             "gap": float(sol.gap),
             "code_norms": np.asarray(sol.code_norms).tolist(),
             "codes_rows": codes.shape[0],
+            "sae_losses": np.asarray(sae.losses).tolist(),
+            "fit_atoms": np.asarray(fit.atoms).tolist(),
+            "fit_losses": np.asarray(fit.history.loss[:2]).tolist(),
+            "fit_loss": float(fit.loss),
+            "fit_codes_rows": fit.codes.shape[0],
+            "sae_W_dec": np.asarray(sae.sae.W_dec).tolist(),
         },
         f,
     )

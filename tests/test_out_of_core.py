@@ -499,6 +499,8 @@ def test_two_processes_equal_one(problem, tmp_path):
     X = X[:1000]
     data = shard_dir(tmp_path, X, cuts=(0, 300, 700))
     np.save(tmp_path / "D.npy", D)
+    sae0 = wl.train_sae(X, 32, LAM, key=jax.random.PRNGKey(1), steps=5, batch_size=64).sae
+    wl.save_saelens(sae0, tmp_path / "sae0")
     worker = os.path.join(os.path.dirname(__file__), "multiprocess_worker.py")
     port = _free_port()
     env = dict(os.environ, JAX_PLATFORMS="cpu")
@@ -540,3 +542,27 @@ def test_two_processes_equal_one(problem, tmp_path):
         [wl.load_codes(tmp_path / f"part-{i}").dense_rows(slice(0, 500)) for i in range(2)]
     )
     np.testing.assert_allclose(codes, wl.encode(D, ref.bias, X, LAM, tol=1e-6), atol=1e-5)
+    # one SAE trained over both processes' rows = one process holding them all
+    one = wl.train_sae(
+        X, wl.load_saelens(tmp_path / "sae0"), LAM, key=jax.random.PRNGKey(3), steps=20,
+        batch_size=64, checkpoint_every=20,
+    )  # fmt: skip
+    for r in res:
+        np.testing.assert_allclose(r["sae_losses"], one.losses, rtol=1e-6)
+        np.testing.assert_allclose(r["sae_W_dec"], one.sae.W_dec, rtol=1e-5, atol=1e-6)
+    # two streamed fit epochs: block i of all processes' rows = process 0's and process 1's i-th
+    # blocks of 100 rows (one process reading those blocks as shards gives the same fit)
+    glob = tmp_path / "global"
+    glob.mkdir()
+    for i in range(5):
+        np.save(glob / f"{i:02d}.npy", np.concatenate([X[100 * i : 100 * i + 100],
+                                                       X[500 + 100 * i : 600 + 100 * i]]))  # fmt: skip
+    fit = wl.fit_dictionary(
+        str(glob), 24, LAM, key=jax.random.PRNGKey(5), init=D[:24], batch_size=50,
+        block_rows=200, max_epochs=2, tol=0.0,
+    )  # fmt: skip
+    for r in res:
+        assert r["fit_codes_rows"] == 500
+        np.testing.assert_allclose(r["fit_losses"], fit.history.loss[:2], rtol=1e-8)
+        np.testing.assert_allclose(r["fit_atoms"], fit.atoms, rtol=1e-7, atol=1e-9)
+        np.testing.assert_allclose(r["fit_loss"], float(fit.loss), rtol=1e-8)

@@ -33,6 +33,25 @@ def replicate(mesh, *arrays):
     return tuple(jax.device_put(a, NamedSharding(mesh, PartitionSpec())) for a in arrays)
 
 
+def replicate_tree(mesh, tree):
+    """Every array of ``tree`` on every device of ``mesh``, also across the processes of a
+    ``jax.distributed`` run (each process passes its own, equal, copy: no comparison, so NaN
+    placeholders pass); PRNG key arrays keep their type."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    full = NamedSharding(mesh, PartitionSpec())
+
+    def put(a):
+        if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+            impl = jax.random.key_impl(a)
+            return jax.random.wrap_key_data(put(jax.random.key_data(a)), impl=impl)
+        if jax.process_count() == 1:
+            return jax.device_put(a, full)
+        return jax.make_array_from_process_local_data(full, np.asarray(a))
+
+    return jax.tree.map(put, tree)
+
+
 def row_sharding(mesh, ndim: int):
     """The sharding of an ``ndim`` array whose leading (row) axis is split over ``mesh``."""
     from jax.sharding import NamedSharding, PartitionSpec

@@ -36,6 +36,18 @@ class BlockSums(NamedTuple):
 _MAX_FIELDS = ("kkt_k", "rmax")
 
 
+def over_processes(sums: BlockSums) -> BlockSums:
+    """``sums`` of every process of a ``jax.distributed`` run (float64; the identity in one)."""
+    from .processes import max_over_processes, sum_over_processes
+
+    return BlockSums(
+        *(
+            (max_over_processes if f in _MAX_FIELDS else sum_over_processes)(getattr(sums, f))
+            for f in BlockSums._fields
+        )
+    )
+
+
 def block_sums(X, D, Z, b, lam, w):
     """``BlockSums`` of rows (X, Z, w) and their residual norms ||r_n|| (traceable)."""
     R = X - b - Z @ D

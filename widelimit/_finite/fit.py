@@ -135,6 +135,7 @@ def fit_dictionary(
     throw: bool = False,
     codes_dir: str | None = None,
     block_rows: int | None = None,
+    distributed: bool = False,
     **options,
 ) -> DictionaryFit:
     """Learn D (unit rows), b and Z ≥ 0 minimising L = (1/2N)Σ w||x − b − Dz||² + (λ/N)Σ w||z||₁.
@@ -155,6 +156,13 @@ def fit_dictionary(
     a resumed fit continues with the next block. The history's losses are the online ones; the
     returned codes are ``SparseCodes`` (a ``CodeStore`` in ``codes_dir`` when given), exact for
     the returned atoms and bias, and the loss and residuals are computed from them.
+
+    ``distributed=True`` (a store of this process's rows, ``ActivationStore(...).part()``, in a
+    ``jax.distributed`` run): block i of an epoch is the i-th blocks of all processes together,
+    one global array over every device, and each minibatch of ``batch_size`` rows (divisible by
+    the devices) is drawn from it, so the fit equals one process holding those blocks; atoms
+    start from process 0's, the loss and residuals are summed over processes, and each process
+    gets the codes of its own rows. Checkpointing a distributed fit is not supported.
     """
     t_start = (time.perf_counter(), compile_seconds())
     solver = solver_of(solver, options)
@@ -168,10 +176,12 @@ def fit_dictionary(
             init_bias=init_bias, parents=parents, callback=callback,
             checkpoint_dir=checkpoint_dir, checkpoint_every=check_positive_int(
                 checkpoint_every, "checkpoint_every"), progress=progress, throw=throw,
-            codes_dir=codes_dir, block_rows=block_rows,
+            codes_dir=codes_dir, block_rows=block_rows, distributed=distributed,
         )  # fmt: skip
-    if codes_dir is not None or block_rows is not None:
-        raise ValueError("`codes_dir` and `block_rows` are for a store X (data out of core)")
+    if codes_dir is not None or block_rows is not None or distributed:
+        raise ValueError(
+            "`codes_dir`, `block_rows` and `distributed` are for a store X (data out of core)"
+        )
     X, width, lam, w = check_fit_inputs(X, width, lam, weights)
     checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
     n, d = X.shape

@@ -22,11 +22,13 @@ import numpy as np
 
 from .._core import checkpoint
 from .._core.compile_clock import compile_seconds
+from .._core.devices import replicate_tree, row_mesh, row_sharding
 from .._core.lock import dir_lock
 from .._core.objective import loss_from_sums, relative_gap, streamed_sums_of
+from .._core.processes import from_first_process, max_over_processes, sum_over_processes
 from .._core.progress import Progress
 from .._core.results import RESULTS
-from .._core.stationarity import first_order_from_sums
+from .._core.stationarity import first_order_from_sums, over_processes
 from .._core.store import as_store
 from .._core.validate import check_lam, check_matrix, to_device
 from .._wide.solve import solve_wide
@@ -79,6 +81,16 @@ def _block(cfg: _Config, s: StreamState, X, w, key, beta):
     )
 
 
+def _padded(blocks, n_blocks: int, shape, dt):
+    """``blocks`` followed by blocks of zero weight up to ``n_blocks`` (processes with fewer
+    rows take the same steps as the others)."""
+    i = -1
+    for i, xb, wb in blocks:
+        yield i, xb, wb
+    for j in range(i + 1, n_blocks):
+        yield j, np.zeros(shape, dt), np.zeros(shape[0], dt)
+
+
 def _blocks(store, rows: int, dt):
     """(block index, padded X block, weights) of fixed shape (rows, d); zero weight pads."""
     d = store.n_features
@@ -99,8 +111,13 @@ def _blocks(store, rows: int, dt):
         yield index, buf, wbuf
 
 
+def _local(tree):
+    """A tree of (possibly multi-process, replicated) arrays as this process's own arrays."""
+    return jax.tree.map(lambda a: jnp.asarray(np.asarray(a)), tree)
+
+
 def fit_store(X, width, lam, *, key, solver, init, init_bias, parents, callback, checkpoint_dir,
-              checkpoint_every, progress, throw, codes_dir, block_rows):  # fmt: skip
+              checkpoint_every, progress, throw, codes_dir, block_rows, distributed=False):  # fmt: skip
     """``fit_dictionary`` of a store; see there. ``solver.batch_size`` is required."""
     from .fit import DictionaryFit, check_init_bias, start_bias
 
@@ -112,13 +129,27 @@ def fit_store(X, width, lam, *, key, solver, init, init_bias, parents, callback,
         raise ValueError("fit_dictionary needs a store of known length (not an iterable)")
     n, d = store.n_rows, store.n_features
     bs = solver.batch_size
+    procs, mesh = 1, None
+    if distributed:
+        if checkpoint_dir is not None:
+            raise ValueError("checkpointing a distributed fit_dictionary is not supported")
+        procs, mesh = jax.process_count(), row_mesh("all")
+        n = int(sum_over_processes(np.asarray([n]))[0])  # all processes' rows
+        if bs % jax.device_count():
+            raise ValueError(
+                f"`batch_size` = {bs} does not split over {jax.device_count()} devices"
+            )
     if bs > n:
         raise ValueError(f"`batch_size` ({bs}) exceeds the number of samples ({n})")
     dt = jnp.result_type(jnp.dtype(store.dtype), jnp.float32)
     dt = jnp.float64 if dt == jnp.float64 else jnp.float32
     lam = check_lam(lam, dt)
     rows = bs * max(1, (block_rows or 16384) // bs)
-    rows = min(rows, bs * -(-n // bs))
+    rows = min(rows, bs * -(-n // bs))  # a block of all processes' rows; this process's share:
+    local_rows = rows // procs
+    n_blocks = -(-store.n_rows // local_rows)
+    if distributed:  # every process takes the same steps (zero-weight blocks where it has none)
+        n_blocks = int(max_over_processes(np.asarray([n_blocks]))[0])
     first = check_matrix(np.asarray(next(store.pools(min(n, 16384)))), "X")
     if init is not None:
         init = jnp.asarray(init, dt)
@@ -135,9 +166,22 @@ def fit_store(X, width, lam, *, key, solver, init, init_bias, parents, callback,
     )  # fmt: skip
     max_epochs = solver.max_epochs
     with dir_lock(checkpoint_dir):
-        wide = solve_wide(store, lam, fit_bias=solver.fit_bias, throw=False)
+        wide = solve_wide(
+            store, lam, fit_bias=solver.fit_bias, throw=False, distributed=distributed
+        )
         b0 = jnp.asarray(start_bias(wide, init_bias, solver.fit_bias), dt)
         D0 = data_init(first.astype(dt), b0, width, key) if init is None else init
+        if distributed:  # process 0's start
+            D0 = jnp.asarray(from_first_process(D0), dt)
+
+        def everywhere(tree):  # on every device of every process, or as it is
+            return replicate_tree(mesh, tree) if distributed else tree
+
+        def glob(a):  # this process's rows of one block of all processes' rows
+            if not distributed:
+                return jnp.asarray(a)
+            return jax.make_array_from_process_local_data(row_sharding(mesh, a.ndim), a)
+
         z = lambda *shape: to_device(np.zeros(shape, np.dtype(dt)), dt)  # noqa: E731
         nanv = to_device(np.full(max_epochs, np.nan, np.dtype(dt)), dt)
         negi = to_device(np.full(max_epochs, -1, np.int32), np.int32)
@@ -146,8 +190,8 @@ def fit_store(X, width, lam, *, key, solver, init, init_bias, parents, callback,
             jnp.asarray(0, jnp.int32), z(3), z(width), History(nanv, nanv, nanv, negi, negi),
         )  # fmt: skip
         loaded, _ = checkpoint.load(checkpoint_dir, state, fp)
-        state = loaded if loaded is not None else state
-        beta = jnp.asarray(1 - bs / n, dt)
+        state = everywhere(loaded if loaded is not None else state)
+        beta = everywhere(jnp.asarray(1 - bs / n, dt))
         bar = Progress(max_epochs, f"fit_dictionary K={width} (stream)", progress)
         result = RESULTS.max_steps_reached
         losses = np.asarray(state.history.loss)
@@ -155,14 +199,14 @@ def fit_store(X, width, lam, *, key, solver, init, init_bias, parents, callback,
         while int(state.epoch) < max_epochs:
             e = int(state.epoch)
             ekey = jax.random.fold_in(key, e)
-            for i, xb, wb in _blocks(store, rows, np.dtype(dt)):
+            blocks = _blocks(store, local_rows, np.dtype(dt))
+            for i, xb, wb in _padded(blocks, n_blocks, (local_rows, d), np.dtype(dt)):
                 if i < int(state.block):
                     continue  # finished before the interruption
                 if not np.all(np.isfinite(xb)):
                     raise ValueError(f"`X` contains NaN or Inf (block {i} of epoch {e})")
-                state = _block(
-                    cfg, state, jnp.asarray(xb), jnp.asarray(wb), jax.random.fold_in(ekey, i), beta
-                )
+                bkey = everywhere(jax.random.fold_in(ekey, i))
+                state = _block(cfg, state, glob(xb), glob(wb), bkey, beta)
                 since += 1
                 if checkpoint_dir is not None and since % checkpoint_every == 0:
                     checkpoint.save(checkpoint_dir, state, {"fingerprint": fp}, max_epochs)
@@ -180,10 +224,18 @@ def fit_store(X, width, lam, *, key, solver, init, init_bias, parents, callback,
                 put(h.dead, jnp.sum(state.active <= 0, dtype=jnp.int32)),
                 put(h.resampled, 0),
             )
-            state = eqx.tree_at(
-                lambda t: (t.epoch, t.block, t.sums, t.active, t.history),
-                state,
-                (state.epoch + 1, jnp.asarray(0, jnp.int32), z(3), z(width), h),
+            state = everywhere(
+                eqx.tree_at(
+                    lambda t: (t.epoch, t.block, t.sums, t.active, t.history),
+                    state,
+                    (
+                        state.epoch + 1,
+                        jnp.asarray(0, jnp.int32),
+                        z(3),
+                        z(width),
+                        _local(h) if distributed else h,
+                    ),  # fmt: skip
+                )
             )
             if checkpoint_dir is not None:
                 checkpoint.save(checkpoint_dir, state, {"fingerprint": fp}, max_epochs)
@@ -198,10 +250,13 @@ def fit_store(X, width, lam, *, key, solver, init, init_bias, parents, callback,
                 result = RESULTS.successful
                 break
         bar.close()
+        if distributed:
+            state = _local(state)
         D, b = state.D, state.b
         codes = encode(D, b if solver.fit_bias else None, store, lam, tol=solver.code_tol,
                        sparse=True, out=codes_dir, progress=False)  # fmt: skip
         sums, _ = streamed_sums_of(store, D, codes, b, lam)
+        sums = over_processes(sums) if distributed else sums
         kkt, _, stat, _, bres, _ = first_order_from_sums(sums, D, lam, solver.fit_bias)
         loss = jnp.asarray(loss_from_sums(sums, lam), dt)
         if not (np.isfinite(float(loss)) and bool(jnp.all(jnp.isfinite(D)))):

@@ -22,9 +22,10 @@ import optax
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from .._core import checkpoint
-from .._core.devices import row_mesh, row_sharding
+from .._core.devices import replicate_tree, row_mesh, row_sharding
 from .._core.lock import dir_lock
 from .._core.precision import full_precision
+from .._core.processes import from_first_process, max_over_processes
 from .._core.progress import Progress
 from .._core.results import RESULTS
 from .._core.store import as_store, is_store_like
@@ -118,6 +119,7 @@ def train_sae(
     throw: bool = False,
     pool_rows: int | None = None,
     devices=None,
+    distributed: bool = False,
 ) -> SAETraining:
     """Train an SAE of ``architecture`` (standard, topk, abstopk, batchtopk, matryoshka_batchtopk,
     jumprelu, gated) with minibatch ``optimizer`` (default ``optax.adam(learning_rate)``) on its
@@ -138,11 +140,30 @@ def train_sae(
     max(65536, 16·batch_size)), cycling through the store, so memory is one window and a resumed
     run reads on from the window it stopped in. ``devices`` (``"all"`` or a list) splits every
     minibatch's rows over devices (parameters replicated; ``batch_size`` must divide evenly).
+
+    ``distributed=True`` trains one SAE over the rows of every process of a ``jax.distributed``
+    run: each process passes its own rows as a store (``ActivationStore(...).part()``); window c
+    of the run is the c-th windows of all processes together, as one global array over every
+    device (``jax.make_array_from_process_local_data``), the parameters start from process 0's and
+    are replicated, and XLA's collectives do the rest: the run equals one process that holds all
+    the windows. Checkpointing a distributed run is not supported.
     """
     store = as_store(X) if is_store_like(X) else None
+    if distributed:
+        if store is None:
+            raise ValueError(
+                "distributed=True reads each process's own rows from a store: pass "
+                "ActivationStore(...).part()"
+            )
+        if checkpoint_dir is not None:
+            raise ValueError("checkpointing a distributed train_sae is not supported")
+        devices = "all"
     if store is not None:
         rows = check_positive_int(pool_rows, "pool_rows") if pool_rows is not None else None
         rows = rows or max(65536, 16 * check_positive_int(batch_size, "batch_size"))
+        if store.n_rows is not None:  # every process's windows have one shape
+            rows = min(rows, store.n_rows)
+            rows = int(-max_over_processes(np.asarray([-rows]))[0]) if distributed else rows
         pools = store.pools(rows)
         X = check_matrix(next(pools), "X")
     else:
@@ -200,15 +221,21 @@ def train_sae(
     with dir_lock(checkpoint_dir):  # after validation: a bad call creates nothing
         if not given:
             scale = float(jnp.median(jnp.linalg.norm(X - jnp.mean(X, 0), axis=1)))
+            scale = float(from_first_process(scale)) if distributed else scale
             lam_b = lam_v if b_dec_init == "wide" else max(scale, 1e-30) * 1e-6
             b0 = solve_wide(
-                X if store is None else store, lam_b, rtol=1e-5, max_steps=5000, throw=False
-            ).bias
+                X if store is None else store, lam_b, rtol=1e-5, max_steps=5000, throw=False,
+                distributed=distributed,
+            ).bias  # fmt: skip
             k_init, key = jax.random.split(key)
             sae = init_sae(X, width, b0, k_init, arch, k=k, lam=lam, widths=widths)
         opt = default_optimizer(float(lr)) if optimizer is None else optimizer
         params, static = eqx.partition(sae, eqx.is_inexact_array)
+        if distributed:  # process 0's parameters, on every device of every process
+            params = replicate_tree(mesh, jax.tree.map(from_first_process, params))
         state = _TrainState(params, opt.init(params), jnp.asarray(0, jnp.int32))
+        if distributed:
+            state, lam_v, key = replicate_tree(mesh, (state, lam_v, key))
         losses = np.full(steps, np.nan, np.asarray(X[:1]).dtype)
         resumed_from = 0
         if checkpoint_dir is not None:
@@ -232,6 +259,8 @@ def train_sae(
         while done < steps:
             n = min(chunk, steps - done)
             Xc = X if store is None else check_matrix(next(pools), "X")
+            if distributed:  # this process's window is its rows of the global window
+                Xc = jax.make_array_from_process_local_data(row_sharding(mesh, 2), np.asarray(Xc))
             new, chunk_losses = _run_chunk(state, Xc, lam_v, key, n, static, opt, batch_size, mesh)
             chunk_losses = np.asarray(chunk_losses)
             losses[done : done + n] = chunk_losses
