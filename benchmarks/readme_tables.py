@@ -256,6 +256,21 @@ def scale(r):
         "| `encode` rows/s over 1 / 2 / 4 / 8 forced host devices (2 cores shared), K = "
         f"{dv[0]['k']} | {speeds} | 1 device | {ratios} | (overhead, honestly) |"
     )
+    if r.get("hull"):
+        full, small, wide = r["hull"]
+        rows.append(
+            f"| hull condition of K = {wide['k']:,} atoms, {wide['rows']:,} sparse rows "
+            f"({wide['nonzeros_per_row']} nonzeros each): the violated pairs only "
+            f"({wide['violated_pairs']:,}) | {wide['seconds']:.1f} s, peak RSS "
+            f"{wide['peak_rss_gb']:.2f} GB | K × K arrays: {wide['kxk_gb_float32']:.0f} GB (not run) | "
+            f"| no K × K array: met |"
+        )
+        rows.append(
+            f"| same at K = {small['k']:,}: violated pairs only / K × K table | "
+            f"{small['seconds']:.1f} s, {small['peak_rss_gb']:.2f} GB | K × K table "
+            f"{full['seconds']:.1f} s, {full['peak_rss_gb']:.2f} GB | "
+            f"{full['peak_rss_gb'] / small['peak_rss_gb']:.1f}× less memory | |"
+        )
     return "\n".join(rows) + f"\n\n{_machine(r)}."
 
 

@@ -8,7 +8,10 @@ fresh process (so its wall time includes compilation and its peak RSS is its own
   ``X @ Dᵀ`` product over the same blocks in the same process (the floor of an exact encode);
 - ``check_optimality`` of those codes read back from disk;
 - one streamed epoch of ``fit_dictionary`` (K = 1024, batch 1024) on N/64 rows;
-- device scaling: ``encode`` over 1, 2, 4, 8 forced host devices (they share this machine's cores).
+- device scaling: ``encode`` over 1, 2, 4, 8 forced host devices (they share this machine's cores);
+- the hull condition of a wide dictionary (``hull_table``) on generated sparse codes: the compact
+  table (violated pairs only) at K = 65,536, and at K = 8192 beside the K × K table (the baseline).
+  ``--only hull`` reruns just these and merges them into scale.json.
 Writes benchmarks/results/scale.json and .png. ``--quick`` (and the smoke run of make test) uses
 small sizes.
 """
@@ -83,6 +86,22 @@ def task(args) -> dict:
     import widelimit as wl
 
     t0 = time.perf_counter()
+    if args.task == "hull":  # N × K sparse codes, 16 nonzeros per row, random unit atoms
+        r = np.random.default_rng(0)
+        n, nnz = 4000, 16
+        idx = np.stack([r.choice(args.k, nnz, replace=False) for _ in range(n)]).astype(np.int32)
+        codes = wl.SparseCodes(idx, r.lognormal(0, 0.75, (n, nnz)).astype(np.float32), args.k)
+        atoms = r.normal(size=(args.k, D_FEATURES)).astype(np.float32)
+        atoms /= np.linalg.norm(atoms, axis=1, keepdims=True)
+        t0 = time.perf_counter()
+        violated_only = 1e-3 if args.hull == "violated" else None
+        table = wl.hull_table(codes, atoms, violated_only=violated_only)
+        n_bad = len(table.pairs) if violated_only is not None else int(
+            (np.asarray(-table.margin / np.maximum(table.mu, 1e-30)[None, :]) > 1e-3).sum()
+        )  # fmt: skip
+        return {"k": args.k, "rows": n, "nonzeros_per_row": nnz, "hull": args.hull,
+                "seconds": time.perf_counter() - t0, "violated_pairs": n_bad,
+                "kxk_gb_float32": 5 * args.k**2 * 4 / 2**30}  # fmt: skip
     store = wl.ActivationStore(args.store).part(0, args.parts)
     if args.task == "wide":
         sol = wl.solve_wide(store, args.lam)
@@ -161,15 +180,22 @@ def task(args) -> dict:
             "k": args.k,
             "seconds": time.perf_counter() - t0,
             "code_kkt_max": float(rep.code_kkt_max),
-            "violated_pairs": int(np.asarray(rep.hull_violated).sum()),
+            "violated_pairs": len(rep.violated_pairs),
         }
     raise ValueError(args.task)
 
 
+def hull_runs(args, ks) -> list[dict]:
+    """The K × K table (baseline) and the compact one at ks[0], the compact one at ks[1]."""
+    small, wide = ks
+    return [run(args, task="hull", k=small, hull="full"), run(args, task="hull", k=small),
+            run(args, task="hull", k=wide)]  # fmt: skip
+
+
 def run(args, **kw) -> dict:
     """``task`` in a fresh process; adds its peak RSS."""
-    cmd = [sys.executable, __file__, "--task", kw.pop("task"), "--store", args.store_dir]
-    cmd += ["--work", args.work, "--lam", str(args.lam), "--code-lam", str(args.code_lam)]
+    cmd = [sys.executable, __file__, "--task", kw.pop("task"), "--store", str(args.store_dir)]
+    cmd += ["--work", str(args.work), "--lam", str(args.lam), "--code-lam", str(args.code_lam)]
     for k, v in kw.items():
         cmd += [f"--{k}", str(v)]
     env = dict(os.environ)
@@ -197,6 +223,8 @@ def main():
     ap.add_argument("--rows", type=int, default=4_000_000)
     ap.add_argument("--encode-parts", type=int, nargs=2, default=[64, 32])
     ap.add_argument("--store-dir", default=None)
+    ap.add_argument("--hull", default="violated")
+    ap.add_argument("--only", choices=["hull"])
     args = ap.parse_args()
     if args.task:
         res = task(args)
@@ -208,6 +236,15 @@ def main():
         args.rows, args.k, args.encode_parts = 1 << 15, 256, [8, 4]
     if SMOKE:  # make test: only that the script runs end to end
         args.rows, args.k, args.encode_parts = 1 << 13, 128, [2, 1]
+    hull_k = (1024, 4096) if quick else (8192, 65536)
+    hull_k = (256, 1024) if SMOKE else hull_k
+    if args.only == "hull":
+        path = os.path.join(RESULTS, "scale_quick.json" if quick else "scale.json")
+        with open(path) as f:
+            payload = {k: v for k, v in json.load(f).items() if k != "machine"}
+        payload["hull"] = hull_runs(args, hull_k)
+        print("wrote", write("scale_quick" if quick else "scale", payload))
+        return
     args.work = tempfile.mkdtemp(prefix="widelimit-scale-")
     keep_store = args.store_dir is not None  # --store-dir: generated once, kept for reruns
     args.store_dir = args.store_dir or os.path.join(args.work, "store")
@@ -238,6 +275,7 @@ def main():
             run(args, task="encode", parts=dev_parts, k=args.k // 4, devices=n)
             for n in ((2,) if SMOKE else (1, 2, 4, 8))
         ]
+        hull = hull_runs(args, hull_k)
     finally:
         shutil.rmtree(args.work, ignore_errors=True)
         if not keep_store:
@@ -260,6 +298,7 @@ def main():
         "check_optimality": check,
         "fit_epoch": fit,
         "device_scaling": devices,
+        "hull": hull,
         "goals": {
             "peak_rss_independent_of_N_within_10pct": abs(rss[1] / rss[0] - 1) <= 0.10,
             "peak_rss_under_3gb": max(r["peak_rss_gb"] for r in wide + enc + [check]) < 3,

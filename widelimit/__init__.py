@@ -5,6 +5,7 @@ __version__ = "0.1.0"
 from . import datasets as datasets
 from ._analysis.conditions import OptimalityReport as OptimalityReport
 from ._analysis.conditions import check_optimality as check_optimality
+from ._analysis.hull_table import HullPairs as HullPairs
 from ._analysis.hull_table import HullTable as HullTable
 from ._analysis.hull_table import hull_table as hull_table
 from ._analysis.lower_bound import LowerBound as LowerBound
