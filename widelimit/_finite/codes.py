@@ -154,8 +154,29 @@ def _violation(D, Xc, lam, Zr, rows):
     return jnp.max(jnp.abs(Zr - jnp.maximum(Zr - grad, 0)), axis=1), grad
 
 
+def _violation_ws(D, Xc, lam, Zr, rows, idx, zs):
+    """``_violation`` of rows whose codes ``zs`` (rows × ws) sit at atoms ``idx``: D z_n summed
+    from the ws atoms the row uses (O(ws·d) per row, not the dense (rows × K) @ (K × d) product)."""
+    acc = jnp.zeros((zs.shape[0], D.shape[1]), D.dtype)
+    Dz = lax.fori_loop(0, idx.shape[1], lambda w, a: a + zs[:, w, None] * D[idx[:, w]], acc)
+    grad = lam - (Xc[rows] - Dz) @ D.T
+    return jnp.max(jnp.abs(Zr - jnp.maximum(Zr - grad, 0)), axis=1), grad
+
+
+def _start_violation(D, Xc, lam, Z):
+    """``_violation`` of every row; from all-zero codes (a cold start) without the Z D product."""
+    n = Xc.shape[0]
+
+    def cold(_):
+        grad = lam - Xc @ D.T
+        return jnp.max(jnp.maximum(-grad, 0), axis=1, initial=0.0), grad
+
+    return lax.cond(jnp.any(Z > 0), lambda Z: _violation(D, Xc, lam, Z, jnp.arange(n)), cold, Z)
+
+
 def _dense_rows(D, G, Xc, lam, Z, v, grads, tol, max_steps):
-    """Rows still violating (v > tol·λ) solved densely by FISTA, the worst 64 at a time."""
+    """Rows still violating (v > tol·λ) solved densely by FISTA, the worst 64 at a time; returns
+    (Z, v)."""
     n = Z.shape[0]
     thresh = tol * lam
     dblock = min(n, 64)
@@ -169,12 +190,12 @@ def _dense_rows(D, G, Xc, lam, Z, v, grads, tol, max_steps):
         vb, gb = _violation(D, Xc, lam, zb, rows)
         return Z.at[rows].set(zb), v.at[rows].set(vb), grads.at[rows].set(gb), i + 1
 
-    Z, _, _, _ = lax.while_loop(
+    Z, v, _, _ = lax.while_loop(
         lambda c: (jnp.max(c[1]) > thresh) & (c[3] < -(-n // dblock) + 1),
         dense_rows,
         (Z, v, grads, jnp.asarray(0, jnp.int32)),
     )
-    return Z
+    return Z, v
 
 
 @eqx.filter_jit
@@ -182,7 +203,7 @@ def dense_fallback(D, b, X, lam, Z, tol, max_steps):
     """The dense solve of ``working_set_lasso`` on its own, for codes from ``dense=False``."""
     Xc = X - b
     v, grads = _violation(D, Xc, lam, Z, jnp.arange(X.shape[0]))
-    return _dense_rows(D, D @ D.T, Xc, lam, Z, v, grads, tol, max_steps)
+    return _dense_rows(D, D @ D.T, Xc, lam, Z, v, grads, tol, max_steps)[0]
 
 
 @eqx.filter_jit
@@ -197,6 +218,7 @@ def working_set_lasso(
     ws: int | tuple[int, ...],
     block: int = 1024,
     dense: bool = True,
+    kkt: bool = False,
 ):
     """Nonnegative-lasso codes by per-point working sets (the support first, then the most violated
     KKT conditions), in tiers of increasing size ``ws``. In each tier, rows are processed ``block``
@@ -206,7 +228,8 @@ def working_set_lasso(
     is computed once per solve and once per solved block. Rows whose support fills a tier go to the
     next; those that fill the last are solved densely (FISTA), 64 at a time. With ``dense=False``
     that last step is left out and (Z, whether it is needed) returned: ``dense_fallback`` is then a
-    program of its own, compiled only by a fit that needs it."""
+    program of its own, compiled only by a fit that needs it. With ``kkt=True``: (Z, the worst
+    KKT residual max_n,k |z − [z − g]₊|), kept exact for every row as it is solved."""
     n = X.shape[0]
     Xc = X - b
     G = D @ D.T
@@ -231,7 +254,7 @@ def working_set_lasso(
             g0 = jnp.take_along_axis(grads[rows], idx, 1).T - lam
             zs = nonneg_lasso_cd(Gt, g0, lam, zt, tol, max_steps, unroll)[0].T
             Zr = jnp.zeros_like(Zr).at[jnp.arange(block)[:, None], idx].set(zs)
-            vr, gr = _violation(D, Xc, lam, Zr, rows)
+            vr, gr = _violation_ws(D, Xc, lam, Zr, rows, idx, zs)
             filled = jnp.all(zs > 0, axis=1)
             return (
                 Z.at[rows].set(Zr),
@@ -250,7 +273,7 @@ def working_set_lasso(
         return Z, v, grads, full
 
     Z = jnp.maximum(Z0, 0)
-    v, grads = _violation(D, Xc, lam, Z, jnp.arange(n))
+    v, grads = _start_violation(D, Xc, lam, Z)
     todo = jnp.ones(n, bool)
     for t, size in enumerate(tiers):  # the first tier solves most rows: its sweeps are unrolled
         first = t == 0
@@ -259,7 +282,8 @@ def working_set_lasso(
         )
     if not dense:
         return Z, jnp.max(v) > thresh
-    return _dense_rows(D, G, Xc, lam, Z, v, grads, tol, max_steps)
+    Z, v = _dense_rows(D, G, Xc, lam, Z, v, grads, tol, max_steps)
+    return (Z, jnp.max(v, initial=0.0)) if kkt else Z
 
 
 class CodeSolution(eqx.Module):
@@ -291,10 +315,14 @@ def initial_tiers(width: int) -> tuple[int, int]:
 
 @eqx.filter_jit
 def _solve_codes(atoms, b, X, lam, Z0, tol, max_steps, ws):
-    Z = gram_codes(atoms, b, X, lam, Z0, tol, max_steps, ws)
-    # the gradient Gz − c + λ = λ − (x − b − Dz)·D: two (N × K × d) products, not Z G (N × K²)
-    res, _ = _violation(atoms, X - b, lam, Z, slice(None))
-    kkt = jnp.max(res, initial=0.0) / lam
+    if _uses_working_sets(ws, atoms.shape[0]):  # the residual it keeps is exact for every row
+        Z, worst = working_set_lasso(atoms, b, X, lam, Z0, tol, max_steps, ws, kkt=True)
+    else:
+        Z = gram_codes(atoms, b, X, lam, Z0, tol, max_steps, ws)
+        # the gradient Gz − c + λ = λ − (x − b − Dz)·D: two (N × K × d) products, not Z G
+        res, _ = _violation(atoms, X - b, lam, Z, slice(None))
+        worst = jnp.max(res, initial=0.0)
+    kkt = worst / lam
     result = RESULTS.where(
         jnp.isfinite(kkt),
         RESULTS.where(kkt <= tol, RESULTS.successful, RESULTS.max_steps_reached),
@@ -441,6 +469,10 @@ def decode(
     return out if bias is None else out + jnp.asarray(bias, atoms.dtype)
 
 
+def _uses_working_sets(ws, width: int) -> bool:
+    return ws is not None and min(ws if isinstance(ws, tuple) else (ws,)) < width
+
+
 def gram_codes(
     atoms,
     b,
@@ -455,7 +487,7 @@ def gram_codes(
     """Traceable core used by the fitting loops: codes for (atoms, b) warm-started at Z0
     (per-point working sets in tiers of ``ws`` atoms when ws < width, else the dense solver).
     ``dense=False``: as ``working_set_lasso``'s, (codes, whether rows still need the dense solve)."""
-    if ws is not None and min(ws if isinstance(ws, tuple) else (ws,)) < atoms.shape[0]:
+    if _uses_working_sets(ws, atoms.shape[0]):
         return working_set_lasso(atoms, b, X, lam, Z0, tol, max_steps, ws, dense=dense)
     G = atoms @ atoms.T
     Z = nonneg_lasso(G, (X - b) @ atoms.T, lam, Z0, tol, max_steps, L=gram_lipschitz(atoms, G))[0]
