@@ -254,7 +254,10 @@ def working_set_lasso(
             g0 = jnp.take_along_axis(grads[rows], idx, 1).T - lam
             zs = nonneg_lasso_cd(Gt, g0, lam, zt, tol, max_steps, unroll)[0].T
             Zr = jnp.zeros_like(Zr).at[jnp.arange(block)[:, None], idx].set(zs)
-            vr, gr = _violation_ws(D, Xc, lam, Zr, rows, idx, zs)
+            if 8 * size <= D.shape[0]:  # D z from the ws atoms: gathers beat the dense product
+                vr, gr = _violation_ws(D, Xc, lam, Zr, rows, idx, zs)
+            else:
+                vr, gr = _violation(D, Xc, lam, Zr, rows)
             filled = jnp.all(zs > 0, axis=1)
             return (
                 Z.at[rows].set(Zr),
