@@ -26,13 +26,6 @@ def shard_rows(mesh, *arrays):
     return tuple(jax.device_put(a, row_sharding(mesh, a.ndim)) for a in arrays)
 
 
-def replicate(mesh, *arrays):
-    """``arrays`` copied to every device of ``mesh``."""
-    from jax.sharding import NamedSharding, PartitionSpec
-
-    return tuple(jax.device_put(a, NamedSharding(mesh, PartitionSpec())) for a in arrays)
-
-
 def replicate_tree(mesh, tree):
     """Every array of ``tree`` on every device of ``mesh``, also across the processes of a
     ``jax.distributed`` run (each process passes its own, equal, copy: no comparison, so NaN
@@ -98,7 +91,8 @@ class Placement(NamedTuple):
         )
 
     def replicated(self, *arrays):
-        return self._put(lambda n: (), arrays)
+        """Arrays every device holds whole (the bias, λ)."""
+        return tuple(replicate_tree(self.mesh, list(arrays)))
 
 
 def placement(devices, shard: str = "rows", width: int | None = None) -> Placement | None:
