@@ -152,7 +152,8 @@ def fit_dictionary(
     Out of core: X may be an ``ActivationStore`` or anything it reads (a memmap is an array here).
     The fit then runs online minibatch epochs (``batch_size`` required) over blocks of
     ``block_rows`` rows (default 16384), keeping the sufficient statistics A = ZᵀWZ and
-    B = ZᵀW(X − b) (O(K² + Kd) memory, never N × K); a checkpoint stores the stream position, so
+    B = ZᵀW(X − b) (O(K² + Kd) memory, never N × K; A is dense: 4K² bytes in float32, 17 GB at
+    K = 65,536); a checkpoint stores the stream position, so
     a resumed fit continues with the next block. The history's losses are the online ones; the
     returned codes are ``SparseCodes`` (a ``CodeStore`` in ``codes_dir`` when given), exact for
     the returned atoms and bias, and the loss and residuals are computed from them.
