@@ -239,7 +239,8 @@ def test_violated_only_equals_the_full_tables_violations(seed, n, k, density, to
     sev = np.asarray(conditions.hull_severity(full.margin, full.mu))
     want = np.argwhere(sev > tol)
     for codes in (Z, wl.SparseCodes.from_dense(Z)):
-        p = wl.hull_table(codes, D, top=top, fit_bias=bias, violated_only=tol)
+        # columns 3 at a time: the depth reads and the table in several blocks, the last one short
+        p = wl.hull_table(codes, D, top=top, fit_bias=bias, violated_only=tol, block=3)
         assert sorted(map(tuple, p.pairs.tolist())) == sorted(map(tuple, want.tolist()))
         assert np.all(p.severity[:-1] >= p.severity[1:])  # worst first
         i, j = p.pairs[:, 0], p.pairs[:, 1]
@@ -271,6 +272,8 @@ def test_compact_report_of_a_hierarchy(rng, monkeypatch):
         small.hull_severity()
     with pytest.raises(ValueError, match="`hull`"):
         wl.check_optimality(X, D, Z, b, 0.1, hull="some")
+    with pytest.raises(ValueError, match="`block`"):
+        wl.hull_table(Z, D, block=0)
     p = wl.pair_hull(wl.SparseCodes.from_dense(Z), 1, 0, atoms=D)
     q = wl.pair_hull(Z, 1, 0, atoms=D)
     for f in ("lo", "hi", "target", "margin", "mu_i", "mu_j"):

@@ -249,27 +249,14 @@ def _streamed_report(
         codes, D, weights=w, fit_bias=fit_bias, violated_only=tol if compact else None
     )
     if scale is not None:  # codes z_j·||d_j||: lo, hi, μ, target and margin scale with column j
-        s = np.asarray(scale)
-        if compact:  # the severity −margin/μ_j is scale-free
-            col = s[table.pairs[:, 1]]
-            table = eqx.tree_at(
-                lambda t: (t.lo, t.hi, t.target, t.margin, t.mu),
-                table,
-                (table.lo * col, table.hi * col, table.target * col, table.margin * col,
-                 table.mu * s),
-            )  # fmt: skip
-        else:
-            table = eqx.tree_at(
-                lambda t: (t.lo, t.hi, t.target, t.margin, t.mu),
-                table,
-                (
-                    table.lo * scale[None, :],
-                    table.hi * scale[None, :],
-                    table.target * scale[None, :],
-                    table.margin * scale[None, :],
-                    table.mu * scale,
-                ),
-            )
+        s = np.asarray(scale)  # (the severity −margin/μ_j is scale-free)
+        col = s[table.pairs[:, 1]] if compact else s[None, :]  # per violated pair, or per column
+        table = eqx.tree_at(
+            lambda t: (t.lo, t.hi, t.target, t.margin, t.mu),
+            table,
+            (table.lo * col, table.hi * col, table.target * col, table.margin * col,
+             table.mu * s),
+        )  # fmt: skip
     return _report(
         kkt, kkt_k, stat, direction, bres, wide, jnp.asarray(wants), table, tol, fit_bias
     )

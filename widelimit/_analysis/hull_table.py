@@ -194,13 +194,14 @@ def _sparse_rows(codes, idx):
     return ind, np.take_along_axis(Z, ind, 1)
 
 
-def _depths(codes, ti, limit, top: int):
+def _depths(codes, ti, limit, top: int, block: int | None = None):
     """(i, j, depth) for every feature i active at j's top point: depth = how many of j's leading
     top points (of the ``limit[j]`` active ones) have z_i > 0. Any other i has depth 0. Rows are
-    read sparse, ``top`` per feature j, in blocks of j; membership by one sorted search."""
+    read sparse, ``top`` per feature j, in blocks of ``block`` features j (default: about 2²¹
+    slots of rows at a time); membership by one sorted search."""
     k = ti.shape[0]
     width = getattr(codes, "k", None) or k  # a row's slots: its sparse k, or the dense width
-    cols = int(max(1, min(k, (1 << 21) // (top * max(width, 1)))))
+    cols = block or int(max(1, min(k, (1 << 21) // (top * max(width, 1)))))
     out = []
     for j0 in range(0, k, cols):
         j1 = min(k, j0 + cols)
@@ -247,7 +248,7 @@ def hull_table(
     fit_bias: bool = True,
     top: int = 32,
     chunk_rows: int = 8192,
-    block: int = 128,
+    block: int | None = None,
     violated_only: float | None = None,
 ) -> HullTable | HullPairs:
     """The hull condition for all K² ordered pairs, in O(NK + K²d + KTk) time and O(chunk·K +
@@ -257,7 +258,8 @@ def hull_table(
     ``chunk_rows`` row chunks); codes must be ≥ 0 and atoms unit rows (``check_optimality``
     validates both). Rows with zero weight are ignored. Returns the K × K ``HullTable``, or with
     ``violated_only=tol`` the ``HullPairs`` violated beyond tol (severity −margin/μ_j > tol) and
-    per-atom counts, built ``block`` columns at a time: no K × K array is ever held.
+    per-atom counts: no K × K array is ever held. Columns j are read and judged ``block`` at a
+    time (default: sized to about 2²¹ numbers of rows and 2²² of the table).
     """
     D = check_matrix(atoms, "atoms")
     if isinstance(codes, (list, tuple)):
@@ -271,6 +273,8 @@ def hull_table(
     if codes.shape[1] != D.shape[0]:
         raise ValueError(f"`codes` has {codes.shape[1]} columns but there are {D.shape[0]} atoms")
     check_sparse(codes)
+    if block is not None and not (isinstance(block, (int, np.integer)) and block >= 1):
+        raise ValueError(f"`block` must be a positive number of columns, got {block!r}")
     if violated_only is not None and not (np.isfinite(violated_only) and violated_only >= 0):
         raise ValueError(f"`violated_only` must be a tolerance ≥ 0, got {violated_only!r}")
     dt = jnp.result_type(D.dtype, code_rows(codes, 0, 1).dtype)  # canonical (float32 without x64)
@@ -306,7 +310,7 @@ def hull_table(
     # top activations decide hi for pairs of sparse features: hi_ij = z_j at the first of j's top
     # points where z_i = 0; only the features i active at j's top point differ from tv[j, 0]
     base = np.where(limit > 0, tv_np[:, 0], 0).astype(dt)
-    oi, oj, depth = _depths(codes, np.asarray(ti), limit, top)
+    oi, oj, depth = _depths(codes, np.asarray(ti), limit, top, block)
     ohi = np.where(depth < limit[oj], tv_np[oj, np.minimum(depth, top - 1)], 0).astype(dt)
     unresolved = (depth >= top) & (count_np[oj] > top) & ~dense[oi] & ~dense[oj] & (oi != oj)
     pi, pj = oi[unresolved], oj[unresolved]
@@ -346,7 +350,6 @@ def hull_table(
             lo[dense_idx, :], hi[dense_idx, :] = rlo[:, j0:j1], rhi[:, j0:j1]
         return lo, hi
 
-    Dj = jnp.asarray(D, dt)
     if violated_only is None:
         lo, hi = bounds(0, k)
         target = (1 - D @ D.T) * jnp.asarray(mu)[None, :]
@@ -354,7 +357,8 @@ def hull_table(
         margin = hull_margin(lo, hi, target, mu_j, fit_bias)
         return HullTable(lo, hi, target, margin, mu_j, count, n_exact)
 
-    cols = int(max(1, min(k, (1 << 22) // k)))
+    cols = min(k, block or int(max(1, (1 << 22) // k)))
+    Dj = jnp.asarray(D, dt)
     pad = -k % cols  # every block has one shape: padded columns have μ = 0 (not relevant)
     Dp = jnp.pad(Dj, ((0, pad), (0, 0)))
     mup = jnp.asarray(np.pad(mu, (0, pad)))

@@ -157,9 +157,7 @@ def _violation(D, Xc, lam, Zr, rows):
 def _violation_ws(D, Xc, lam, Zr, rows, idx, zs):
     """``_violation`` of rows whose codes ``zs`` (rows × ws) sit at atoms ``idx``: D z_n summed
     from the ws atoms the row uses (O(ws·d) per row, not the dense (rows × K) @ (K × d) product)."""
-    acc = jnp.zeros((zs.shape[0], D.shape[1]), D.dtype)
-    Dz = lax.fori_loop(0, idx.shape[1], lambda w, a: a + zs[:, w, None] * D[idx[:, w]], acc)
-    grad = lam - (Xc[rows] - Dz) @ D.T
+    grad = lam - (Xc[rows] - sparse_decode(idx, zs, D)) @ D.T
     return jnp.max(jnp.abs(Zr - jnp.maximum(Zr - grad, 0)), axis=1), grad
 
 

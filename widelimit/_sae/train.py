@@ -231,10 +231,10 @@ def train_sae(
             sae = init_sae(X, width, b0, k_init, arch, k=k, lam=lam, widths=widths)
         opt = default_optimizer(float(lr)) if optimizer is None else optimizer
         params, static = eqx.partition(sae, eqx.is_inexact_array)
-        if distributed:  # process 0's parameters, on every device of every process
-            params = replicate_tree(mesh, jax.tree.map(from_first_process, params))
+        if distributed:  # process 0's parameters ...
+            params = jax.tree.map(lambda a: jnp.asarray(from_first_process(a)), params)
         state = _TrainState(params, opt.init(params), jnp.asarray(0, jnp.int32))
-        if distributed:
+        if distributed:  # ... and the whole state on every device of every process
             state, lam_v, key = replicate_tree(mesh, (state, lam_v, key))
         losses = np.full(steps, np.nan, np.asarray(X[:1]).dtype)
         resumed_from = 0
