@@ -43,7 +43,9 @@ def clock(f):
 
 
 def one_width(X, lam, K, key, old_default):
-    fit = wl.fit_dictionary(X, K, lam, key=key, max_epochs=3, tol=0, progress=False)
+    fit = wl.fit_dictionary(
+        X, K, lam, key=key, max_epochs=3, loss_tol=0, stop="loss", progress=False
+    )
     D, b = fit.atoms, fit.bias
     loss = lambda Z: float(wl.dictionary_loss(f64(X), f64(D), f64(Z), f64(b), lam))  # noqa: E731
     new, first = clock(lambda: wl.solve_codes(D, b, X, lam))
@@ -77,7 +79,7 @@ def one_width(X, lam, K, key, old_default):
     # one warm fit epoch: the same fit again, its programs compiled; the median epoch
     stamps = []
     wl.fit_dictionary(
-        X, K, lam, key=key, max_epochs=3, tol=0, progress=False,
+        X, K, lam, key=key, max_epochs=3, loss_tol=0, stop="loss", progress=False,
         callback=lambda e, h: stamps.append(time.perf_counter()),
     )  # fmt: skip
     epoch = float(np.median(np.diff(stamps)))

@@ -84,7 +84,7 @@ def run_widelimit(X, k, lam, epochs, seed=0, batch_size=None):
         losses.append(float(hist["loss"][-1]))
 
     fit = wl.fit_dictionary(
-        X, k, lam, key=key, max_epochs=epochs, tol=0.0, callback=cb,
+        X, k, lam, key=key, max_epochs=epochs, loss_tol=0, stop="loss", callback=cb,
         progress=False, batch_size=batch_size,
     )  # fmt: skip
     return np.asarray(times), np.asarray(losses), fit

@@ -29,7 +29,7 @@ def main(tag, ks):
     for k in ks:
         times = []
         t0 = time.perf_counter()
-        wl.fit_dictionary(X, k, lam, key=jax.random.key(0), max_epochs=3, tol=0.0, progress=False,
+        wl.fit_dictionary(X, k, lam, key=jax.random.key(0), max_epochs=3, loss_tol=0, stop="loss", progress=False,
                           callback=lambda e, h: times.append(time.perf_counter() - t0))  # fmt: skip
         print(
             json.dumps(

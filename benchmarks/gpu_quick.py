@@ -29,7 +29,9 @@ def fit(X, k, lam, epochs):
         times.append(time.perf_counter() - t0)
         losses.append(float(h["loss"][-1]))
 
-    wl.fit_dictionary(X, k, lam, key=key, max_epochs=epochs, tol=0.0, progress=False, callback=cb)
+    wl.fit_dictionary(
+        X, k, lam, key=key, max_epochs=epochs, loss_tol=0, stop="loss", progress=False, callback=cb
+    )
     return np.asarray(times), np.asarray(losses)
 
 

@@ -112,6 +112,28 @@ def code_solver(r):
     return "\n".join(rows) + f"\n\nN = {r['n']}, d = {r['d']}; {_machine(r)}."
 
 
+def stop_rule(r):
+    rows = [
+        '| K | baseline (`stop="loss"`): epochs, time, worst atom, passed | default: epochs (polish '
+        "steps), time (compile) | worst first-order residual | `passed` | time to the baseline's loss "
+        "÷ baseline's time | total ÷ baseline | goal (issue 19) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for x in r["rows"]:
+        b, d = x["baseline"], x["default"]
+        worst = max(d["code_kkt"], d["atom_stationarity"], d["bias_residual"])
+        reach = x["ratio_to_baseline_loss"]
+        ok = d["passed"] and reach is not None and reach <= 1.5
+        rows.append(
+            f"| {x['K']} | {b['epochs']}, {_ms(b['seconds'])}, {b['atom_stationarity']:.1e}, "
+            f"{b['passed']} | {d['epochs']} ({x['polish_steps']}), {_ms(d['seconds'])} "
+            f"({_ms(d['compile_seconds'])}) | {worst:.1e} | **{d['passed']}** "
+            f"| {'—' if reach is None else f'{reach:.2f}×'} | {x['ratio_total']:.2f}× "
+            f"| passes, ≤ 1.5× to the baseline's loss: {_yes(ok)} |"
+        )
+    return "\n".join(rows) + f"\n\nN = {r['n']}, d = {r['d']}; fresh processes; {_machine(r)}."
+
+
 def finite_scaling(r):
     v = r["vs_sklearn_at_k"]
     fb, mb = v["widelimit"]["full_batch"], v["widelimit"]["minibatch_2000"]
@@ -303,6 +325,7 @@ TABLES = {
     "wide_scaling": wide_scaling,
     "width_study": width_study,
     "code_solver": code_solver,
+    "stop_rule": stop_rule,
     "finite_scaling": finite_scaling,
     "pair_hull_scaling": pair_hull_scaling,
     "architectures": architectures,

@@ -34,7 +34,9 @@ import widelimit as wl
 
 def study(X, lam, widths, key, epochs, tol):
     t = time.perf_counter()
-    s = wl.width_sweep(X, widths, lam, key=key, max_epochs=epochs, tol=tol, progress=False)
+    s = wl.width_sweep(
+        X, widths, lam, key=key, max_epochs=epochs, loss_tol=tol, stop="loss", progress=False
+    )
     total = time.perf_counter() - t
     rows = []
     Xj = np.asarray(X, np.float64)

@@ -31,7 +31,7 @@ sae = wl.train_sae(
 )  # fmt: skip
 fit = wl.fit_dictionary(
     store, 24, lam, key=jax.random.PRNGKey(5), init=atoms[:24], batch_size=50, block_rows=200,
-    max_epochs=2, tol=0.0, distributed=True,
+    max_epochs=2, loss_tol=0, stop="loss", distributed=True,
 )  # fmt: skip
 with open(f"{out}/result-{pid}.json", "w") as f:
     json.dump(

@@ -82,7 +82,7 @@ def test_host_records_are_frozen_dataclasses_and_nothing_returns_a_bare_tuple(da
 def test_dictionary_solver_init_step_terminate_is_what_fit_dictionary_drives(data):
     X, lam = data
     key = jax.random.key(4)
-    solver = wl.DictionarySolver(max_epochs=6, tol=0.0, momentum=0.5)
+    solver = wl.DictionarySolver(max_epochs=6, loss_tol=0, stop="loss", momentum=0.5)
     fit = wl.fit_dictionary(X, 3, lam, key=key, solver=solver, progress=False)
     # the same epochs by hand, from the same start
     from widelimit._finite.epochs import initial_state

@@ -41,7 +41,7 @@ def test_encode_matches_sklearn_and_satisfies_kkt(rng):
 def test_full_batch_loss_never_increases_and_stays_above_the_wide_bound(rng, k):
     X = rng.normal(size=(200, 6)) ** 3 + 1
     fit = wl.fit_dictionary(
-        X, k, 0.4, key=jax.random.PRNGKey(0), max_epochs=25, progress=False, tol=0
+        X, k, 0.4, key=jax.random.PRNGKey(0), max_epochs=25, progress=False, loss_tol=0, stop="loss"
     )
     h = fit.history.trimmed(int(fit.n_epochs))
     assert np.all(np.diff(h["loss"]) <= 1e-12 * np.abs(h["loss"][1:]))
@@ -64,7 +64,15 @@ def test_momentum_extrapolates_and_rejections_keep_the_loss_monotone():
     X = _planted(3)
     fits = {
         m: wl.fit_dictionary(
-            X, 48, 0.1, key=jax.random.PRNGKey(1), max_epochs=8, tol=0, progress=False, momentum=m
+            X,
+            48,
+            0.1,
+            key=jax.random.PRNGKey(1),
+            max_epochs=8,
+            loss_tol=0,
+            stop="loss",
+            progress=False,
+            momentum=m,
         )  # fmt: skip
         for m in (0.0, 0.8, 50.0)
     }
@@ -92,7 +100,7 @@ def test_epoch_code_tolerance_schedule_and_exact_returned_codes():
     # a fit stopped while its epochs still ran loose returns codes solved to code_tol
     X = _planted(5, n=400)
     lam, code_tol = 0.1, 1e-5
-    fit = wl.fit_dictionary(X, 40, lam, key=jax.random.PRNGKey(2), max_epochs=3, tol=0,
+    fit = wl.fit_dictionary(X, 40, lam, key=jax.random.PRNGKey(2), max_epochs=3, loss_tol=0, stop="loss",
                             progress=False, code_tol=code_tol)  # fmt: skip
     D, Z, b = (np.asarray(a, np.float64) for a in (fit.atoms, fit.codes, fit.bias))
     grad = lam - (X - b - Z @ D) @ D.T
@@ -197,7 +205,9 @@ def test_sae_training_and_amortisation_gap(rng):
 
 def test_checkpoint_resume_equals_uninterrupted(tmp_path, rng):
     X = rng.normal(size=(120, 5))
-    kw = dict(key=jax.random.PRNGKey(2), progress=False, tol=0, checkpoint_every=2)
+    kw = dict(
+        key=jax.random.PRNGKey(2), progress=False, loss_tol=0, stop="loss", checkpoint_every=2
+    )
     full = wl.fit_dictionary(X, 7, 0.3, max_epochs=6, **kw)
     part = wl.fit_dictionary(X, 7, 0.3, max_epochs=3, checkpoint_dir=str(tmp_path), **kw)
     assert int(part.n_epochs) == 3
@@ -493,7 +503,13 @@ def test_dead_atoms_are_counted_and_resampled_from_the_worst_reconstructed_point
     good = unit(np.abs(r.normal(size=(k - 2, d))))
     init = np.vstack([good, -np.ones((2, d)) / np.sqrt(d)])
     opts = dict(
-        key=jax.random.PRNGKey(0), fit_bias=False, init=init, max_epochs=6, tol=0, progress=False
+        key=jax.random.PRNGKey(0),
+        fit_bias=False,
+        init=init,
+        max_epochs=6,
+        loss_tol=0,
+        stop="loss",
+        progress=False,
     )
     kept = wl.fit_dictionary(X, k, 0.5, resample_dead=False, **opts)
     h = kept.history.trimmed(6)

@@ -377,7 +377,7 @@ def test_fit_from_a_store_resumes_at_its_stream_position(problem, tmp_path, monk
     X = problem[0][:1000].astype(np.float32)
     d = shard_dir(tmp_path, X, cuts=(0, 300, 700))
     kw = dict(key=jax.random.PRNGKey(1), batch_size=100, max_epochs=2, block_rows=200,
-              progress=False, tol=0.0)  # fmt: skip
+              progress=False, loss_tol=0, stop="loss")  # fmt: skip
     full = wl.fit_dictionary(d, 32, LAM, **kw)
     calls, block = [], sf._block
 
@@ -559,7 +559,7 @@ def test_two_processes_equal_one(problem, tmp_path):
                                                        X[500 + 100 * i : 600 + 100 * i]]))  # fmt: skip
     fit = wl.fit_dictionary(
         str(glob), 24, LAM, key=jax.random.PRNGKey(5), init=D[:24], batch_size=50,
-        block_rows=200, max_epochs=2, tol=0.0,
+        block_rows=200, max_epochs=2, loss_tol=0, stop="loss",
     )  # fmt: skip
     for r in res:
         assert r["fit_codes_rows"] == 500

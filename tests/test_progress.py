@@ -36,7 +36,9 @@ def test_off_when_disabled(capsys):
 
 def test_fit_reports_each_epoch_when_asked(capsys):
     X = np.random.default_rng(0).normal(size=(60, 3))
-    wl.fit_dictionary(X, 2, 0.3, key=jax.random.key(0), max_epochs=3, tol=0.0, progress=True)
+    wl.fit_dictionary(
+        X, 2, 0.3, key=jax.random.key(0), max_epochs=3, loss_tol=0, stop="loss", progress=True
+    )
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("fit_dictionary")]
     assert len(lines) >= 1 and all("eta" in ln for ln in lines)
     wl.fit_dictionary(X, 2, 0.3, key=jax.random.key(0), max_epochs=3)  # default: silent here
@@ -45,7 +47,9 @@ def test_fit_reports_each_epoch_when_asked(capsys):
 
 def test_sweep_reports_epochs_within_each_width_and_records_time(capsys):
     X = np.random.default_rng(1).normal(size=(80, 4))
-    s = wl.width_sweep(X, [2, 3], 0.3, key=jax.random.key(0), max_epochs=4, tol=0.0, progress=True)
+    s = wl.width_sweep(
+        X, [2, 3], 0.3, key=jax.random.key(0), max_epochs=4, loss_tol=0, stop="loss", progress=True
+    )
     err = capsys.readouterr().err
     inner = [ln for ln in err.splitlines() if ln.startswith("width_sweep") and "epoch=" in ln]
     assert any("K=2" in ln and "epoch=4" in ln for ln in inner), err
@@ -57,7 +61,7 @@ def test_sweep_reports_epochs_within_each_width_and_records_time(capsys):
 
 def test_fits_record_their_compile_time():
     X = np.random.default_rng(2).normal(size=(70, 5))
-    kw = dict(key=jax.random.key(0), max_epochs=3, tol=0.0, progress=False)
+    kw = dict(key=jax.random.key(0), max_epochs=3, loss_tol=0, stop="loss", progress=False)
     first = wl.fit_dictionary(X, 11, 0.3, **kw)  # a width no other test compiles
     again = wl.fit_dictionary(X, 11, 0.3, **kw)  # the same shapes: its programs are cached
     assert 0 < first.compile_seconds <= first.seconds

@@ -190,7 +190,7 @@ def fit(
     no_bias: bool = typer.Option(
         False, "--no-bias", is_flag=True, metavar="", help="fit without a bias (b = 0)"
     ),
-    epochs: int = typer.Option(200, "--epochs"),
+    epochs: int = typer.Option(500, "--epochs"),
     dtype: str = DtypeOpt,
     seed: int = SeedOpt,
     quiet: bool = QuietOpt,
@@ -227,6 +227,8 @@ def fit(
         "successful": "converged",
         "max_steps_reached": f"stopped at --epochs {epochs} before converging",
         "nonfinite": "NOT FINITE",
+        "stalled": "stalled short of the conditions",
+        "out_of_range": "OUT OF RANGE",
     }[summary["result"]]
     console.print(
         f"K = {width}: L = {summary['loss']:.6g}, certified gap to the wide limit {summary['gap']:.3g}"
@@ -281,7 +283,7 @@ def sweep(
         False, "--no-bias", is_flag=True, metavar="", help="fit without a bias (b = 0)"
     ),
     seeds: int = typer.Option(1, "--seeds"),
-    epochs: int = typer.Option(200, "--epochs"),
+    epochs: int = typer.Option(500, "--epochs"),
     dtype: str = DtypeOpt,
     seed: int = SeedOpt,
     quiet: bool = QuietOpt,

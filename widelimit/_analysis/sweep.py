@@ -191,11 +191,11 @@ def width_sweep(
     ``n_seeds`` split/initialisation keys per width are fitted together in one vmapped program
     (``batch_seeds=False``, or a minibatch ``batch_size``: one after another) and the lowest loss
     kept. Every width is fitted by ``solver`` (a ``DictionarySolver``, or one built from keyword
-    ``options`` as in ``fit_dictionary``; default ``max_epochs=200``). ``ground_truth`` (ray
+    ``options`` as in ``fit_dictionary``). ``ground_truth`` (ray
     directions (R, d), or a ``datasets.ToyData``) defines the rays to cover; without it, the rays
     are the wide solution's encoded data rays.
     """
-    solver = solver_of(solver, options, max_epochs=200)
+    solver = solver_of(solver, options)
     fit_bias = solver.fit_bias
     X = check_matrix(X, "X")
     n, d = X.shape
@@ -205,7 +205,8 @@ def width_sweep(
     rays = _rays_of(ground_truth, d, X.dtype)
     fp = checkpoint.fingerprint(
         X, key=key, lam=float(lam), n_seeds=n_seeds, max_epochs=solver.max_epochs,
-        tol=float(solver.tol), batch_seeds=bool(batch_seeds), cover_delta=float(cover_delta),
+        tol=float(solver.tol), loss_tol=float(solver.loss_tol),
+        stop=solver.stop_rule, batch_seeds=bool(batch_seeds), cover_delta=float(cover_delta),
         check_tol=float(check_tol), ground_truth=None if rays is None else np.asarray(rays),
         **solver.fingerprint(),
     )  # fmt: skip

@@ -46,7 +46,7 @@ _STATUS_KEYS = ("code_kkt", "atom_stationarity", "bias_residual", "seconds", "co
 
 def result_name(result) -> str:
     """The ``RESULTS`` member's name (``successful``, ``max_steps_reached``, …)."""
-    for name in ("successful", "max_steps_reached", "nonfinite", "out_of_range"):
+    for name in ("successful", "max_steps_reached", "nonfinite", "out_of_range", "stalled"):
         if bool(result == getattr(RESULTS, name)):
             return name
     raise ValueError(f"unknown result {result!r}")

@@ -1,8 +1,9 @@
 """Several fits of one width at once: ``DictionarySolver``'s epoch vmapped over seeds.
 
 Each seed has its own initial atoms (and key); they share X, λ and the solver. A seed whose loss
-stops decreasing (relative change ≤ tol) is frozen while the others go on; memory grows with the
-number of seeds (S codes of N × K), so batch only where that fits.
+stops decreasing (relative change ≤ loss_tol) is frozen while the others go on; memory grows with
+the number of seeds (S codes of N × K), so batch only where that fits. With the stop rule
+``"conditions"`` each seed is then polished on its own (``polish``) until its conditions hold.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from jaxtyping import ArrayLike, Float, Int, PRNGKeyArray
 
 from .._core.compile_clock import compile_seconds
 from .._core.precision import full_precision
+from .._core.results import RESULTS
 from .._wide.solve import solve_wide
 from .epochs import initial_state
 from .fit import (
@@ -85,7 +87,12 @@ def fit_dictionary_seeds(
     stops = solver.terminate(fs)[1]
     fits = []
     for i in range(s):
-        state = jax.tree.map(lambda a: a[i], fs.state)  # noqa: B023
-        fit = finish_fit(cfg, state, X, w, fs.wide_bound, par[i], stops[i], t_start)
+        state, cfg_i, stop = jax.tree.map(lambda a: a[i], fs.state), cfg, stops[i]  # noqa: B023
+        if solver.stop_rule == "conditions" and stop == RESULTS.successful:
+            one = solver.init(state, lam, fs.wide_bound)  # the loss rule fired: the polish
+            while not solver.terminate(one)[0]:
+                one = solver.step(one, X, w, keys[i])
+            state, stop, cfg_i = one.state, solver.terminate(one)[1], solver.final_config(one, dt)
+        fit = finish_fit(cfg_i, state, X, w, fs.wide_bound, par[i], stop, t_start)
         fits.append(unscale_fit(fit, scale))
     return fits

@@ -21,6 +21,8 @@ class DictionaryLearner(TransformerMixin, BaseEstimator):
     JAX key). ``fit`` returns self with ``components_`` (n_components, n_features), ``bias_``,
     ``loss_``, ``n_iter_``, ``n_features_in_``; ``transform`` gives the exact nonnegative codes;
     ``partial_fit`` runs ``max_epochs`` more epochs on a batch, starting from the current atoms.
+    ``tol`` is the relative loss decrease that ends the alternating epochs (``fit_dictionary``'s
+    ``loss_tol``); full-batch fits then polish until their first-order conditions hold.
     """
 
     def __init__(
@@ -61,7 +63,7 @@ class DictionaryLearner(TransformerMixin, BaseEstimator):
             init_bias=init_bias,
             max_epochs=self.max_epochs,
             batch_size=batch,
-            tol=self.tol,
+            loss_tol=self.tol,
             progress=self.progress,
         )
         self.fit_ = fit

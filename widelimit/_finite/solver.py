@@ -2,9 +2,14 @@
 
 One step is one epoch of SPEC §1: exact codes for the current atoms and bias, then vmapped atom
 updates (and the bias, with ``fit_bias``), full batch with an inertial extrapolation or over
-minibatches of ``batch_size`` rows. ``terminate`` stops when the relative loss decrease
-(L_{e−1} − L_e)/|L_e| ≤ ``tol`` (``RESULTS.successful``), when L is non-finite
-(``RESULTS.nonfinite``) or after ``max_epochs`` (``RESULTS.max_steps_reached``).
+minibatches of ``batch_size`` rows. Alternating epochs run until the relative loss decrease
+(L_{e−1} − L_e)/|L_e| ≤ ``loss_tol``. With the stop rule ``"conditions"`` (the default of
+full-batch fits) the fit then polishes (``polish``: L-BFGS on the atoms and bias at exact codes,
+one code solve per step) until the first-order conditions hold to ``tol``: code KKT, atom
+stationarity and the bias residual, in units of λ (SPEC §4; ``RESULTS.successful``). With
+``"loss"`` (minibatch fits, several seeds at once) the loss rule stops the fit. A fit also stops
+when L is non-finite (``RESULTS.nonfinite``), when the polish can lower L no further
+(``RESULTS.stalled``) or after ``max_epochs`` epochs and polish steps (``max_steps_reached``).
 
 As in optimistix, the solver is an ``eqx.Module`` holding only configuration; what changes
 between epochs lives in a ``FitState``. Epochs run on the device; the loop between them runs on
@@ -36,6 +41,7 @@ from .epochs import (
     _with_working_set,
     epoch_code_tol,
 )
+from .polish import ARMIJO, Memory, direction, remember, trial
 
 # one compiled program per configuration: the epoch of every seed at once
 _epoch_seeds = eqx.filter_jit(eqx.filter_vmap(_epoch, in_axes=(None, 0, None, None, 0, None)))
@@ -56,6 +62,9 @@ class FitState:
     supports: object
     active: np.ndarray | None = None
     result: RESULTS | None = None
+    polish: tuple | None = (
+        None  # (Memory, Point) while polishing; () once the loss rule handed over
+    )
 
 
 class DictionarySolver(eqx.Module):
@@ -65,8 +74,13 @@ class DictionarySolver(eqx.Module):
     Attributes:
         fit_bias: learn b (else b = 0).
         batch_size: rows per minibatch (None: full batch).
-        max_epochs: at most this many epochs.
-        tol: stop when (L_{e−1} − L_e)/|L_e| ≤ tol.
+        max_epochs: at most this many epochs and polish steps together.
+        tol: the ``"conditions"`` stop: code KKT, atom stationarity and bias residual ≤ tol
+            (units of λ; ``check_optimality``'s default tolerance).
+        loss_tol: the loss rule (L_{e−1} − L_e)/|L_e| ≤ loss_tol, which ends the alternating
+            epochs: it stops a ``"loss"`` fit and hands a ``"conditions"`` fit to the polish.
+        stop: ``"conditions"`` or ``"loss"``; None (default): ``"conditions"`` for full-batch
+            fits, ``"loss"`` with ``batch_size`` (the polish needs every row's exact codes).
         atom_steps: projected-gradient steps per atom and epoch.
         code_tol: KKT tolerance of the returned codes (full-batch epochs solve theirs to the last
             relative decrease of L, clipped to [code_tol, 1e-2]).
@@ -78,8 +92,10 @@ class DictionarySolver(eqx.Module):
 
     fit_bias: bool = True
     batch_size: int | None = None
-    max_epochs: int = 100
-    tol: float = 1e-6
+    max_epochs: int = 500
+    tol: float = 1e-3
+    loss_tol: float = 1e-6
+    stop: str | None = None
     atom_steps: int = 10
     code_tol: float = 1e-4
     code_steps: int = 500
@@ -95,12 +111,27 @@ class DictionarySolver(eqx.Module):
         for name in ("max_epochs", "atom_steps", "code_steps"):
             check_positive_int(getattr(self, name), name)
         check_number(self.tol, "tol", positive=False)
+        check_number(self.loss_tol, "loss_tol", positive=False)
+        if self.stop not in (None, "conditions", "loss"):
+            raise ValueError(f"`stop` must be 'conditions', 'loss' or None, got {self.stop!r}")
+        if self.stop == "conditions" and self.batch_size is not None:
+            raise ValueError(
+                "stop='conditions' needs full-batch epochs (exact codes of every row): "
+                "use stop='loss' with `batch_size`"
+            )
         check_number(self.code_tol, "code_tol", positive=True)
         check_number(self.momentum, "momentum", positive=False)
 
+    @property
+    def stop_rule(self) -> str:
+        """``stop``, or its default: ``"conditions"`` full batch, ``"loss"`` with minibatches."""
+        if self.stop is not None:
+            return self.stop
+        return "loss" if self.batch_size is not None else "conditions"
+
     def fingerprint(self) -> dict:
-        """The options a checkpoint must share to be resumed (not ``max_epochs`` or ``tol``:
-        a resumed fit may run longer or stop later)."""
+        """The options a checkpoint must share to be resumed (not ``max_epochs`` or the stop
+        rule: a resumed fit may run longer or stop later)."""
         return {
             "fit_bias": bool(self.fit_bias), "batch_size": self.batch_size,
             "atom_steps": int(self.atom_steps), "code_tol": float(self.code_tol),
@@ -109,8 +140,14 @@ class DictionarySolver(eqx.Module):
         }  # fmt: skip
 
     def converged(self, prev, loss):
-        """The stop rule: (L_{e−1} − L_e) ≤ tol·|L_e| (elementwise for several seeds)."""
-        return prev - loss <= self.tol * np.abs(loss)
+        """The loss rule: (L_{e−1} − L_e) ≤ loss_tol·|L_e| (elementwise for several seeds)."""
+        return prev - loss <= self.loss_tol * np.abs(loss)
+
+    def _loss_rule_result(self):
+        """What the loss rule means: the stop (``"loss"``), else the hand-over to the polish."""
+        if self.stop_rule == "loss":
+            return RESULTS.successful, None
+        return None, ()
 
     def init(self, state: _State, lam, wide_bound) -> FitState:
         """The fit before its next epoch, from an initial or resumed ``state`` (a leading seed
@@ -127,16 +164,18 @@ class DictionarySolver(eqx.Module):
         e = int(state.epoch)
         losses = np.asarray(state.history.loss)
         prev = float(losses[e - 1]) if e > 0 else math.inf
-        result = None
+        result = polish = None
         if e >= 2 and self.converged(float(losses[e - 2]), prev):
-            result = RESULTS.successful
+            result, polish = self._loss_rule_result()  # a resumed polish starts a new memory
         supports = row_supports(state.Z)  # then from each full-batch epoch (Z stays on device)
-        return FitState(state, cfg, wide_bound, e, prev, supports, result=result)
+        return FitState(state, cfg, wide_bound, e, prev, supports, result=result, polish=polish)
 
     def step(self, fs: FitState, X, w, key) -> FitState:
         """One epoch (``key``: the fit's key, or one per seed); records the stop, if any."""
         if fs.active is not None:
             return self._step_seeds(fs, X, w, key)
+        if fs.polish is not None:
+            return self._polish_step(fs, X, w)
         e, state = fs.epoch, fs.state
         k = state.D.shape[0]
         cfg = _with_working_set(fs.cfg, fs.supports, k, e)
@@ -153,12 +192,58 @@ class DictionarySolver(eqx.Module):
             state = _epoch(cfg, state, X, w, key, fs.wide_bound)
             supports = row_supports(state.Z)
         loss = float(np.asarray(state.history.loss)[e])
-        result = None
+        result = polish = None
         if not math.isfinite(loss):
             result = RESULTS.nonfinite
         elif self.converged(fs.prev, loss):
+            result, polish = self._loss_rule_result()
+        return FitState(
+            state, cfg, fs.wide_bound, e + 1, loss, supports, result=result, polish=polish
+        )
+
+    def _polish_step(self, fs: FitState, X, w) -> FitState:
+        """One polish step (``polish``): the L-BFGS direction, then halved steps from 1 until
+        ΔL ≤ 1e-4·step·⟨g, p⟩ (after 30 halvings the memory is dropped and the preconditioned
+        gradient tried; if that fails too, ``RESULTS.stalled``). The first call evaluates the
+        hand-over point at exact codes: already stationary, the fit stops there unchanged (so a
+        rerun of a finished fit returns it as it was), else that point is the first step. Stops
+        ``successful`` once the conditions hold to tol."""
+        e, s = fs.epoch, fs.state
+        dt = X.dtype
+        cfg = _with_working_set(fs.cfg, fs.supports, s.D.shape[0], e)
+        cfg = dataclasses.replace(cfg, epoch_tol=to_device(self.code_tol, dt))
+        if fs.polish == ():
+            zD, zb = jnp.zeros_like(s.D), jnp.zeros_like(s.b)
+            new, pt, _, sup = trial(cfg, s, zD, zb, to_device(0.0, dt), X, w, fs.wide_bound)
+            if float(pt.worst) <= self.tol:  # already stationary (a rerun of a finished fit)
+                return dataclasses.replace(fs, result=RESULTS.successful)
+            mem = Memory.empty(s.D)
+        else:
+            mem, pt0 = fs.polish
+            for attempt in range(2):
+                pD, pb, slope = direction(mem, pt0, s.D)
+                slope, step = float(slope), 1.0
+                for _ in range(30 if slope < 0 else 0):
+                    new, pt, delta, sup = trial(
+                        cfg, s, pD, pb, to_device(step, dt), X, w, fs.wide_bound
+                    )
+                    if float(delta) <= ARMIJO * step * slope:
+                        break
+                    step /= 2
+                else:
+                    if attempt == 0 and int(mem.n) > 0:
+                        mem = Memory.empty(s.D)
+                        continue
+                    return dataclasses.replace(fs, result=RESULTS.stalled)
+                break
+            mem = remember(mem, s, new, pt0, pt)
+        loss = float(np.asarray(new.history.loss)[e])
+        result = None
+        if not math.isfinite(loss):
+            result = RESULTS.nonfinite
+        elif float(pt.worst) <= self.tol:
             result = RESULTS.successful
-        return FitState(state, cfg, fs.wide_bound, e + 1, loss, supports, result=result)
+        return FitState(new, cfg, fs.wide_bound, e + 1, loss, sup, result=result, polish=(mem, pt))
 
     def _step_seeds(self, fs: FitState, X, w, keys) -> FitState:
         """One vmapped epoch of every seed; converged seeds stay frozen."""
@@ -194,7 +279,7 @@ class DictionarySolver(eqx.Module):
         if fs.active is not None:
             s, n, k = fs.state.Z.shape
             return _with_working_set(cfg, row_supports(fs.state.Z.reshape(s * n, k)), k, e)
-        if self.batch_size is not None:
+        if self.batch_size is not None or fs.polish:
             return _with_working_set(cfg, fs.supports, fs.state.D.shape[0], e)
         if e > 0:
             tol_e = epoch_code_tol(self.code_tol, np.asarray(fs.state.history.loss), e - 1)

@@ -246,7 +246,7 @@ def fit_store(X, width, lam, *, key, solver, init, init_bias, parents, callback,
             if not np.isfinite(loss):
                 result = RESULTS.nonfinite
                 break
-            if e >= 1 and losses[e - 1] - loss <= solver.tol * abs(loss):
+            if e >= 1 and losses[e - 1] - loss <= solver.loss_tol * abs(loss):
                 result = RESULTS.successful
                 break
         bar.close()
