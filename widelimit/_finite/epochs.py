@@ -58,11 +58,17 @@ class _State(eqx.Module):
     history: History
 
 
+def _real(D):
+    """The fitted atoms: unit rows, not a width bucket's zero rows (``buckets``)."""
+    return jnp.sum(D * D, axis=1) > 0
+
+
 def _resample_dead(D, Z, X, b, key, enabled=True):
     """Replace atoms no point uses with residual directions of the worst-reconstructed points;
     returns (atoms, mask of the replaced ones). With no dead atom (the usual case), or when not
-    ``enabled``, it skips the residuals and their sort (``lax.cond``)."""
-    dead = jnp.sum(Z, axis=0) <= 0
+    ``enabled``, it skips the residuals and their sort (``lax.cond``). A bucket's zero atoms are
+    not dead atoms: they stay zero."""
+    dead = (jnp.sum(Z, axis=0) <= 0) & _real(D)
     return jax.lax.cond(
         jnp.any(dead) & enabled,
         lambda: _replace_dead(D, Z, X, b, key, dead),
@@ -272,7 +278,7 @@ def _record(s: _State, loss, n_res, wide_bound) -> _State:
         put(h.loss, loss),
         put(h.gap, relative_gap(loss - wide_bound, wide_bound)),
         put(h.l0, jnp.mean(jnp.sum(s.Z > 0, axis=1), dtype=h.l0.dtype)),
-        put(h.dead, jnp.sum(jnp.sum(s.Z, axis=0) <= 0)),
+        put(h.dead, jnp.sum((jnp.sum(s.Z, axis=0) <= 0) & _real(s.D))),
         put(h.resampled, n_res),
     )
     return eqx.tree_at(lambda t: (t.epoch, t.history), s, (e + 1, h))

@@ -30,6 +30,7 @@ from .._core.store import is_store_like
 from .._core.validate import check_lam, check_matrix, check_positive_int, check_weights, to_device
 from .._wide.solve import solve_wide
 from .atoms import normalise_rows
+from .buckets import pad_atoms, pad_parents, unpad_fit, width_bucket
 from .epochs import History, _Config, _encode_and_accept, _State, initial_state
 from .init import data_init
 from .solver import DictionarySolver, solver_of
@@ -208,6 +209,8 @@ def fit_dictionary(
         wide = solve_wide(X, lam, fit_bias=solver.fit_bias, weights=w, throw=False)
         b0 = start_bias(wide, init_bias, solver.fit_bias)
         D0 = data_init(X, b0, width, key) if init is None else init
+        kb = width_bucket(width)  # zero atoms up to the bucket: programs shared across widths
+        D0, parents = pad_atoms(D0, kb), pad_parents(parents, kb)
         cap = checkpoint.saved_capacity(checkpoint_dir) or max_epochs
         state = initial_state(D0, b0, n, cap)
         loaded, _ = checkpoint.load(checkpoint_dir, state, fp)
@@ -232,9 +235,8 @@ def fit_dictionary(
         bar.close()
         cfg = solver.final_config(fs, dt)
         stop = solver.terminate(fs)[1]
-        fit = unscale_fit(
-            finish_fit(cfg, fs.state, X, w, fs.wide_bound, parents, stop, t_start), scale
-        )
+        fit = finish_fit(cfg, fs.state, X, w, fs.wide_bound, parents, stop, t_start)
+        fit = unscale_fit(unpad_fit(fit, width), scale)
         if loaded is not None:
             fit = dataclasses.replace(fit, resumed_from=int(loaded.epoch))
         if throw and not fit.converged:

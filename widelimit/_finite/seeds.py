@@ -19,6 +19,7 @@ from .._core.compile_clock import compile_seconds
 from .._core.precision import full_precision
 from .._core.results import RESULTS
 from .._wide.solve import solve_wide
+from .buckets import pad_atoms, pad_parents, unpad_fit, width_bucket
 from .epochs import initial_state
 from .fit import (
     DictionaryFit,
@@ -78,6 +79,8 @@ def fit_dictionary_seeds(
     par = -jnp.ones((s, width), jnp.int32) if parents is None else jnp.asarray(parents, jnp.int32)
     if par.shape != (s, width):
         raise ValueError(f"`parents` must have shape ({s}, {width})")
+    kb = width_bucket(width)  # zero atoms up to the bucket, as fit_dictionary
+    D0, par = pad_atoms(D0, kb), pad_parents(par, kb)
     fs = solver.init(initial_state(D0, b0, n, solver.max_epochs), lam, wide.dual_objective)
     while not solver.terminate(fs)[0]:
         fs = solver.step(fs, X, w, keys)
@@ -94,5 +97,5 @@ def fit_dictionary_seeds(
                 one = solver.step(one, X, w, keys[i])
             state, stop, cfg_i = one.state, solver.terminate(one)[1], solver.final_config(one, dt)
         fit = finish_fit(cfg_i, state, X, w, fs.wide_bound, par[i], stop, t_start)
-        fits.append(unscale_fit(fit, scale))
+        fits.append(unscale_fit(unpad_fit(fit, width), scale))
     return fits
