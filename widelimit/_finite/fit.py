@@ -44,8 +44,10 @@ class DictionaryFit(eqx.Module):
     (``gap_abs`` = loss − wide_bound). ``parents[k]`` is the index
     of the atom that atom k was split from (−1 for none).
 
-    ``result`` says how the fit ended: ``RESULTS.successful`` (the relative loss decrease fell to
-    ``tol``), ``max_steps_reached`` (``max_epochs`` ran out first) or ``nonfinite``.
+    ``result`` says how the fit ended: ``RESULTS.successful`` (the first-order conditions hold to
+    the solver's ``tol``; with ``stop="loss"``, the relative loss decrease fell to ``loss_tol``),
+    ``max_steps_reached`` (``max_epochs`` ran out first), ``stalled`` (the polish could not lower L
+    further before the conditions held) or ``nonfinite``.
     ``code_kkt``, ``atom_stationarity`` and ``bias_residual`` are the final first-order residuals
     (worst entry / worst atom, in units of λ; SPEC §4); ``seconds`` the call's wall time, of
     which ``compile_seconds`` compiling (JAX's monitoring events; process-wide);
@@ -142,9 +144,11 @@ def fit_dictionary(
     """Learn D (unit rows), b and Z ≥ 0 minimising L = (1/2N)Σ w||x − b − Dz||² + (λ/N)Σ w||z||₁.
 
     Drives ``solver`` (a ``DictionarySolver``; or one built from keyword ``options`` such as
-    ``fit_bias``, ``max_epochs``, ``tol``, ``batch_size``, ``code_tol``, ``momentum``) epoch by
-    epoch until it terminates; the fit's ``result`` says why (``throw=True`` raises unless it
-    converged). The returned codes are exact for the returned atoms and bias (to ``code_tol``).
+    ``fit_bias``, ``max_epochs``, ``tol``, ``loss_tol``, ``stop``, ``batch_size``, ``code_tol``,
+    ``momentum``) epoch by epoch until it terminates: by default (full batch) alternating epochs
+    until the relative loss decrease ≤ ``loss_tol``, then the polish until code KKT, atom
+    stationarity and bias ≤ ``tol`` (units of λ); the fit's ``result`` says why it stopped
+    (``throw=True`` raises unless it converged). The returned codes are exact for the returned atoms and bias (to ``code_tol``).
     With ``checkpoint_dir`` the state is saved atomically every ``checkpoint_every`` epochs and a
     rerun with the same directory resumes (an interruption loses at most one interval). Without
     ``init``, the atoms start from a weighted spherical k-means of the data directions around the
