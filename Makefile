@@ -23,7 +23,7 @@ lint: venv
 test: venv lint
 	$(BIN)/python -m pytest -n 2 --dist worksteal -q --nbmake tests notebooks
 
-BENCHMARKS := wide_scaling finite_scaling pair_hull_scaling width_study code_solver stop_rule architectures absorption scale
+BENCHMARKS := wide_scaling finite_scaling pair_hull_scaling width_study code_solver stop_rule first_run architectures absorption scale
 
 # every benchmark script at its --quick size (into benchmarks/results/*_quick.json, or
 # $$WIDELIMIT_BENCH_RESULTS); tests/test_benchmarks.py runs the same in make test, into a temp dir
@@ -49,6 +49,7 @@ bench: venv
 	$(BIN)/python benchmarks/architectures.py
 	$(BIN)/python benchmarks/code_solver.py
 	$(BIN)/python benchmarks/stop_rule.py
+	$(BIN)/python benchmarks/first_run.py
 	$(BIN)/python benchmarks/absorption.py
 	$(BIN)/python benchmarks/scale.py
 	$(BIN)/python -m pytest -q -m slow tests/test_fault_injection.py

@@ -190,3 +190,32 @@ def test_batched_seeds_equal_one_by_one_fits(ray_data):
     assert s.gap[-1] < 1e-4
     with pytest.raises(ValueError, match="inits"):
         wl.fit_dictionary_seeds(X, 3, 0.2, keys=keys, inits=inits[:2])
+
+
+def test_greedy_new_atoms_equal_the_plain_greedy_loop():
+    """The scan keeps C = R Uᵀ and finds the parents after it; the reference recomputes R after
+    each new atom, in numpy (float64)."""
+    from widelimit._finite.split import _greedy_new_atoms
+
+    r = np.random.default_rng(0)
+    R = r.normal(size=(300, 12))
+    Z = (r.random((300, 9)) < 0.2) * r.random((300, 9))
+    Z[:40] = 0  # uncoded points: their gain has no parent atom
+    cand = np.argsort(-np.linalg.norm(R, axis=1))[:50]
+    U = R[cand] / np.linalg.norm(R[cand], axis=1, keepdims=True)
+    Rr, want = R.copy(), []
+    for _ in range(25):
+        G = np.sum(np.maximum(Rr @ U.T - 1.0, 0) ** 2, axis=0)
+        best = int(np.argmax(G))
+        p = np.maximum(Rr @ U[best] - 1.0, 0)
+        by_atom, by_none = (p**2) @ (Z > 0), np.sum(p[~(Z > 0).any(1)] ** 2)
+        want.append((best, int(np.argmax(by_atom)) if by_atom.max() >= by_none else -1, G[best], p))
+        Rr = Rr - p[:, None] * U[best]
+    got_u, got_parent, got_gain, got_p = _greedy_new_atoms(
+        jnp.asarray(R), jnp.asarray(Z), 1.0, jnp.asarray(cand), 25
+    )
+    np.testing.assert_allclose(got_u, U[[w[0] for w in want]], rtol=1e-12)
+    np.testing.assert_array_equal(got_parent, [w[1] for w in want])
+    assert -1 in [w[1] for w in want] and max(w[1] for w in want) >= 0  # both kinds occur
+    np.testing.assert_allclose(got_gain, [w[2] for w in want], rtol=1e-9)
+    np.testing.assert_allclose(got_p, np.stack([w[3] for w in want]), atol=1e-9)

@@ -97,24 +97,33 @@ def split_atoms(
 def _greedy_new_atoms(R, Z, lam, cand, m: int):
     """m new atoms, greedily: each is the candidate direction u (a normalised residual) with the
     largest gain G(u) = Σ_n max(0, ⟨u, r_n⟩ − λ)² (the first-order drop of 2N·L when u joins with
-    fresh codes), after which its part is removed from the residuals. Its parent is the atom whose
-    points supply most of that gain (−1 when uncoded points do)."""
+    fresh codes), after which its part p_n = max(0, ⟨u, r_n⟩ − λ) is removed from the residuals.
+    Its parent is the atom whose points supply most of that gain, Σ_n p_n² [z_nk > 0] (−1 when
+    uncoded points do).
+
+    The scan keeps the correlations C = R Uᵀ (N × candidates), not R: removing p u from the
+    residuals is C ← C − p (U u)ᵀ, O(N·candidates) a step instead of the O(N·candidates·d) of
+    recomputing R Uᵀ; the parents are one product P² [Z > 0] after the scan (at N = 8000,
+    K = 4096 → 8192 the per-step products took about 100 s of a width sweep's step)."""
     U = R[cand]
     U = U / jnp.maximum(jnp.linalg.norm(U, axis=1, keepdims=True), jnp.finfo(R.dtype).tiny)
-    coded = Z > 0
+    UU = U @ U.T
 
-    def step(R, _):
-        G = jnp.sum(jnp.maximum(R @ U.T - lam, 0) ** 2, axis=0)
+    def step(C, _):
+        G = jnp.sum(jnp.maximum(C - lam, 0) ** 2, axis=0)
         best = jnp.argmax(G)
-        u = U[best]
-        p = jnp.maximum(R @ u - lam, 0)
-        by_atom = (p**2) @ coded
-        by_none = jnp.sum(jnp.where(jnp.any(coded, axis=1), 0, p**2))
-        parent = jnp.where(jnp.max(by_atom, initial=0) >= by_none, jnp.argmax(by_atom), -1)
-        return R - p[:, None] * u, (u, parent, G[best], p)
+        p = jnp.maximum(C[:, best] - lam, 0)
+        return C - p[:, None] * UU[best][None, :], (best, G[best], p)
 
-    _, out = jax.lax.scan(step, R, None, length=m)
-    return out
+    _, (best, gain, P) = jax.lax.scan(step, R @ U.T, None, length=m)
+    coded = (Z > 0).astype(R.dtype)
+    P2 = P * P
+    by_atom = P2 @ coded
+    by_none = P2 @ (1 - jnp.max(coded, axis=1, initial=0))
+    parent = jnp.where(
+        jnp.max(by_atom, axis=1, initial=0) >= by_none, jnp.argmax(by_atom, axis=1), -1
+    )
+    return U[best], parent, gain, P
 
 
 @full_precision
