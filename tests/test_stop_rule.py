@@ -101,3 +101,26 @@ def test_polish_gradient_is_the_envelope_gradient(fit_bias):
     want = float(jnp.vdot(pt.gD, V) + jnp.vdot(pt.gb, v))
     np.testing.assert_allclose(want, fd, rtol=1e-5, atol=1e-9)
     assert abs(want) > 1e-3  # a real slope, not 0 = 0
+
+
+def test_a_polish_that_cannot_lower_the_loss_says_stalled(real, monkeypatch):
+    """When no step of the line search lowers L (here: every trial step reports ΔL > 0), the fit
+    stops with ``RESULTS.stalled`` and the last accepted state, not a silent success."""
+    from widelimit._finite import solver as solver_module
+
+    X, lam = real
+    real_trial = solver_module.trial
+
+    def no_decrease(cfg, s, pD, pb, step, *args):
+        new, pt, delta, sup = real_trial(cfg, s, pD, pb, step, *args)
+        return new, pt, delta if float(step) == 0 else abs(delta) + 1.0, sup
+
+    monkeypatch.setattr(solver_module, "trial", no_decrease)
+    kw = dict(key=jax.random.key(0), progress=False)
+    fit = wl.fit_dictionary(X, 16, lam, **kw)
+    handover = int(wl.fit_dictionary(X, 16, lam, stop="loss", **kw).n_epochs)
+    assert fit.result == wl.RESULTS.stalled and not fit.converged
+    assert int(fit.n_epochs) == handover + 1  # the hand-over point, then no accepted step
+    assert not fit.stationary()
+    with pytest.raises(RuntimeError, match="could not lower the loss"):
+        wl.fit_dictionary(X, 16, lam, throw=True, **kw)

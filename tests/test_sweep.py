@@ -203,10 +203,11 @@ def test_greedy_new_atoms_equal_the_plain_greedy_loop():
     Z[:40] = 0  # uncoded points: their gain has no parent atom
     cand = np.argsort(-np.linalg.norm(R, axis=1))[:50]
     U = R[cand] / np.linalg.norm(R[cand], axis=1, keepdims=True)
-    Rr, want = R.copy(), []
+    Rr, want, taken = R.copy(), [], np.zeros(len(cand), bool)
     for _ in range(25):
-        G = np.sum(np.maximum(Rr @ U.T - 1.0, 0) ** 2, axis=0)
+        G = np.where(taken, -1.0, np.sum(np.maximum(Rr @ U.T - 1.0, 0) ** 2, axis=0))
         best = int(np.argmax(G))
+        taken[best] = True
         p = np.maximum(Rr @ U[best] - 1.0, 0)
         by_atom, by_none = (p**2) @ (Z > 0), np.sum(p[~(Z > 0).any(1)] ** 2)
         want.append((best, int(np.argmax(by_atom)) if by_atom.max() >= by_none else -1, G[best], p))
@@ -219,3 +220,19 @@ def test_greedy_new_atoms_equal_the_plain_greedy_loop():
     assert -1 in [w[1] for w in want] and max(w[1] for w in want) >= 0  # both kinds occur
     np.testing.assert_allclose(got_gain, [w[2] for w in want], rtol=1e-9)
     np.testing.assert_allclose(got_p, np.stack([w[3] for w in want]), atol=1e-9)
+
+
+def test_grow_adds_each_new_direction_once():
+    """More new atoms than candidate directions: once every candidate's gain is taken (0 up to
+    rounding), the rest are splits of used atoms, not copies of a chosen direction."""
+    from widelimit._finite.split import grow
+
+    r = np.random.default_rng(1)
+    X = (r.normal(size=(200, 6)) * 2).astype(np.float32)
+    for seed in range(3):
+        fit = wl.fit_dictionary(X, 8, 0.5, key=jax.random.key(seed), stop="loss", progress=False)
+        g = grow(fit, X, 16, key=jax.random.key(1), candidates=4)
+        A = np.asarray(g.atoms, np.float64)
+        cos = A @ A.T - np.eye(len(A))
+        assert cos.max() < 1 - 1e-5  # no two atoms are the same direction
+        assert g.atoms.shape == (16, 6) and g.codes.shape == (200, 16)

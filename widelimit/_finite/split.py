@@ -95,9 +95,12 @@ def split_atoms(
 
 @partial(jax.jit, static_argnames="m")
 def _greedy_new_atoms(R, Z, lam, cand, m: int):
-    """m new atoms, greedily: each is the candidate direction u (a normalised residual) with the
-    largest gain G(u) = Σ_n max(0, ⟨u, r_n⟩ − λ)² (the first-order drop of 2N·L when u joins with
-    fresh codes), after which its part p_n = max(0, ⟨u, r_n⟩ − λ) is removed from the residuals.
+    """m new atoms, greedily: each is the candidate direction u (a normalised residual) not yet
+    taken with the largest gain G(u) = Σ_n max(0, ⟨u, r_n⟩ − λ)² (the first-order drop of 2N·L
+    when u joins with fresh codes), after which its part p_n = max(0, ⟨u, r_n⟩ − λ) is removed
+    from the residuals. A taken direction is not chosen again (its gain can grow back as other
+    parts are removed, but a second copy of an atom is no new atom): once all are taken the gain
+    is −1.
     Its parent is the atom whose points supply most of that gain, Σ_n p_n² [z_nk > 0] (−1 when
     uncoded points do).
 
@@ -109,13 +112,16 @@ def _greedy_new_atoms(R, Z, lam, cand, m: int):
     U = U / jnp.maximum(jnp.linalg.norm(U, axis=1, keepdims=True), jnp.finfo(R.dtype).tiny)
     UU = U @ U.T
 
-    def step(C, _):
-        G = jnp.sum(jnp.maximum(C - lam, 0) ** 2, axis=0)
+    def step(carry, _):
+        C, taken = carry
+        G = jnp.where(taken, -1.0, jnp.sum(jnp.maximum(C - lam, 0) ** 2, axis=0))
         best = jnp.argmax(G)
-        p = jnp.maximum(C[:, best] - lam, 0)
-        return C - p[:, None] * UU[best][None, :], (best, G[best], p)
+        p = jnp.where(G[best] >= 0, jnp.maximum(C[:, best] - lam, 0), 0)
+        C = C - p[:, None] * UU[best][None, :]
+        return (C, taken.at[best].set(True)), (best, G[best], p)
 
-    _, (best, gain, P) = jax.lax.scan(step, R @ U.T, None, length=m)
+    taken0 = jnp.zeros(U.shape[0], bool)
+    _, (best, gain, P) = jax.lax.scan(step, (R @ U.T, taken0), None, length=m)
     coded = (Z > 0).astype(R.dtype)
     P2 = P * P
     by_atom = P2 @ coded
@@ -149,7 +155,10 @@ def grow(
     R = X - fit.bias - Z @ D
     cand = jnp.argsort(-jnp.linalg.norm(R, axis=1))[: min(candidates, X.shape[0])]
     U, par, gain, P = _greedy_new_atoms(R, Z, fit.lam, cand, extra)
-    useful = np.asarray(gain) > 0
+    # a chosen direction's own gain is then 0, up to rounding: a gain within √eps of the largest
+    # is that rounding (it re-chose a direction already taken), not a new atom
+    gain = np.asarray(gain)
+    useful = gain > np.sqrt(np.finfo(gain.dtype).eps) * max(float(gain.max(initial=0)), 0.0)
     atoms = jnp.concatenate([D, U[useful]])
     codes = jnp.concatenate([Z, P[useful].T], axis=1)
     parents = np.concatenate([np.arange(k), np.asarray(par)[useful]])
