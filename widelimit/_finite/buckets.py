@@ -24,25 +24,26 @@ def width_bucket(k: int) -> int:
     return three if p >= 4 and three >= k else p
 
 
+def _pad(a, kb: int, axis: int, fill):
+    """Host array ``a`` with ``fill`` appended along ``axis`` up to kb entries."""
+    pad = [(0, 0)] * a.ndim
+    pad[axis] = (0, kb - a.shape[axis])
+    return np.pad(a, pad, constant_values=fill)
+
+
 def pad_atoms(D, kb: int):
     """D (…, K, d) with zero rows up to kb atoms (padded on the host: an eager ``jnp.pad`` would
     compile a program for every width)."""
-    k = D.shape[-2]
-    if kb == k:
+    if kb == D.shape[-2]:
         return D
-    pad = [(0, 0)] * D.ndim
-    pad[-2] = (0, kb - k)
     D = np.asarray(D)
-    return to_device(np.pad(D, pad), D.dtype)
+    return to_device(_pad(D, kb, D.ndim - 2, 0), D.dtype)
 
 
 def pad_parents(parents, kb: int):
     """Parent indices (…, K) padded with −1 (no parent) to kb."""
     parents = np.asarray(parents, np.int32)
-    k = parents.shape[-1]
-    pad = [(0, 0)] * parents.ndim
-    pad[-1] = (0, kb - k)
-    return np.pad(parents, pad, constant_values=-1)
+    return _pad(parents, kb, parents.ndim - 1, -1)
 
 
 def unpad_fit(fit, k: int):

@@ -42,9 +42,6 @@ class Point(eqx.Module):
     gb: Array
     curv: Array
     worst: Array
-    kkt: Array
-    stat: Array
-    bias_res: Array
 
 
 class Memory(eqx.Module):
@@ -73,9 +70,8 @@ def _evaluate(cfg: _Config, D, b, X, w, Z):
     gD = -(S - jnp.sum(S * D, axis=1, keepdims=True) * D) / n
     gb = -sums.wr / n if cfg.fit_bias else jnp.zeros_like(b)
     curv = jnp.sum(w[:, None] * Z * Z, axis=0) / n
-    smax = jnp.max(stat, initial=0.0)
-    worst = jnp.maximum(jnp.maximum(kkt, smax), bres)
-    return Point(gD, gb, curv, worst, kkt, smax, bres)
+    worst = jnp.maximum(jnp.maximum(kkt, jnp.max(stat, initial=0.0)), bres)
+    return Point(gD, gb, curv, worst)
 
 
 @eqx.filter_jit

@@ -43,6 +43,23 @@ from .epochs import (
 )
 from .polish import ARMIJO, Memory, direction, remember, trial
 
+
+def _line_search(cfg: _Config, s: _State, mem, pt, X, w, wide_bound):
+    """The polish's step along the L-BFGS direction of ``mem`` at ``pt``: halved from 1 until
+    ΔL ≤ 1e-4·step·⟨g, p⟩, at most 30 times; (state, point, supports), or None when no step
+    (or no descent direction) lowers L."""
+    pD, pb, slope = direction(mem, pt, s.D)
+    slope, step = float(slope), 1.0
+    if not slope < 0:
+        return None
+    for _ in range(30):
+        new, pt_new, delta, sup = trial(cfg, s, pD, pb, to_device(step, X.dtype), X, w, wide_bound)
+        if float(delta) <= ARMIJO * step * slope:
+            return new, pt_new, sup
+        step /= 2
+    return None
+
+
 # one compiled program per configuration: the epoch of every seed at once
 _epoch_seeds = eqx.filter_jit(eqx.filter_vmap(_epoch, in_axes=(None, 0, None, None, 0, None)))
 
@@ -220,22 +237,13 @@ class DictionarySolver(eqx.Module):
             mem = Memory.empty(s.D)
         else:
             mem, pt0 = fs.polish
-            for attempt in range(2):
-                pD, pb, slope = direction(mem, pt0, s.D)
-                slope, step = float(slope), 1.0
-                for _ in range(30 if slope < 0 else 0):
-                    new, pt, delta, sup = trial(
-                        cfg, s, pD, pb, to_device(step, dt), X, w, fs.wide_bound
-                    )
-                    if float(delta) <= ARMIJO * step * slope:
-                        break
-                    step /= 2
-                else:
-                    if attempt == 0 and int(mem.n) > 0:
-                        mem = Memory.empty(s.D)
-                        continue
-                    return dataclasses.replace(fs, result=RESULTS.stalled)
-                break
+            accepted = _line_search(cfg, s, mem, pt0, X, w, fs.wide_bound)
+            if accepted is None and int(mem.n) > 0:  # retry along the preconditioned gradient
+                mem = Memory.empty(s.D)
+                accepted = _line_search(cfg, s, mem, pt0, X, w, fs.wide_bound)
+            if accepted is None:
+                return dataclasses.replace(fs, result=RESULTS.stalled)
+            new, pt, sup = accepted
             mem = remember(mem, s, new, pt0, pt)
         loss = float(np.asarray(new.history.loss)[e])
         result = None
