@@ -75,10 +75,14 @@ def width_study(r):
         cells = [str(K["K"])]
         for st in r["studies"]:
             x = st["rows"][i]
-            cells += [f"{x['L']:.3f}", f"{x['gap']:.4f}", f"{x['residual_over_lam_share']:.3f}",
+            cells += [f"{x['L']:.3f}", f"{x['gap']:.4f}" if x["gap"] >= 1e-3 else f"{x['gap']:.1e}", f"{x['residual_over_lam_share']:.3f}",
                       f"{x['split_share']:.2f}", str(x["epochs"]), f"{x['seconds']:.1f}"]  # fmt: skip
         rows.append("| " + " | ".join(cells) + " |")
     ws = ", ".join(f"{st['W']:.4f}" for st in r["studies"])
+    closes = "; ".join(
+        f"{lam}: gap < 10⁻³ from K = {st['closes_at'] or 'never'} ({st['n_rays']} data rays)"
+        for lam, st in zip(lams, r["studies"], strict=True)
+    )
     top = max(x["K"] for x in r["studies"][0]["rows"])
     met = r["n"] >= 8000 and top >= 2 * r["n"] and r["seconds"] < 600
     goal = (
@@ -87,7 +91,8 @@ def width_study(r):
     )
     return (
         "\n".join(rows)
-        + f"\n\nW(λ) = {ws}; N = {r['n']}; {r['seconds']:.0f} s; {_machine(r)}.\n\n{goal}"
+        + f"\n\nW(λ) = {ws}; N = {r['n']}; {closes}; {r['seconds']:.0f} s; {_machine(r)}."
+        + f"\n\n{goal}"
     )
 
 

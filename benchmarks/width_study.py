@@ -3,7 +3,7 @@ real activations as the width K doubles, and whether it keeps splitting until ev
 an atom.
 
 Data: ``widelimit.datasets.activations(N)`` (all-MiniLM-L6-v2 layer 3, d = 384). λ = (¼, ½) of the
-median distance to the mean. Widths K = 16, 32, …, up to 2N, each warm-started by splitting the
+median distance to the mean. Widths K = 16, 32, …, up to the first ≥ 2N, each warm-started by splitting the
 previous width (``width_sweep``). Stop rule of every fit: the relative loss decrease per epoch
 falls below ``--tol`` (1e-4), or ``--epochs`` epochs (60) run out (each fit's status is recorded).
 
@@ -15,8 +15,8 @@ data rays (points with ‖x_n − b‖ > λ, each its own ray in the wide optimu
 
 Writes ``benchmarks/results/width_study.json`` and ``width_study.png``.
 
-    python benchmarks/width_study.py               # N = 2000, K = 16 … 2048 (doubling, ≤ 2N)
-    python benchmarks/width_study.py --quick       # N = 200, K = 16 … 256 (a smoke run)
+    python benchmarks/width_study.py               # N = 8000, K = 16 … 16384 (doubling to ≥ 2N)
+    python benchmarks/width_study.py --quick       # N = 200, K = 16 … 512 (a smoke run)
 """
 
 from __future__ import annotations
@@ -61,13 +61,14 @@ def study(X, lam, widths, key, epochs, tol):
     return {
         "lam": lam, "W": s.wide_optimum, "W_bound": s.wide_bound, "n_rays": s.n_rays,
         "gap_slope_loglog": slope, "closes_at": closes, "seconds": total, "rows": rows,
-        "splits": s.tree.splits(),
+        # the split tree up to K = 1024 (past it the tree is one entry per atom: megabytes)
+        "splits": [sp for sp in s.tree.splits() if sp["width"] <= 1024],
     }  # fmt: skip
 
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--n", type=int, default=2000)
+    p.add_argument("--n", type=int, default=8000)
     p.add_argument("--lam-fractions", type=float, nargs="+", default=[0.25, 0.5])
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--tol", type=float, default=1e-4)
@@ -76,7 +77,8 @@ def main():
     if a.quick:
         a.n, a.epochs = (60, 5) if SMOKE else (200, 20)
     X = wl.datasets.activations(a.n).X
-    widths = [16 * 2**i for i in range(20) if 16 * 2**i <= 2 * a.n]
+    # doubling from 16 up to the first width ≥ 2N (past N every ray can have its own atom)
+    widths = [16 * 2**i for i in range(20) if 16 * 2 ** (i - 1) < 2 * a.n]
     s = float(np.median(np.linalg.norm(X - X.mean(0), axis=1)))
     out = {"n": a.n, "d": int(X.shape[1]), "median_distance": s, "widths": widths,
            "epochs": a.epochs, "tol": a.tol, "studies": []}  # fmt: skip

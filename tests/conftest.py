@@ -1,4 +1,6 @@
 import os
+import shutil
+import tempfile
 
 import jax
 import numpy as np
@@ -7,6 +9,28 @@ import pytest
 jax.config.update("jax_enable_x64", True)
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ["WIDELIMIT_COMPILE_CACHE"] = ""  # CLI tests must not write to ~/.cache
+
+
+def pytest_configure(config):
+    """One XLA compilation cache for the whole run, in a temporary directory that the test
+    workers, the CLI, benchmark and notebook subprocesses share (through JAX's own environment
+    variables, read when jax is imported): a program compiled once is loaded, not compiled, by
+    every later process and after each module's ``jax.clear_caches``. It starts empty, so every
+    run compiles everything at least once; ``WIDELIMIT_TEST_XLA_CACHE=0`` turns it off."""
+    if hasattr(config, "workerinput") or os.environ.get("WIDELIMIT_TEST_XLA_CACHE") == "0":
+        return  # a worker inherits the controller's environment
+    path = tempfile.mkdtemp(prefix="widelimit-test-xla-")
+    config._widelimit_xla_cache = path
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = path
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.2"
+    jax.config.update("jax_compilation_cache_dir", path)  # this process (no xdist)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+
+
+def pytest_unconfigure(config):
+    path = getattr(config, "_widelimit_xla_cache", None)
+    if path is not None:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

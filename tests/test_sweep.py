@@ -236,3 +236,38 @@ def test_grow_adds_each_new_direction_once():
         cos = A @ A.T - np.eye(len(A))
         assert cos.max() < 1 - 1e-5  # no two atoms are the same direction
         assert g.atoms.shape == (16, 6) and g.codes.shape == (200, 16)
+
+
+def test_grow_gives_each_ray_off_the_certificate_its_own_atom():
+    """Once the greedy's candidates are spent, each point with ‖r_n‖ > λ gets the atom
+    r_n/‖r_n‖ (the wide limit's atom for its ray), and duplicate points share one; the old ± ε
+    splits put no new atom along any residual."""
+    from widelimit._finite.split import grow
+
+    r = np.random.default_rng(4)
+    X = r.normal(size=(40, 64)) * 2  # residuals nearly orthogonal: ⟨r_m, r_n⟩ < λ mostly
+    X = np.concatenate([X, X[:10]])  # 10 duplicate points: their rays need one atom each
+    lam = 3.0
+    fit = wl.fit_dictionary(X, 4, lam, key=jax.random.key(0), stop="loss", progress=False)
+    R = np.asarray(X - fit.bias - fit.codes @ fit.atoms)
+    # one candidate: the greedy's only atom is the largest residual's direction u, taking
+    # p = max(0, R u − λ) from every point
+    u = R[np.argmax(np.linalg.norm(R, axis=1))]
+    u = u / np.linalg.norm(u)
+    R = R - np.outer(np.maximum(R @ u - lam, 0), u)
+    off = np.linalg.norm(R, axis=1) > lam
+    n_rays = len(np.unique(np.round(R[off], 9), axis=0))
+    assert n_rays >= 30 and n_rays < off.sum()  # duplicates among them
+    g = grow(fit, X, 5 + n_rays, key=jax.random.key(1), candidates=1)
+    A = np.asarray(g.atoms)
+    np.testing.assert_allclose(A[4], u, atol=1e-9)
+    cos = (R[off] / np.linalg.norm(R[off], axis=1, keepdims=True)) @ A[5:].T
+    assert cos.max(axis=1).min() > 1 - 1e-9  # every such ray has its atom
+    G = A @ A.T - np.eye(len(A))
+    assert G.max() < 1 - 1e-6  # no two atoms are one direction
+    # the warm-start codes are consistent: they lower L from the fit's
+    assert float(wl.dictionary_loss(X, A, g.codes, fit.bias, lam)) < float(fit.loss)
+    assert set(np.asarray(g.parents[4:]).tolist()) <= {-1, 0, 1, 2, 3}
+    # past one atom per ray, the rest are ± ε splits of the most used atoms
+    g2 = grow(fit, X, 5 + n_rays + 3, key=jax.random.key(1), candidates=1)
+    assert g2.atoms.shape == (8 + n_rays, 64)

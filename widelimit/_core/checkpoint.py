@@ -90,16 +90,21 @@ def fingerprint_difference(old, new) -> str:
     return "; ".join(diff)
 
 
+def read_json(path: str) -> dict:
+    """The JSON at ``path``; ValueError naming the file if it cannot be read or parsed."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path!r} is unreadable: {e}") from e
+
+
 def check_manifest(path: str, fp: dict) -> dict | None:
     """The JSON manifest at ``path`` (None if absent); ValueError if unreadable or if its
     fingerprint differs from ``fp`` (the directory holds another problem)."""
     if not os.path.exists(path):
         return None
-    try:
-        with open(path) as f:
-            manifest = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"manifest {path!r} is unreadable: {e}") from e
+    manifest = read_json(path)
     old = manifest.get("fingerprint")
     if old != fp:
         raise ValueError(

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from .atomic import atomic_write_bytes, write_json
-from .checkpoint import check_manifest
+from .checkpoint import check_manifest, read_json
 from .sparse_codes import SparseCodes, concatenate, dense_block
 
 MANIFEST = "codes.json"
@@ -101,13 +101,7 @@ def load_codes(path: str) -> CodeStore:
 
 
 def read_manifest(mpath: str) -> dict:
-    import json
-
-    try:
-        with open(mpath) as f:
-            manifest = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{mpath!r} is unreadable: {e}") from e
+    manifest = read_json(mpath)
     if manifest.get("format") != FORMAT:
         raise ValueError(f"{mpath!r} is not a widelimit sparse-code manifest")
     return manifest

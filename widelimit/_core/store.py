@@ -222,6 +222,28 @@ class _Raised(NamedTuple):
     error: BaseException
 
 
+def windows(blocks: Iterable[np.ndarray], rows: int, n_features: int, dtype, *,
+            read=lambda index: True) -> Iterator[tuple[int, np.ndarray, int]]:  # fmt: skip
+    """One pass over ``blocks`` in consecutive windows of ``rows`` rows: yields (index, window,
+    filled rows); the last window may be partial (its other rows are 0). A window whose
+    ``read(index)`` is false is counted but not copied."""
+    buf, fill, index = np.zeros((rows, n_features), dtype), 0, 0
+    for block in blocks:
+        at = 0
+        while at < len(block):
+            take = min(rows - fill, len(block) - at)
+            if read(index):
+                buf[fill : fill + take] = block[at : at + take]
+            fill, at = fill + take, at + take
+            if fill == rows:
+                yield index, buf, rows
+                if read(index):
+                    buf = np.zeros((rows, n_features), dtype)
+                fill, index = 0, index + 1
+    if fill:
+        yield index, buf, fill
+
+
 class ActivationStore:
     """Rows of X (n_samples × n_features) read in blocks, wherever an entry point accepts X.
 
@@ -372,23 +394,19 @@ class ActivationStore:
         are skipped. The first ``skip`` windows are passed over without being read."""
         if self.n_rows is not None:
             rows = min(rows, self.n_rows)
-        index = 0
+        done = 0
         while True:
-            buf, fill, produced = np.empty((rows, self.n_features), self.dtype), 0, False
-            for block in self:
-                at = 0
-                while at < len(block):
-                    take = min(rows - fill, len(block) - at)
-                    if index >= skip:
-                        buf[fill : fill + take] = block[at : at + take]
-                    fill, at = fill + take, at + take
-                    if fill == rows:
-                        if index >= skip:
-                            yield buf
-                            buf = np.empty((rows, self.n_features), self.dtype)
-                        index, fill, produced = index + 1, 0, True
+            produced = False
+            for index, buf, filled in windows(self, rows, self.n_features, self.dtype,
+                                              read=lambda i, done=done: done + i >= skip):  # fmt: skip
+                if filled < rows:  # a window never wraps
+                    break
+                if done + index >= skip:
+                    yield buf
+                produced = True
             if not produced:
                 raise ValueError(f"`{self.name}` has fewer than {rows} rows")
+            done += index + (filled == rows)
 
     def fingerprint(self) -> dict:
         """What identifies the rows cheaply, for resumable jobs: file shards by (path, size, mtime,

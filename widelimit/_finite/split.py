@@ -132,6 +132,32 @@ def _greedy_new_atoms(R, Z, lam, cand, m: int):
     return U[best], parent, gain, P
 
 
+def _ray_atoms(R, Z, taken, lam, m: int):
+    """Up to m atoms r_n/‖r_n‖ at the points with the largest residuals ‖r_n‖ > λ (the wide
+    limit's atoms of the rays still off its certificate), each a direction not yet among ``taken``
+    or the earlier choices (duplicate points give one atom). Returns the atoms, their points and
+    parents (the atom each point uses most; −1 when it is uncoded)."""
+    norms = np.asarray(jnp.linalg.norm(R, axis=1))
+    order = np.argsort(-norms, kind="stable")
+    order = order[norms[order] > float(lam)][: 2 * m]
+    if order.size == 0:
+        return R[:0], np.zeros(0, np.int64), np.zeros(0, np.int64)
+    U = np.asarray(R[order] / norms[order, None])
+    tol = 1 - np.sqrt(np.finfo(U.dtype).eps)
+    new = np.max(U @ np.asarray(taken).T, axis=1, initial=-1) < tol
+    cos = U @ U.T
+    keep = []
+    for i in np.flatnonzero(new):  # greedy dedup among ≤ 2m candidates, O(m) vector checks
+        if not keep or cos[i, keep].max() < tol:
+            keep.append(i)
+            if len(keep) == m:
+                break
+    own = order[keep]
+    z = np.asarray(Z[own])
+    par = np.where(z.max(axis=1, initial=0) > 0, z.argmax(axis=1), -1) if z.shape[1] else -1
+    return jnp.asarray(U[keep]), own, np.broadcast_to(par, own.shape)
+
+
 @full_precision
 def grow(
     fit, X, width: int, *, key: PRNGKeyArray, eps: float = 0.1, candidates: int = 256
@@ -141,8 +167,11 @@ def grow(
 
     New atoms go where the wide certificate fails (‖r_n‖ > λ: a new atom lowers L): each is the
     normalised residual (of the ``candidates`` largest) with the largest first-order gain, and its
-    parent is the atom whose points it takes over — a split of that feature. When no point wants
-    a new atom any more, the most used atoms are split ± ε along their top residual direction.
+    parent is the atom whose points it takes over — a split of that feature. Once the candidates
+    are spent, the points with the largest residuals left (‖r_n‖ > λ) each get the atom
+    r_n/‖r_n‖, as in the wide limit, parented by the atom the point uses most. When no point
+    wants a new atom any more, the most used atoms are split ± ε along their top residual
+    direction.
     """
     D, Z = fit.atoms, fit.codes
     X = jnp.asarray(X, D.dtype)
@@ -163,7 +192,16 @@ def grow(
     codes = jnp.concatenate([Z, P[useful].T], axis=1)
     parents = np.concatenate([np.arange(k), np.asarray(par)[useful]])
     rest = extra - int(useful.sum())
-    if rest:  # nothing left to gain at first order: split the most used atoms
+    if rest:  # the candidates are spent: each point still off the certificate gets its own atom
+        R = R - P[useful].T @ U[useful]
+        U2, own, par2 = _ray_atoms(R, Z, jnp.concatenate([D, U[useful]]), fit.lam, rest)
+        atoms = jnp.concatenate([atoms, U2])
+        fresh = jnp.zeros((X.shape[0], len(own)), D.dtype)
+        fresh = fresh.at[own, jnp.arange(len(own))].set(jnp.linalg.norm(R[own], axis=1) - fit.lam)
+        codes = jnp.concatenate([codes, fresh], axis=1)
+        parents = np.concatenate([parents, par2])
+        rest -= len(own)
+    if rest:  # no point wants a new atom any more: split the most used atoms
         order = np.argsort(-np.asarray(jnp.sum(codes, axis=0)), kind="stable")
         which = np.tile(order, -(-rest // len(order)))[:rest]
         atoms, par2 = split_atoms(atoms, X, codes, fit.bias, which=which, eps=eps, key=key)

@@ -29,7 +29,7 @@ from .._core.processes import from_first_process, max_over_processes, sum_over_p
 from .._core.progress import Progress
 from .._core.results import RESULTS
 from .._core.stationarity import first_order_from_sums, over_processes
-from .._core.store import as_store
+from .._core.store import as_store, windows
 from .._core.validate import check_lam, check_matrix, to_device
 from .._wide.solve import solve_wide
 from .codes import code_tiers, encode
@@ -93,22 +93,11 @@ def _padded(blocks, n_blocks: int, shape, dt):
 
 def _blocks(store, rows: int, dt):
     """(block index, padded X block, weights) of fixed shape (rows, d); zero weight pads."""
-    d = store.n_features
-    buf, fill, index, start = np.zeros((rows, d), dt), 0, 0, 0
     w_all = store.weights
-    wbuf = np.zeros(rows, dt)
-    for block in store:
-        at = 0
-        while at < len(block):
-            take = min(rows - fill, len(block) - at)
-            buf[fill : fill + take] = block[at : at + take]
-            wbuf[fill : fill + take] = 1 if w_all is None else w_all[start : start + take]
-            fill, at, start = fill + take, at + take, start + take
-            if fill == rows:
-                yield index, buf, wbuf
-                buf, wbuf, fill, index = np.zeros((rows, d), dt), np.zeros(rows, dt), 0, index + 1
-    if fill:
-        yield index, buf, wbuf
+    for index, buf, filled in windows(store, rows, store.n_features, dt):
+        w = np.zeros(rows, dt)
+        w[:filled] = 1 if w_all is None else w_all[index * rows : index * rows + filled]
+        yield index, buf, w
 
 
 def _local(tree):
