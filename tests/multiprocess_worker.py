@@ -4,7 +4,8 @@ usage: python multiprocess_worker.py PORT N_PROCESSES PROCESS_ID DATA_DIR ATOMS_
 Reads its share of the rows of DATA_DIR (``ActivationStore(...).part()``), solves the wide limit
 over all processes' rows (``distributed=True``), encodes its rows into OUT_DIR/part-<id>, trains
 the SAE in OUT_DIR/sae0 for 20 steps and fits 2 streamed epochs over all processes' rows
-(``train_sae``/``fit_dictionary`` with ``distributed=True``), and writes OUT_DIR/result-<id>.json.
+(``train_sae``/``fit_dictionary`` with ``distributed=True``), does both again checkpointed (half,
+then resumed), and writes OUT_DIR/result-<id>.json.
 """
 
 import json
@@ -33,6 +34,16 @@ fit = wl.fit_dictionary(
     store, 24, lam, key=jax.random.PRNGKey(5), init=atoms[:24], batch_size=50, block_rows=200,
     max_epochs=2, loss_tol=0, stop="loss", distributed=True,
 )  # fmt: skip
+# the same fit and training, checkpointed into one directory that both processes see: 1 epoch
+# (10 steps), then resumed to 2 epochs (20 steps)
+opts = dict(key=jax.random.PRNGKey(5), init=atoms[:24], batch_size=50, block_rows=200,
+            loss_tol=0, stop="loss", distributed=True, checkpoint_dir=f"{out}/fit-checkpoint")  # fmt: skip
+wl.fit_dictionary(store, 24, lam, max_epochs=1, **opts)
+fit2 = wl.fit_dictionary(store, 24, lam, max_epochs=2, **opts)
+opts = dict(key=jax.random.PRNGKey(3), batch_size=64, checkpoint_every=10, pool_rows=store.n_rows,
+            distributed=True, checkpoint_dir=f"{out}/sae-checkpoint")  # fmt: skip
+wl.train_sae(store, wl.load_saelens(f"{out}/sae0"), lam, steps=10, **opts)
+sae2 = wl.train_sae(store, wl.load_saelens(f"{out}/sae0"), lam, steps=20, **opts)
 with open(f"{out}/result-{pid}.json", "w") as f:
     json.dump(
         {
@@ -49,6 +60,11 @@ with open(f"{out}/result-{pid}.json", "w") as f:
             "fit_loss": float(fit.loss),
             "fit_codes_rows": fit.codes.shape[0],
             "sae_W_dec": np.asarray(sae.sae.W_dec).tolist(),
+            "fit_resumed_from": fit2.resumed_from,
+            "fit_resumed_atoms": np.asarray(fit2.atoms).tolist(),
+            "fit_resumed_losses": np.asarray(fit2.history.loss[:2]).tolist(),
+            "sae_resumed_from": sae2.resumed_from,
+            "sae_resumed_losses": np.asarray(sae2.losses).tolist(),
         },
         f,
     )

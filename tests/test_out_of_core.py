@@ -399,6 +399,13 @@ def test_fit_from_a_store_resumes_at_its_stream_position(problem, tmp_path, monk
     assert resumed.resumed_from == 1
     np.testing.assert_array_equal(resumed.atoms, full.atoms)
     np.testing.assert_array_equal(resumed.history.loss, full.history.loss)
+    # a finished run continued with a larger budget: its history grows to the new max_epochs
+    ck1 = tmp_path / "ck1"
+    wl.fit_dictionary(d, 32, LAM, checkpoint_dir=ck1, **{**kw, "max_epochs": 1})
+    more = wl.fit_dictionary(d, 32, LAM, checkpoint_dir=ck1, **kw)
+    assert more.resumed_from == 1 and more.history.loss.shape == (2,)
+    np.testing.assert_array_equal(more.atoms, full.atoms)
+    np.testing.assert_array_equal(more.history.loss, full.history.loss)
 
 
 # --- SAE training from a store -------------------------------------------------------------------
@@ -566,3 +573,10 @@ def test_two_processes_equal_one(problem, tmp_path):
         np.testing.assert_allclose(r["fit_losses"], fit.history.loss[:2], rtol=1e-8)
         np.testing.assert_allclose(r["fit_atoms"], fit.atoms, rtol=1e-7, atol=1e-9)
         np.testing.assert_allclose(r["fit_loss"], float(fit.loss), rtol=1e-8)
+        # checkpointed by process 0 into one directory, resumed by both: the same run
+        assert r["fit_resumed_from"] == 1 and r["sae_resumed_from"] == 10
+        np.testing.assert_allclose(r["fit_resumed_atoms"], r["fit_atoms"], rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(r["fit_resumed_losses"], r["fit_losses"], rtol=1e-12)
+        np.testing.assert_allclose(r["sae_resumed_losses"], r["sae_losses"], rtol=1e-12)
+    manifest = json.loads((tmp_path / "fit-checkpoint" / "manifest.json").read_text())
+    assert len(manifest["fingerprint"]["processes"]) == 2  # each process's rows

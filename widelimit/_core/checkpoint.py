@@ -81,6 +81,21 @@ def saved_capacity(directory: str | None) -> int | None:
     return None if path is None else int(os.path.basename(path)[6:-4])
 
 
+def across_processes(
+    fp: dict, rows: tuple[str, ...] = ("shape", "dtype", "sha256", "source")
+) -> dict:
+    """The fingerprint of a ``jax.distributed`` job, the same on every process: its options
+    (``fp`` without the ``rows`` fields) and, in process order, the SHA-256 of each process's whole
+    ``fp`` (its own rows): a resume with other rows or options on any process is refused."""
+    from .processes import bytes_of_processes
+
+    own = hashlib.sha256(json.dumps(fp, sort_keys=True, default=str).encode()).digest()
+    return {
+        **{k: v for k, v in fp.items() if k not in rows},
+        "processes": [b.hex() for b in bytes_of_processes(own)],
+    }
+
+
 def fingerprint_difference(old, new) -> str:
     """The fields of two fingerprints that differ, as 'field: stored → requested'."""
     if not isinstance(old, dict):

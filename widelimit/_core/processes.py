@@ -39,3 +39,19 @@ def from_first_process(x) -> np.ndarray:
     from jax.experimental import multihost_utils
 
     return np.asarray(multihost_utils.broadcast_one_to_all(np.asarray(x)))
+
+
+def bytes_of_processes(b: bytes) -> list[bytes]:
+    """Every process's ``b`` (all the same length), in process order."""
+    if jax.process_count() == 1:
+        return [b]
+    from jax.experimental import multihost_utils
+
+    got = multihost_utils.process_allgather(np.frombuffer(b, np.uint8))
+    return [np.asarray(row, np.uint8).tobytes() for row in np.asarray(got)]
+
+
+def is_writer(distributed: bool) -> bool:
+    """Whether this process writes a job's shared files: process 0 of a distributed job (whose
+    state every process holds), every process otherwise."""
+    return not distributed or jax.process_index() == 0

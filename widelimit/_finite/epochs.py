@@ -43,6 +43,18 @@ class History(eqx.Module):
             k: np.asarray(getattr(self, k))[:n] for k in ("loss", "gap", "l0", "dead", "resampled")
         }
 
+    def resized(self, n: int) -> History:
+        """The records cut or padded (NaN / −1) to length n: a resumed run's ``max_epochs``."""
+
+        def fit(a):
+            a = np.asarray(a)
+            if a.shape[0] >= n:
+                return to_device(a[:n], a.dtype)
+            fill = np.nan if np.issubdtype(a.dtype, np.floating) else -1
+            return to_device(np.concatenate([a, np.full(n - a.shape[0], fill, a.dtype)]), a.dtype)
+
+        return jax.tree.map(fit, self)
+
 
 class _State(eqx.Module):
     D: Array

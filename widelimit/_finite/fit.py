@@ -94,19 +94,6 @@ class DictionaryFit(eqx.Module):
         return relative_gap(self.gap_abs, self.wide_bound)
 
 
-def _resize(h: History, n: int) -> History:
-    """History arrays cut or padded (NaN / −1) to length n."""
-
-    def fit(a):
-        a = np.asarray(a)
-        if a.shape[0] >= n:
-            return to_device(a[:n], a.dtype)
-        fill = np.nan if np.issubdtype(a.dtype, np.floating) else -1
-        return to_device(np.concatenate([a, np.full(n - a.shape[0], fill, a.dtype)]), a.dtype)
-
-    return jax.tree.map(fit, h)
-
-
 def _check_init_atoms(init, width, d, dtype):
     init = check_matrix(init, "init")
     if init.shape != (width, d):
@@ -168,7 +155,9 @@ def fit_dictionary(
     one global array over every device, and each minibatch of ``batch_size`` rows (divisible by
     the devices) is drawn from it, so the fit equals one process holding those blocks; atoms
     start from process 0's, the loss and residuals are summed over processes, and each process
-    gets the codes of its own rows. Checkpointing a distributed fit is not supported.
+    gets the codes of its own rows. A distributed fit checkpoints into a ``checkpoint_dir`` that
+    every process sees (a shared filesystem): process 0 writes it, every process resumes from it,
+    and a resume with other rows or options on any process is refused.
     """
     t_start = (time.perf_counter(), compile_seconds())
     solver = solver_of(solver, options)
@@ -219,7 +208,7 @@ def fit_dictionary(
         state = initial_state(D0, b0, n, cap)
         loaded, _ = checkpoint.load(checkpoint_dir, state, fp)
         state = loaded if loaded is not None else state
-        state = eqx.tree_at(lambda s: s.history, state, _resize(state.history, max_epochs))
+        state = eqx.tree_at(lambda s: s.history, state, state.history.resized(max_epochs))
         if checkpoint_dir is not None and loaded is None:
             checkpoint.save(checkpoint_dir, state, {"fingerprint": fp}, max_epochs)
         fs = solver.init(state, lam, wide.dual_objective)

@@ -25,7 +25,12 @@ from .._core.compile_clock import compile_seconds
 from .._core.devices import replicate_tree, row_mesh, row_sharding
 from .._core.lock import dir_lock
 from .._core.objective import loss_from_sums, relative_gap, streamed_sums_of
-from .._core.processes import from_first_process, max_over_processes, sum_over_processes
+from .._core.processes import (
+    from_first_process,
+    is_writer,
+    max_over_processes,
+    sum_over_processes,
+)
 from .._core.progress import Progress
 from .._core.results import RESULTS
 from .._core.stationarity import first_order_from_sums, over_processes
@@ -120,8 +125,6 @@ def fit_store(X, width, lam, *, key, solver, init, init_bias, parents, callback,
     bs = solver.batch_size
     procs, mesh = 1, None
     if distributed:
-        if checkpoint_dir is not None:
-            raise ValueError("checkpointing a distributed fit_dictionary is not supported")
         procs, mesh = jax.process_count(), row_mesh("all")
         n = int(sum_over_processes(np.asarray([n]))[0])  # all processes' rows
         if bs % jax.device_count():
@@ -149,12 +152,20 @@ def fit_store(X, width, lam, *, key, solver, init, init_bias, parents, callback,
         first, key=key, width=width, lam=float(lam), init=init, init_bias=init_bias,
         source=store.fingerprint(), block_rows=rows, **solver.fingerprint(),
     )  # fmt: skip
+    if distributed and checkpoint_dir is not None:
+        fp = checkpoint.across_processes(fp)
+    writer = is_writer(distributed)  # process 0 writes the checkpoint that all processes read
+
+    def save(state):
+        if checkpoint_dir is not None and writer:
+            checkpoint.save(checkpoint_dir, state, {"fingerprint": fp}, max_epochs)
+
     cfg = _Config(
         lam, solver.fit_bias, bs, solver.atom_steps, solver.code_tol, solver.code_steps, False,
         ws=code_tiers(width, None),  # per-point working sets past 64 atoms (codes start at 0)
     )  # fmt: skip
     max_epochs = solver.max_epochs
-    with dir_lock(checkpoint_dir):
+    with dir_lock(checkpoint_dir if writer else None):
         wide = solve_wide(
             store, lam, fit_bias=solver.fit_bias, throw=False, distributed=distributed
         )
@@ -172,14 +183,18 @@ def fit_store(X, width, lam, *, key, solver, init, init_bias, parents, callback,
             return jax.make_array_from_process_local_data(row_sharding(mesh, a.ndim), a)
 
         z = lambda *shape: to_device(np.zeros(shape, np.dtype(dt)), dt)  # noqa: E731
-        nanv = to_device(np.full(max_epochs, np.nan, np.dtype(dt)), dt)
-        negi = to_device(np.full(max_epochs, -1, np.int32), np.int32)
+        cap = checkpoint.saved_capacity(checkpoint_dir) or max_epochs  # a resume's history
+        nanv = to_device(np.full(cap, np.nan, np.dtype(dt)), dt)
+        negi = to_device(np.full(cap, -1, np.int32), np.int32)
         state = StreamState(
             D0, b0, z(width, width), z(width, d), z(d), z(), jnp.asarray(0, jnp.int32),
             jnp.asarray(0, jnp.int32), z(3), z(width), History(nanv, nanv, nanv, negi, negi),
         )  # fmt: skip
         loaded, _ = checkpoint.load(checkpoint_dir, state, fp)
-        state = everywhere(loaded if loaded is not None else state)
+        state = loaded if loaded is not None else state
+        state = everywhere(
+            eqx.tree_at(lambda t: t.history, state, state.history.resized(max_epochs))
+        )
         beta = everywhere(jnp.asarray(1 - bs / n, dt))
         bar = Progress(max_epochs, f"fit_dictionary K={width} (stream)", progress)
         result = RESULTS.max_steps_reached
@@ -197,8 +212,8 @@ def fit_store(X, width, lam, *, key, solver, init, init_bias, parents, callback,
                 bkey = everywhere(jax.random.fold_in(ekey, i))
                 state = _block(cfg, state, glob(xb), glob(wb), bkey, beta)
                 since += 1
-                if checkpoint_dir is not None and since % checkpoint_every == 0:
-                    checkpoint.save(checkpoint_dir, state, {"fingerprint": fp}, max_epochs)
+                if since % checkpoint_every == 0:
+                    save(state)
             loss_sum, wsum, nnz = (float(v) for v in state.sums)
             loss = loss_sum / wsum
             h = state.history
@@ -226,8 +241,7 @@ def fit_store(X, width, lam, *, key, solver, init, init_bias, parents, callback,
                     ),  # fmt: skip
                 )
             )
-            if checkpoint_dir is not None:
-                checkpoint.save(checkpoint_dir, state, {"fingerprint": fp}, max_epochs)
+            save(state)
             losses = np.asarray(h.loss)
             bar.update(e + 1, loss=loss)
             if callback is not None:

@@ -25,7 +25,7 @@ from .._core import checkpoint
 from .._core.devices import replicate_tree, row_mesh, row_sharding
 from .._core.lock import dir_lock
 from .._core.precision import full_precision
-from .._core.processes import from_first_process, max_over_processes
+from .._core.processes import from_first_process, is_writer, max_over_processes
 from .._core.progress import Progress
 from .._core.results import RESULTS
 from .._core.store import as_store, is_store_like
@@ -146,7 +146,9 @@ def train_sae(
     of the run is the c-th windows of all processes together, as one global array over every
     device (``jax.make_array_from_process_local_data``), the parameters start from process 0's and
     are replicated, and XLA's collectives do the rest: the run equals one process that holds all
-    the windows. Checkpointing a distributed run is not supported.
+    the windows. It checkpoints into a ``checkpoint_dir`` that every process sees (a shared
+    filesystem): process 0 writes it, every process resumes from it, and a resume with other rows
+    or options on any process is refused.
     """
     store = as_store(X) if is_store_like(X) else None
     if distributed:
@@ -155,8 +157,6 @@ def train_sae(
                 "distributed=True reads each process's own rows from a store: pass "
                 "ActivationStore(...).part()"
             )
-        if checkpoint_dir is not None:
-            raise ValueError("checkpointing a distributed train_sae is not supported")
         devices = "all"
     if store is not None:
         rows = check_positive_int(pool_rows, "pool_rows") if pool_rows is not None else None
@@ -218,7 +218,12 @@ def train_sae(
         source=None if store is None else [store.fingerprint(), X.shape[0]],
         width=width if not given else [checkpoint.digest(v) for v in jax.tree_util.tree_leaves(eqx.filter(sae, eqx.is_inexact_array))],
     ) if checkpoint_dir is not None else None  # fmt: skip
-    with dir_lock(checkpoint_dir):  # after validation: a bad call creates nothing
+    if distributed and fp is not None:
+        fp = checkpoint.across_processes(fp)
+    writer = is_writer(distributed)  # process 0 writes the checkpoint that all processes read
+    with dir_lock(
+        checkpoint_dir if writer else None
+    ):  # after validation: a bad call creates nothing
         if not given:
             scale = float(jnp.median(jnp.linalg.norm(X - jnp.mean(X, 0), axis=1)))
             scale = float(from_first_process(scale)) if distributed else scale
@@ -244,6 +249,8 @@ def train_sae(
             loaded, _ = checkpoint.load(checkpoint_dir, like, fp)
             if loaded is not None:
                 state, stored = loaded
+                if distributed:
+                    state = replicate_tree(mesh, state)
                 if int(state.step) > steps:
                     raise ValueError(
                         f"{checkpoint_dir!r} holds a run of {int(state.step)} steps, more than "
@@ -269,7 +276,7 @@ def train_sae(
                 losses[done : done + n][~np.isfinite(chunk_losses)] = np.nan
                 break
             state, done = new, done + n
-            if checkpoint_dir is not None:
+            if checkpoint_dir is not None and writer:
                 checkpoint.save(
                     checkpoint_dir, (state, jnp.asarray(losses)), {"fingerprint": fp}, steps
                 )
