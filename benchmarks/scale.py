@@ -12,7 +12,8 @@ fresh process (so its wall time includes compilation and its peak RSS is its own
 - the hull condition of a wide dictionary (``hull_table``) on generated sparse codes: the compact
   table (violated pairs only) at K = 65,536, and at K = 8192 beside the K × K table (the baseline).
   ``--only hull`` reruns just these and merges them into scale.json; ``--only encode`` reruns the
-  encodes, the check and the device scaling (after the wide solve that gives their bias).
+  encodes, the check and the device scaling (after the wide solve that gives their bias);
+  ``--only fit`` the streamed fit epoch.
 Writes benchmarks/results/scale.json and .png. ``--quick`` (and the smoke run of make test) uses
 small sizes.
 """
@@ -114,7 +115,7 @@ def task(args) -> dict:
             "gap": float(sol.gap),
             "objective": float(sol.objective),
         }
-    bias = np.load(os.path.join(args.work, "bias.npy"))
+    bias = None if args.task == "fit" else np.load(os.path.join(args.work, "bias.npy"))
     # the generating atoms (and random unit atoms beyond them): codes with tens of nonzeros per
     # row at λ = args.code_lam, as in an SAE's codes
     atoms = true_atoms()[: args.k]
@@ -238,7 +239,7 @@ def main():
     ap.add_argument("--encode-parts", type=int, nargs=2, default=[64, 32])
     ap.add_argument("--store-dir", default=None)
     ap.add_argument("--hull", default="violated")
-    ap.add_argument("--only", choices=["hull", "encode"])
+    ap.add_argument("--only", choices=["hull", "encode", "fit"])
     args = ap.parse_args()
     if args.task:
         res = task(args)
@@ -260,6 +261,26 @@ def main():
         print("wrote", write("scale_quick" if quick else "scale", payload))
         return
     args.work = tempfile.mkdtemp(prefix="widelimit-scale-")
+    if args.only == "fit":  # the streamed epoch alone, on a store kept (--store-dir) or made
+        path = os.path.join(RESULTS, "scale_quick.json" if quick else "scale.json")
+        with open(path) as f:
+            payload = {k: v for k, v in json.load(f).items() if k != "machine"}
+        keep = args.store_dir is not None
+        args.store_dir = args.store_dir or os.path.join(args.work, "store")
+        try:
+            if not os.path.isdir(args.store_dir):
+                generate_store(args.store_dir, args.rows)
+            payload["fit_epoch"] = run(args, task="fit", parts=args.encode_parts[0], k=args.k // 4)
+        finally:
+            shutil.rmtree(args.work, ignore_errors=True)
+            if not keep:
+                shutil.rmtree(args.store_dir, ignore_errors=True)
+        payload.setdefault("reruns", {})["fit_epoch"] = time.strftime(
+            "%Y-%m-%d %H:%M UTC", time.gmtime()
+        )
+        print("wrote", write("scale_quick" if quick else "scale", payload))
+        plot(payload, "scale_quick" if quick else "scale")
+        return
     if args.only == "encode":
         if args.store_dir is None:
             raise SystemExit("--only encode rereads the store of the last run: pass --store-dir")

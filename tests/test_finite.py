@@ -382,9 +382,11 @@ def test_working_set_sizes_and_their_reuse():
     assert working_set_size(s, 20) == (16, 20)  # capped at width
     cfg = _Config(1.0, True, None, 10, 1e-4, 500, True)
     first = _with_working_set(cfg, np.zeros(100, int), 2500, 0)
-    assert first.ws == (64, 256) and first.support == 64  # before any codes
+    assert first.ws == (16, 256) and first.support == 64  # before any codes
     kept = _with_working_set(first, s, 2500, 1)
-    assert kept.ws == (16, 256)  # past a factor of two: a new first tier; the last never shrinks
+    assert kept.ws == (16, 256)  # sparse codes keep the first epoch's tiers: no second compile
+    grown = _with_working_set(first, np.full(100, 60), 2500, 1)
+    assert grown.ws == (96, 256)  # past a factor of two: a new first tier; the last never shrinks
     assert kept.support == 64  # the support (q99.9 = 30 -> 32) is within a factor of two: kept
     again = _with_working_set(dataclasses.replace(cfg, ws=(24, 96), support=48), s, 2500, 1)
     assert again.ws == (24, 96) and again.support == 48  # within a factor of two: kept

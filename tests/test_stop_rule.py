@@ -124,3 +124,23 @@ def test_a_polish_that_cannot_lower_the_loss_says_stalled(real, monkeypatch):
     assert not fit.stationary()
     with pytest.raises(RuntimeError, match="could not lower the loss"):
         wl.fit_dictionary(X, 16, lam, throw=True, **kw)
+
+
+def test_the_polish_compiles_each_of_its_programs_once(real, caplog):
+    """Every polish step reuses the compiled ``trial``: its state stays arrays (a Python bool
+    written into it would be a static leaf, and the second step would compile again)."""
+    import logging
+
+    X, lam = real
+    X = X[:397]  # a row count no other test compiles for
+    with jax.log_compiles(), caplog.at_level(logging.WARNING):
+        caplog.clear()
+        fit = wl.fit_dictionary(X, 16, lam, key=jax.random.key(0), progress=False)
+    names = [r.getMessage().split(" with ")[0] for r in caplog.records]
+    steps = int(fit.n_epochs) - int(
+        wl.fit_dictionary(X, 16, lam, key=jax.random.key(0), stop="loss", progress=False).n_epochs
+    )
+    assert fit.stationary() and steps >= 3  # several polish steps ran
+    assert names.count("Compiling jit(trial)") == 1, names  # its shapes hold N: new here
+    for program in ("direction", "remember"):  # (these may be compiled by an earlier test)
+        assert names.count(f"Compiling jit({program})") <= 1, names

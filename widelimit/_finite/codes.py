@@ -309,9 +309,9 @@ def code_tiers(width: int, init) -> tuple[int, ...] | None:
     return working_set_size(supports, width)
 
 
-def initial_tiers(width: int) -> tuple[int, int]:
-    """Working-set tiers before any codes exist (a fit's first epoch): 64, then 256 atoms."""
-    return (64, min(width, 256))
+def initial_tiers(width: int, first: int = 64) -> tuple[int, int]:
+    """Working-set tiers before any codes exist: ``first`` (64), then 256 atoms."""
+    return (min(width, first), min(width, 256))
 
 
 @eqx.filter_jit

@@ -331,7 +331,9 @@ def _keep(old: int | None, new: int) -> int:
 
 def _with_working_set(cfg: _Config, supports, k: int, epoch: int) -> _Config:
     """Per-point working-set tiers (``_codes.working_set_lasso``) once K = k > 64, sized from the
-    current support sizes of the rows (``row_supports``; (64, 256) before any codes), and, once
+    current support sizes of the rows (``row_supports``; (16, 256) before any codes: a fit starts
+    from atoms at data points, whose first codes are sparse, and a first tier of 64 shrank to 16
+    after the first epoch on real activations, a second compile of the epoch), and, once
     K ≥ 2048, the support ``code_gram`` accumulates sparsely (the 99.9 % quantile of the supports).
     Sizes change only past a factor of two and the last tier never shrinks, so a fit compiles its
     epoch for few sizes."""
@@ -339,7 +341,7 @@ def _with_working_set(cfg: _Config, supports, k: int, epoch: int) -> _Config:
         return cfg
     supports = np.asarray(supports)
     if epoch == 0 and not supports.any():
-        ws, support = initial_tiers(k), (None if k < 2048 else 64)
+        ws, support = initial_tiers(k, first=16), (None if k < 2048 else 64)
     else:
         ws = working_set_size(supports, k)
         support = min(k, bucket_size(int(np.quantile(supports, 0.999))))

@@ -87,7 +87,9 @@ def trial(cfg: _Config, s: _State, pD, pb, step, X, w, wide_bound):
     n = jnp.sum(w)
     rec = jnp.sum(w * jnp.sum(dR * (R + 0.5 * dR), axis=1))
     delta = (rec + cfg.lam * jnp.sum(w * jnp.sum(Z - s.Z, axis=1))) / n
-    new = eqx.tree_at(lambda t: (t.D, t.D_prev, t.extrapolate, t.b, t.Z), s, (D, D, True, b, Z))
+    # an array, not Python's True: a bool leaf would be static, and the next call would compile
+    on = jnp.ones_like(s.extrapolate)
+    new = eqx.tree_at(lambda t: (t.D, t.D_prev, t.extrapolate, t.b, t.Z), s, (D, D, on, b, Z))
     loss = loss_value(X, D, Z, b, cfg.lam, w)
     zero = jnp.zeros((), jnp.int32)
     new = _record(new, loss, zero, wide_bound)
