@@ -62,6 +62,15 @@ def wide_scaling(r):
         f"vmap {_ms(p['vmap_s'])} | one solve {_ms(p['one_solve_s'])} "
         f"| **scan {p['scan_ratio']:.1f}×**, vmap {p['vmap_ratio']:.0f}× | ≤ 10× |"
     )
+    f = r.get("fresh")
+    if f:
+        rows.append(
+            f"| (e) a fresh process's first `solve_wide`, N={f['n']:,}, d={f['d']}, float32 "
+            f"| first call {f['first_s']:.2f} s ({f['compile_s']:.2f} s compiling; import "
+            f"{f['import_s']:.1f} s before it) | warm call {_ms(f['warm_s'])} "
+            f"| **{f['first_s'] / f['warm_s']:.0f}×** the warm call; a new N = {2 * f['n']:,}: "
+            f"first {f['new_n_first_s']:.2f} s ({f['new_n_compile_s']:.2f} s compiling) | (reported) |"
+        )
     return "\n".join(rows) + f"\n\nMachine: {_machine(r)}."
 
 

@@ -130,6 +130,42 @@ print(base0, dt, base, peak, float(sol.objective), float(sol.gap), int(sol.num_s
 """
 
 
+_FRESH = """
+import json, os, sys, time
+t0 = time.perf_counter()
+import jax
+import numpy as np
+import widelimit as wl
+from widelimit._core.compile_clock import compile_seconds
+sys.path.insert(0, sys.argv[1])
+from _common import sparse_coded, timeit
+t_import = time.perf_counter() - t0
+n, d = int(sys.argv[2]), int(sys.argv[3])
+out = {"n": n, "d": d, "import_s": t_import}
+for tag, rows in (("", n), ("new_n_", 2 * n)):
+    X = sparse_coded(rows, d, seed=5)
+    lam = 0.5 * float(np.median(np.linalg.norm(X[:4096] - X[:4096].mean(0), axis=1)))
+    c, t = compile_seconds(), time.perf_counter()
+    jax.block_until_ready(wl.solve_wide(X, lam).objective)
+    out[tag + "first_s"], out[tag + "compile_s"] = time.perf_counter() - t, compile_seconds() - c
+    out[tag + "warm_s"] = timeit(lambda: wl.solve_wide(X, lam).objective, repeat=3)
+print(json.dumps(out))
+"""
+
+
+def fresh(n=100_000, d=768):
+    """A user's first ``solve_wide`` in a fresh process (float32): the import, the first call
+    (compilation included) and warm calls; then the first call at a new N = 2n (what a new N
+    compiles again)."""
+    run = subprocess.run(
+        [sys.executable, "-c", _FRESH, os.path.dirname(os.path.abspath(__file__)), str(n), str(d)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    print(out, flush=True)
+    return out
+
+
 def streaming(n, d=768, chunk=65536):
     X = sparse_coded(n, d, seed=3)
     lam = pick_lam(X)
@@ -243,7 +279,7 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument(
         "--only",
-        choices=["cvxpy", "passes", "streaming", "path"],
+        choices=["cvxpy", "passes", "streaming", "path", "fresh"],
         help="rerun one section and merge it into the existing JSON (its date recorded)",
     )
     a = ap.parse_args()
@@ -254,6 +290,7 @@ def main():
             passes=lambda: passes([10_000, 100_000, 1_000_000]),
             streaming=lambda: streaming(1_000_000),
             path=path_bench,
+            fresh=fresh,
         )
         with open(os.path.join(RESULTS, "wide_scaling.json")) as f:
             payload = {k: v for k, v in json.load(f).items() if k != "machine"}
@@ -267,7 +304,7 @@ def main():
     if a.quick and SMOKE:
         payload = dict(
             cvxpy=vs_cvxpy([60]), passes=passes([2000]), streaming=streaming(5000, chunk=1024),
-            path=path_bench(1000, 16, 4),
+            path=path_bench(1000, 16, 4), fresh=fresh(2000, 16),
         )  # fmt: skip
     elif a.quick:
         payload = dict(
@@ -275,6 +312,7 @@ def main():
             passes=passes([10_000, 30_000]),
             streaming=streaming(50_000, chunk=8192),
             path=path_bench(5000, 64, 16),
+            fresh=fresh(10_000, 768),
         )
     else:
         payload = dict(
@@ -282,6 +320,7 @@ def main():
             passes=passes([10_000, 100_000, 1_000_000]),
             streaming=streaming(1_000_000),
             path=path_bench(),
+            fresh=fresh(),
         )
     name = "wide_scaling_quick" if a.quick else "wide_scaling"
     print("wrote", write(name, payload))
