@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import ml_dtypes
@@ -580,3 +581,47 @@ def test_two_processes_equal_one(problem, tmp_path):
         np.testing.assert_allclose(r["sae_resumed_losses"], r["sae_losses"], rtol=1e-12)
     manifest = json.loads((tmp_path / "fit-checkpoint" / "manifest.json").read_text())
     assert len(manifest["fingerprint"]["processes"]) == 2  # each process's rows
+
+
+# --- a width sweep of a store ---------------------------------------------------------------------
+
+
+def test_width_sweep_of_a_store_records_what_its_sparse_codes_hold(problem, tmp_path, monkeypatch):
+    """Each width a streamed fit with sparse codes; its record (loss, gap, L0, dead atoms,
+    conditions) equals the in-memory record of the same atoms and codes made dense, the split
+    tree's masses the dense ones; grow works from a row sample; out_dir resumes the sweep."""
+    import widelimit._analysis.sweep as sweep_mod
+
+    X = problem[0].astype(np.float32)
+    d = shard_dir(tmp_path, X)
+    kw = dict(key=jax.random.PRNGKey(0), batch_size=100, max_epochs=2, block_rows=500,
+              progress=False, sample_rows=600)  # fmt: skip
+    out = tmp_path / "sweep"
+    s = wl.width_sweep(d, [8, 16, 32], LAM, out_dir=str(out), **kw)
+    wide = wl.solve_wide(X, LAM)
+    assert s.n_rays == int(np.sum(wide.encoded))  # every row's rays, not the sample's
+    for t, fit in enumerate(s.fits):
+        assert isinstance(fit.codes, wl.SparseCodes) and fit.codes.shape == (1500, s.widths[t])
+        dense = fit.codes.todense()
+        rec = sweep_mod._record(
+            eqx.tree_at(lambda f: f.codes, fit, dense), X, LAM, wide.atoms(X)[wide.encoded][:0],
+            1e-2, 1e-3, [float(fit.loss)], float(wide.dual_objective),
+        )  # fmt: skip
+        for key in ("loss", "gap", "dead", "code_violations", "atom_violations", "hull_violations"):
+            np.testing.assert_allclose(getattr(s, key)[t], rec[key], rtol=1e-5, err_msg=key)
+        np.testing.assert_allclose(s.l0[t], rec["l0"], rtol=1e-6)
+        np.testing.assert_allclose(s.tree.mass[t], np.asarray(dense, np.float64).sum(0), rtol=1e-5)
+        np.testing.assert_allclose(
+            float(fit.loss), float(wl.dictionary_loss(X, fit.atoms, dense, fit.bias, LAM)), rtol=1e-5
+        )  # fmt: skip
+    parents = np.asarray(s.fits[2].parents)
+    assert parents.shape == (32,) and parents.min() >= -1 and parents.max() < 16
+    # a rerun reads every width back (sparse codes included) and fits nothing
+    monkeypatch.setattr(
+        sweep_mod, "fit_dictionary", lambda *a, **k: pytest.fail("refitted a finished width")
+    )
+    again = wl.width_sweep(d, [8, 16, 32], LAM, out_dir=str(out), **kw)
+    np.testing.assert_array_equal(again.loss, s.loss)
+    np.testing.assert_array_equal(again.fits[1].codes.values, s.fits[1].codes.values)
+    with pytest.raises(ValueError, match="batch_size"):
+        wl.width_sweep(d, [8], LAM, key=jax.random.PRNGKey(0))

@@ -13,6 +13,8 @@ import dataclasses
 import numpy as np
 from jaxtyping import Float, Int
 
+from .._core.code_store import code_usage
+
 
 @dataclasses.dataclass(frozen=True)
 class SplitTree:
@@ -58,8 +60,8 @@ def _unit(a):
 def split_tree(
     atoms: list, codes: list, parents: list | None = None, *, method: str | None = None
 ) -> SplitTree:
-    """Build the tree from per-width atoms (K_t, d) and codes (N, K_t); ``parents`` (per width,
-    indices into the previous width) use the lineage, otherwise (or ``method="cosine"``) the
+    """Build the tree from per-width atoms (K_t, d) and codes (N, K_t: dense, ``SparseCodes`` or a
+    ``CodeStore``); ``parents`` (per width, indices into the previous width) use the lineage, otherwise (or ``method="cosine"``) the
     parent is the previous atom with the largest decoder cosine."""
     if len(atoms) != len(codes) or not atoms:
         raise ValueError("`atoms` and `codes` must be non-empty lists of the same length")
@@ -67,7 +69,7 @@ def split_tree(
     if method not in ("lineage", "cosine"):
         raise ValueError(f"`method` must be 'lineage' or 'cosine', got {method!r}")
     D = [_unit(a) for a in atoms]
-    mass = [np.asarray(z, np.float64).sum(0) for z in codes]
+    mass = [code_usage(z)[1] for z in codes]  # dense, SparseCodes or a CodeStore
     par, cos, share = [-np.ones(len(D[0]), np.int64)], [np.ones(len(D[0]))], [np.ones(len(D[0]))]
     for t in range(1, len(D)):
         C = D[t] @ D[t - 1].T

@@ -17,6 +17,7 @@ import os
 import time
 import warnings
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,12 +25,15 @@ from jaxtyping import ArrayLike, Float, Int, PRNGKeyArray
 
 from .._core import checkpoint
 from .._core.atomic import write_json
+from .._core.code_store import code_usage
 from .._core.compile_clock import compile_seconds
 from .._core.lock import dir_lock
 from .._core.objective import relative_gap
 from .._core.precision import full_precision
 from .._core.progress import Progress
+from .._core.store import as_store, is_store_like
 from .._core.validate import check_lam, check_matrix, check_positive_int
+from .._finite.codes import encode
 from .._finite.fit import DictionaryFit, fit_dictionary
 from .._finite.fit_file import load_fit, save_fit
 from .._finite.seeds import fit_dictionary_seeds
@@ -139,13 +143,14 @@ def _record(fit, X, lam, rays, delta, tol, seed_loss, wide_bound):
         X, fit.atoms, fit.codes, fit.bias if fit.fit_bias else None, lam, tol=tol
     )
     loss = float(fit.loss)
+    l0, mass = code_usage(fit.codes)  # dense or sparse codes
     return {
         "width": int(fit.atoms.shape[0]),
         "loss": loss,
         "gap": float(relative_gap(loss - wide_bound, wide_bound)),
         "rays_covered": covered(rays, fit.atoms, delta),
-        "l0": float(jnp.mean(jnp.sum(fit.codes > 0, axis=1))),
-        "dead": int(jnp.sum(jnp.sum(fit.codes, axis=0) == 0)),
+        "l0": l0,
+        "dead": int(np.sum(mass == 0)),
         "code_violations": int(jnp.sum(rep.code_kkt_per_atom > tol)),
         "atom_violations": int(jnp.sum(rep.atom_stationarity > tol)),
         "bias_violation": int(fit.fit_bias and float(rep.bias_residual) > tol),
@@ -153,6 +158,12 @@ def _record(fit, X, lam, rays, delta, tol, seed_loss, wide_bound):
         "wants_new_atom": int(rep.wants_new_atom.sum()),
         "seed_loss": seed_loss,
     }
+
+
+def _on_rows(fit, X, lam):
+    """``fit`` with exact dense codes for the rows X (a store sweep grows from a row sample)."""
+    Z = encode(fit.atoms, fit.bias if fit.fit_bias else None, X, lam)
+    return eqx.tree_at(lambda f: f.codes, fit, Z)
 
 
 def _assemble(records, fits, n_rays, wide_optimum, wide_bound, lam) -> Sweep:
@@ -184,6 +195,8 @@ def width_sweep(
     cover_delta: float = 1e-2,
     check_tol: float = 1e-3,
     batch_seeds: bool = True,
+    sample_rows: int = 16384,
+    block_rows: int | None = None,
     **options,
 ) -> Sweep:
     """Fit every width in ``widths`` (increasing), each warm-started by splitting the previous one.
@@ -194,17 +207,35 @@ def width_sweep(
     ``options`` as in ``fit_dictionary``). ``ground_truth`` (ray
     directions (R, d), or a ``datasets.ToyData``) defines the rays to cover; without it, the rays
     are the wide solution's encoded data rays.
+
+    Out of core: X may be an ``ActivationStore`` (or anything it reads) with a minibatch
+    ``batch_size``. Each width is then a streamed fit with sparse codes (``block_rows`` rows a
+    block, as in ``fit_dictionary``), its record is computed block by block, and ``grow`` and the
+    rays to cover use the first ``sample_rows`` rows, with codes encoded exactly for them;
+    ``n_rays`` counts the encoded rays of every row. Each width's sparse codes are held in memory
+    (and saved in ``out_dir``).
     """
     solver = solver_of(solver, options)
     fit_bias = solver.fit_bias
-    X = check_matrix(X, "X")
-    n, d = X.shape
+    store = as_store(X) if is_store_like(X) else None
+    if store is not None:
+        if solver.batch_size is None:
+            raise ValueError("a store is swept in minibatches: pass batch_size=...")
+        if store.n_rows is None:
+            raise ValueError("width_sweep needs a store of known length (not an iterable)")
+        sample_rows = check_positive_int(sample_rows, "sample_rows")
+        Xs = check_matrix(np.asarray(next(store.pools(min(store.n_rows, sample_rows)))), "X")
+        d = store.n_features
+    else:
+        X = Xs = check_matrix(X, "X")
+        d = X.shape[1]
     ws = _check_widths(widths)
-    lam = check_lam(lam, X.dtype)
+    lam = check_lam(lam, Xs.dtype)
     n_seeds = check_positive_int(n_seeds, "n_seeds")
-    rays = _rays_of(ground_truth, d, X.dtype)
+    rays = _rays_of(ground_truth, d, Xs.dtype)
+    source = {} if store is None else {"source": store.fingerprint(), "sample_rows": len(Xs)}
     fp = checkpoint.fingerprint(
-        X, key=key, lam=float(lam), n_seeds=n_seeds, max_epochs=solver.max_epochs,
+        Xs, key=key, **source, lam=float(lam), n_seeds=n_seeds, max_epochs=solver.max_epochs,
         tol=float(solver.tol), loss_tol=float(solver.loss_tol),
         stop=solver.stop_rule, batch_seeds=bool(batch_seeds), cover_delta=float(cover_delta),
         check_tol=float(check_tol), ground_truth=None if rays is None else np.asarray(rays),
@@ -215,14 +246,22 @@ def width_sweep(
             checkpoint.check_manifest(os.path.join(out_dir, _MANIFEST), fp)
         wide = solve_wide(X, lam, fit_bias=fit_bias, throw=False)
         wide_bound = float(wide.dual_objective)
-        if rays is None:
+        if rays is None and store is None:
             rays = wide.atoms(X)[wide.encoded]
+            n_rays = int(rays.shape[0])
+        elif rays is None:  # every row's encoded rays; the sample rows' directions to cover
+            n_rays = int(np.sum(np.asarray(wide.encoded)))
+            P = Xs - wide.bias
+            norm = jnp.linalg.norm(P, axis=1, keepdims=True)
+            rays = (P / jnp.where(norm > 0, norm, 1))[np.asarray(wide.encoded)[: len(Xs)]]
+        else:
+            n_rays = int(rays.shape[0])
         if out_dir is not None:
             os.makedirs(out_dir, exist_ok=True)
             write_json(
                 os.path.join(out_dir, _MANIFEST),
                 {"fingerprint": fp, "wide_optimum": float(wide.objective), "wide_bound": wide_bound,
-                 "lam": float(lam), "n_rays": int(rays.shape[0])},
+                 "lam": float(lam), "n_rays": n_rays},
             )  # fmt: skip
         bar = Progress(len(ws), "width_sweep", progress)
         records, fits = [], []
@@ -243,7 +282,15 @@ def width_sweep(
                 grown = (
                     None
                     if prev is None
-                    else [grow(prev, X, k, key=jax.random.fold_in(sk, 7)) for sk in keys]
+                    else [
+                        grow(
+                            _on_rows(prev, Xs, lam) if store is not None else prev,
+                            Xs,
+                            k,
+                            key=jax.random.fold_in(sk, 7),
+                        )
+                        for sk in keys
+                    ]  # fmt: skip
                 )
                 b0 = prev.bias if (prev is not None and fit_bias) else None
                 if n_seeds > 1 and batch_seeds and solver.batch_size is None:
@@ -266,6 +313,7 @@ def width_sweep(
                             init_bias=b0,
                             init=None if grown is None else grown[s].atoms,
                             parents=None if grown is None else grown[s].parents,
+                            **({} if store is None else {"block_rows": block_rows}),
                         )  # fmt: skip
                         for s, sk in enumerate(keys)
                     ]
@@ -286,13 +334,11 @@ def width_sweep(
             bar.update(t + 1, K=k, gap=rec["gap"])
             if out_dir is not None:
                 sweep = _assemble(
-                    records, fits, int(rays.shape[0]), float(wide.objective), wide_bound, float(lam)
+                    records, fits, n_rays, float(wide.objective), wide_bound, float(lam)
                 )
                 write_json(os.path.join(out_dir, "sweep.json"), sweep.to_dict())
         bar.close()
-        return _assemble(
-            records, fits, int(rays.shape[0]), float(wide.objective), wide_bound, float(lam)
-        )
+        return _assemble(records, fits, n_rays, float(wide.objective), wide_bound, float(lam))
 
 
 def _load_width(rec_path, fit_path, k):

@@ -140,3 +140,19 @@ class CodeWriter:
             {"name": name, "rows": int(idx.shape[0]), "k": int(idx.shape[1])}
         )
         write_json(os.path.join(self.path, MANIFEST), self.manifest)
+
+
+def code_usage(codes) -> tuple[float, np.ndarray]:
+    """(mean nonzeros per row, Σ_n z_nk per atom) of dense codes, ``SparseCodes`` or a
+    ``CodeStore`` (block by block: never N × K)."""
+    if isinstance(codes, (SparseCodes, CodeStore)):
+        blocks = [codes] if isinstance(codes, SparseCodes) else (c for _, c in codes.block_codes())
+        nnz, mass = 0, np.zeros(codes.shape[1], np.float64)
+        for c in blocks:
+            v, i = np.asarray(c.values, np.float64), np.asarray(c.indices)
+            on = v > 0
+            nnz += int(on.sum())
+            mass += np.bincount(i[on], weights=v[on], minlength=codes.shape[1])
+        return nnz / max(codes.shape[0], 1), mass
+    Z = np.asarray(codes, np.float64)
+    return float(np.mean(np.sum(Z > 0, axis=1))), Z.sum(axis=0)
