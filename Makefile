@@ -25,10 +25,14 @@ test: venv lint
 
 BENCHMARKS := wide_scaling finite_scaling pair_hull_scaling width_study code_solver stop_rule first_run architectures absorption scale
 
-# every benchmark script at its --quick size (into benchmarks/results/*_quick.json, or
-# $$WIDELIMIT_BENCH_RESULTS); tests/test_benchmarks.py runs the same in make test, into a temp dir
+# the smoke version of every benchmark script (--quick at WIDELIMIT_BENCH_SMOKE sizes, 1 min
+# 54 s on 2 cores), into benchmarks/results/smoke/; tests/test_benchmarks.py runs the same
+# in make test, into a temp dir. `python benchmarks/NAME.py --quick` alone runs the larger quick
+# sizes (3.7 minutes for all ten) into benchmarks/results/NAME_quick.json.
 bench-quick: venv
-	for s in $(BENCHMARKS); do $(BIN)/python benchmarks/$$s.py --quick || exit 1; done
+	for s in $(BENCHMARKS); do \
+		WIDELIMIT_BENCH_SMOKE=1 WIDELIMIT_BENCH_RESULTS=benchmarks/results/smoke \
+			$(BIN)/python benchmarks/$$s.py --quick || exit 1; done
 
 # the declared dependency floors (.ci/floors.txt = pyproject's lower bounds), in their own venv
 test-floors:
