@@ -310,3 +310,11 @@ def test_wide_streams_a_directory_of_shards(tmp_path, rays_file):
     np.testing.assert_allclose(out["objective"], float(wl.solve_wide(X, 0.3).objective), rtol=1e-5)
     np.save(shards / "2.npy", X[:5, :1])  # another width: a one-line error naming the shard
     assert "2.npy" in fails(["wide", str(shards), "--lam", "0.3"]).output
+    # a sweep of the shards: streamed minibatch fits with sparse codes
+    sweep = ["sweep", str(shards), "--widths", "2,4", "--lam", "0.3", "--epochs", "3"]
+    assert "--batch-size" in fails([*sweep, "-o", str(tmp_path / "s0")]).output
+    (shards / "2.npy").unlink()
+    ok([*sweep, "--batch-size", "50", "-o", str(tmp_path / "s"), "--quiet"])
+    s = wl.load_sweep(str(tmp_path / "s"))
+    assert list(s.widths) == [2, 4] and isinstance(s.fits[1].codes, wl.SparseCodes)
+    assert s.fits[1].codes.shape == (len(X), 4)

@@ -284,11 +284,15 @@ def sweep(
     ),
     seeds: int = typer.Option(1, "--seeds"),
     epochs: int = typer.Option(500, "--epochs"),
+    batch_size: int = typer.Option(
+        None, "--batch-size", help="minibatch fits (needed for a directory of shards)"
+    ),
     dtype: str = DtypeOpt,
     seed: int = SeedOpt,
     quiet: bool = QuietOpt,
 ):
-    """Sweep widths on DATA, each warm-started by splitting the last (resumable in OUT)."""
+    """Sweep widths on DATA (a file, or a directory of .npy/.safetensors shards, streamed with
+    --batch-size), each warm-started by splitting the last (resumable in OUT)."""
     import jax
 
     import widelimit as wl
@@ -297,10 +301,15 @@ def sweep(
     _check_lam(lam)
     ws = _parse_widths(widths)
     _check_out(out, ["sweep.json", *SWEEP_FIGURES])
-    X = load_data(data, key).astype(dt)
+    if os.path.isdir(data):  # an activation cache: streamed, never loaded whole
+        if batch_size is None:
+            _fail("a directory of shards is swept in minibatches: pass --batch-size")
+        X = _call(wl.ActivationStore, data, key=key)
+    else:
+        X = load_data(data, key).astype(dt)
     s = _call(
         wl.width_sweep, X, ws, lam, key=jax.random.key(seed), fit_bias=not no_bias, n_seeds=seeds,
-        out_dir=out, max_epochs=epochs, progress=_progress(quiet),
+        out_dir=out, max_epochs=epochs, progress=_progress(quiet), batch_size=batch_size,
     )  # fmt: skip
     figs = _sweep_figures(s, out)
     console.print(_sweep_table(s))
