@@ -61,8 +61,9 @@ def split_tree(
     atoms: list, codes: list, parents: list | None = None, *, method: str | None = None
 ) -> SplitTree:
     """Build the tree from per-width atoms (K_t, d) and codes (N, K_t: dense, ``SparseCodes`` or a
-    ``CodeStore``); ``parents`` (per width, indices into the previous width) use the lineage, otherwise (or ``method="cosine"``) the
-    parent is the previous atom with the largest decoder cosine."""
+    ``CodeStore``); ``parents`` (per width, indices into the previous width) use the lineage,
+    otherwise (or ``method="cosine"``) the parent is the previous atom with the largest decoder
+    cosine."""
     if len(atoms) != len(codes) or not atoms:
         raise ValueError("`atoms` and `codes` must be non-empty lists of the same length")
     method = method or ("lineage" if parents is not None else "cosine")

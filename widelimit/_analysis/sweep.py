@@ -33,6 +33,7 @@ from .._core.precision import full_precision
 from .._core.progress import Progress
 from .._core.store import as_store, is_store_like
 from .._core.validate import check_lam, check_matrix, check_positive_int
+from .._finite.atoms import normalise_rows
 from .._finite.codes import encode
 from .._finite.fit import DictionaryFit, fit_dictionary
 from .._finite.fit_file import load_fit, save_fit
@@ -251,9 +252,7 @@ def width_sweep(
             n_rays = int(rays.shape[0])
         elif rays is None:  # every row's encoded rays; the sample rows' directions to cover
             n_rays = int(np.sum(np.asarray(wide.encoded)))
-            P = Xs - wide.bias
-            norm = jnp.linalg.norm(P, axis=1, keepdims=True)
-            rays = (P / jnp.where(norm > 0, norm, 1))[np.asarray(wide.encoded)[: len(Xs)]]
+            rays = normalise_rows((Xs - wide.bias)[np.asarray(wide.encoded)[: len(Xs)]])
         else:
             n_rays = int(rays.shape[0])
         if out_dir is not None:
@@ -279,18 +278,12 @@ def width_sweep(
                     bar.update(t, K=k, epoch=e, loss=float(loss))
 
                 keys = [jax.random.fold_in(jax.random.fold_in(key, k), s) for s in range(n_seeds)]
+                if prev is not None and store is not None:
+                    prev = _on_rows(prev, Xs, lam)  # the sample rows' codes, once for all seeds
                 grown = (
                     None
                     if prev is None
-                    else [
-                        grow(
-                            _on_rows(prev, Xs, lam) if store is not None else prev,
-                            Xs,
-                            k,
-                            key=jax.random.fold_in(sk, 7),
-                        )
-                        for sk in keys
-                    ]  # fmt: skip
+                    else [grow(prev, Xs, k, key=jax.random.fold_in(sk, 7)) for sk in keys]
                 )
                 b0 = prev.bias if (prev is not None and fit_bias) else None
                 if n_seeds > 1 and batch_seeds and solver.batch_size is None:

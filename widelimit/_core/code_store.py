@@ -154,5 +154,5 @@ def code_usage(codes) -> tuple[float, np.ndarray]:
             nnz += int(on.sum())
             mass += np.bincount(i[on], weights=v[on], minlength=codes.shape[1])
         return nnz / max(codes.shape[0], 1), mass
-    Z = np.asarray(codes, np.float64)
-    return float(np.mean(np.sum(Z > 0, axis=1))), Z.sum(axis=0)
+    Z = np.asarray(codes)
+    return float(np.mean(np.sum(Z > 0, axis=1))), Z.sum(axis=0, dtype=np.float64)

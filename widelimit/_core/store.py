@@ -394,19 +394,18 @@ class ActivationStore:
         are skipped. The first ``skip`` windows are passed over without being read."""
         if self.n_rows is not None:
             rows = min(rows, self.n_rows)
-        done = 0
+        seen = 0  # full windows over all passes so far
         while True:
-            produced = False
-            for index, buf, filled in windows(self, rows, self.n_features, self.dtype,
-                                              read=lambda i, done=done: done + i >= skip):  # fmt: skip
+            start = seen
+            for _, buf, filled in windows(self, rows, self.n_features, self.dtype,
+                                          read=lambda i, start=start: start + i >= skip):  # fmt: skip
                 if filled < rows:  # a window never wraps
                     break
-                if done + index >= skip:
+                if seen >= skip:
                     yield buf
-                produced = True
-            if not produced:
+                seen += 1
+            if seen == start:
                 raise ValueError(f"`{self.name}` has fewer than {rows} rows")
-            done += index + (filled == rows)
 
     def fingerprint(self) -> dict:
         """What identifies the rows cheaply, for resumable jobs: file shards by (path, size, mtime,

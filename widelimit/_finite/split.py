@@ -154,8 +154,7 @@ def _ray_atoms(R, Z, taken, lam, m: int):
                 break
     own = order[keep]
     z = np.asarray(Z[own])
-    par = np.where(z.max(axis=1, initial=0) > 0, z.argmax(axis=1), -1) if z.shape[1] else -1
-    return jnp.asarray(U[keep]), own, np.broadcast_to(par, own.shape)
+    return jnp.asarray(U[keep]), own, np.where(z.max(axis=1, initial=0) > 0, z.argmax(axis=1), -1)
 
 
 @full_precision
@@ -194,7 +193,7 @@ def grow(
     rest = extra - int(useful.sum())
     if rest:  # the candidates are spent: each point still off the certificate gets its own atom
         R = R - P[useful].T @ U[useful]
-        U2, own, par2 = _ray_atoms(R, Z, jnp.concatenate([D, U[useful]]), fit.lam, rest)
+        U2, own, par2 = _ray_atoms(R, Z, atoms, fit.lam, rest)
         atoms = jnp.concatenate([atoms, U2])
         fresh = jnp.zeros((X.shape[0], len(own)), D.dtype)
         fresh = fresh.at[own, jnp.arange(len(own))].set(jnp.linalg.norm(R[own], axis=1) - fit.lam)

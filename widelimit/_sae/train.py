@@ -221,9 +221,8 @@ def train_sae(
     if distributed and fp is not None:
         fp = checkpoint.across_processes(fp)
     writer = is_writer(distributed)  # process 0 writes the checkpoint that all processes read
-    with dir_lock(
-        checkpoint_dir if writer else None
-    ):  # after validation: a bad call creates nothing
+    lock = checkpoint_dir if writer else None
+    with dir_lock(lock):  # after validation: a bad call creates nothing
         if not given:
             scale = float(jnp.median(jnp.linalg.norm(X - jnp.mean(X, 0), axis=1)))
             scale = float(from_first_process(scale)) if distributed else scale
