@@ -331,9 +331,17 @@ def scale(r):
     base = dv[0]["rows_per_s"]
     speeds = " / ".join(f"{x['rows_per_s']:,.0f}" for x in dv)
     ratios = " / ".join(f"{x['rows_per_s'] / base:.2f}" for x in dv)
+    before = r.get("device_scaling_before_shard_map")
+    was = (
+        ""
+        if before is None
+        else " (before `shard_map`: " + " / ".join(f"{s:.0f}" for s in before["seconds"]) + " s)"
+    )
     rows.append(
         "| `encode` rows/s over 1 / 2 / 4 / 8 forced host devices (2 cores shared), K = "
-        f"{dv[0]['k']} | {speeds} | 1 device | {ratios} | (overhead, honestly) |"
+        f"{dv[0]['k']}, N = {dv[0]['rows']:,} | {speeds}; "
+        + " / ".join(f"{x['seconds']:.1f}" for x in dv)
+        + f" s{was} | 1 device | {ratios} | (overhead, honestly) |"
     )
     if r.get("hull"):
         full, small, wide = r["hull"]

@@ -192,12 +192,20 @@ def encodes(args, quick: bool):
     parts = args.encode_parts[-1:] if SMOKE else args.encode_parts
     enc = [run(args, task="encode", parts=p, k=args.k) for p in parts]
     check = run(args, task="check", parts=args.encode_parts[-1], k=args.k)
-    dev_parts = args.encode_parts[0] * (4 if not quick else 2)
-    devices = [
-        run(args, task="encode", parts=dev_parts, k=args.k // 4, devices=n)
+    return enc, check, device_runs(args, quick, device_parts(args, quick))
+
+
+def device_parts(args, quick: bool) -> int:
+    """The device-scaling encodes take the first 1/this of the store's rows."""
+    return args.encode_parts[0] * (4 if not quick else 2)
+
+
+def device_runs(args, quick: bool, parts: int) -> list[dict]:
+    """``encode`` at K/4 of the rows ``parts`` takes, over 1, 2, 4 and 8 forced host devices."""
+    return [
+        run(args, task="encode", parts=parts, k=args.k // 4, devices=n)
         for n in ((2,) if SMOKE else (1, 2, 4, 8))
     ]
-    return enc, check, devices
 
 
 def hull_runs(args, ks) -> list[dict]:
@@ -239,7 +247,7 @@ def main():
     ap.add_argument("--encode-parts", type=int, nargs=2, default=[64, 32])
     ap.add_argument("--store-dir", default=None)
     ap.add_argument("--hull", default="violated")
-    ap.add_argument("--only", choices=["hull", "encode", "fit"])
+    ap.add_argument("--only", choices=["hull", "encode", "fit", "devices"])
     args = ap.parse_args()
     if args.task:
         res = task(args)
@@ -276,6 +284,24 @@ def main():
             if not keep:
                 shutil.rmtree(args.store_dir, ignore_errors=True)
         payload.setdefault("reruns", {})["fit_epoch"] = time.strftime(
+            "%Y-%m-%d %H:%M UTC", time.gmtime()
+        )
+        print("wrote", write("scale_quick" if quick else "scale", payload))
+        plot(payload, "scale_quick" if quick else "scale")
+        return
+    if args.only == "devices":  # the device-scaling encodes alone, on a store of their rows
+        path = os.path.join(RESULTS, "scale_quick.json" if quick else "scale.json")
+        with open(path) as f:
+            payload = {k: v for k, v in json.load(f).items() if k != "machine"}
+        args.store_dir = os.path.join(args.work, "store")
+        args.lam = payload["lam"]
+        try:  # the same generator, as many rows as the full run's device encodes take
+            generate_store(args.store_dir, args.rows // device_parts(args, quick))
+            run(args, task="wide", parts=1)  # the bias of these rows
+            payload["device_scaling"] = device_runs(args, quick, 1)
+        finally:
+            shutil.rmtree(args.work, ignore_errors=True)
+        payload.setdefault("reruns", {})["device_scaling"] = time.strftime(
             "%Y-%m-%d %H:%M UTC", time.gmtime()
         )
         print("wrote", write("scale_quick" if quick else "scale", payload))

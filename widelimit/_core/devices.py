@@ -1,5 +1,6 @@
-"""Parallelism over devices (``jax.sharding``; XLA partitions the compiled programs, so results
-equal one device's): rows split over a 1-D mesh named ``rows`` with parameters replicated, or
+"""Parallelism over devices (``jax.sharding``; XLA partitions the compiled programs, or, for the
+exact code solve, ``jax.shard_map`` runs it on each device's rows; results equal one device's): rows
+split over a 1-D mesh named ``rows`` with parameters replicated, or
 (``Placement`` with ``axis="atoms"``) atoms and code columns split over a mesh named ``atoms``."""
 
 from __future__ import annotations

@@ -314,15 +314,38 @@ def initial_tiers(width: int, first: int = 64) -> tuple[int, int]:
     return (min(width, first), min(width, 256))
 
 
-@eqx.filter_jit
-def _solve_codes(atoms, b, X, lam, Z0, tol, max_steps, ws):
+def _codes_and_worst(atoms, b, X, lam, Z0, tol, max_steps, ws):
+    """(codes, worst KKT residual max_n,k |z − [z − g]₊|) of ``solve_codes``."""
     if _uses_working_sets(ws, atoms.shape[0]):  # the residual it keeps is exact for every row
-        Z, worst = working_set_lasso(atoms, b, X, lam, Z0, tol, max_steps, ws, kkt=True)
+        return working_set_lasso(atoms, b, X, lam, Z0, tol, max_steps, ws, kkt=True)
+    Z = gram_codes(atoms, b, X, lam, Z0, tol, max_steps, ws)
+    # the gradient Gz − c + λ = λ − (x − b − Dz)·D: two (N × K × d) products, not Z G
+    res, _ = _violation(atoms, X - b, lam, Z, slice(None))
+    return Z, jnp.max(res, initial=0.0)
+
+
+@eqx.filter_jit
+def _solve_codes(atoms, b, X, lam, Z0, tol, max_steps, ws, mesh=None):
+    """``solve_codes``' program. With ``mesh`` (a 1-D mesh named ``rows``; X and Z0 split along
+    it), each device solves its own rows with ``jax.shard_map``: rows are independent problems, so
+    the devices never communicate except for the one ``pmax`` of the worst residual (a program
+    XLA partitions itself would exchange rows at every working-set step)."""
+    if mesh is None:
+        Z, worst = _codes_and_worst(atoms, b, X, lam, Z0, tol, max_steps, ws)
     else:
-        Z = gram_codes(atoms, b, X, lam, Z0, tol, max_steps, ws)
-        # the gradient Gz − c + λ = λ − (x − b − Dz)·D: two (N × K × d) products, not Z G
-        res, _ = _violation(atoms, X - b, lam, Z, slice(None))
-        worst = jnp.max(res, initial=0.0)
+        from jax.sharding import PartitionSpec as P
+
+        def local(atoms, b, X, lam, Z0):
+            Z, worst = _codes_and_worst(atoms, b, X, lam, Z0, tol, max_steps, ws)
+            return Z, lax.pmax(worst, "rows")
+
+        Z, worst = jax.shard_map(
+            local,
+            mesh=mesh,
+            in_specs=(P(), P(), P("rows"), P(), P("rows")),
+            out_specs=(P("rows"), P()),
+            check_vma=False,  # the solver's loops carry per-device trip counts
+        )(atoms, b, X, lam, Z0)
     kkt = worst / lam
     result = RESULTS.where(
         jnp.isfinite(kkt),

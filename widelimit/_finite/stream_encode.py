@@ -2,7 +2,8 @@
 
 The store is read in fixed-shape blocks (the last one padded with rows x = b, whose codes are 0),
 so one compile serves every N; each block is solved by ``solve_codes``' solver (rows sharded over
-``devices`` when given: the rows of a block are split across devices and the atoms replicated) and
+``devices`` when given: each device solves its share of a block's rows under ``jax.shard_map``,
+with the atoms replicated; or the atoms split, ``shard="atoms"``) and
 kept as ``SparseCodes`` with k the block's largest support rounded up to a power of two. Written
 blocks are never recomputed: an interrupted ``encode(..., out=dir)`` resumes after the last one.
 """
@@ -34,6 +35,12 @@ def _top(Z, k: int):
     """The k largest codes of each row as (indices, values); unused slots get index 0, value 0."""
     vals, idx = jax.lax.top_k(Z, k)
     return jnp.where(vals > 0, idx, 0).astype(jnp.int32), jnp.where(vals > 0, vals, 0)
+
+
+@jax.jit
+def _largest_support(Z):
+    """max_n #{k: z_nk > 0}, in one compiled program (not one dispatch per operation)."""
+    return jnp.max(jnp.sum(Z > 0, axis=1), initial=0)
 
 
 def _bucket(support: int, width: int) -> int:
@@ -91,6 +98,7 @@ def encode_store(
     if place is not None:
         (atoms,), (z0,) = place.atoms(atoms), place.codes(z0)
         b_dev, lam_dev = place.replicated(b_dev, lam_dev)
+    by_rows = place.mesh if place is not None and place.axis == "rows" else None
     total = None if store.n_rows is None else -(-store.n_rows // block_rows)
     with dir_lock(out) if out is not None else contextlib.nullcontext():
         if out is not None:
@@ -116,7 +124,9 @@ def encode_store(
                     xj = jnp.asarray(xb)
                     if place is not None:
                         (xj,) = place.rows(xj)
-                    sol = _solve_codes(atoms, b_dev, xj, lam_dev, z0, tol, max_steps, ws)
+                    sol = _solve_codes(
+                        atoms, b_dev, xj, lam_dev, z0, tol, max_steps, ws, mesh=by_rows
+                    )
                     kkt = float(sol.kkt)
                     rows = f"rows {start}..{start + m - 1}"
                     if sol.result == RESULTS.nonfinite:
@@ -128,10 +138,10 @@ def encode_store(
                             f"encode: {RESULTS[sol.result]} in {rows} (KKT residual {kkt:.3g}·λ, tol {tol:g})"
                         )
                     worst = max(worst, kkt)
-                    Z = sol.codes[:m]
-                    k = _bucket(int(jnp.max(jnp.sum(Z > 0, axis=1), initial=0)), K)
-                    idx, val = _top(Z, k)
-                    codes = SparseCodes(idx, val, K)
+                    # pad rows (x = b) have zero codes: they change no support, and are cut
+                    k = _bucket(int(_largest_support(sol.codes)), K)
+                    idx, val = _top(sol.codes, k)
+                    codes = SparseCodes(idx[:m], val[:m], K)
                     if writer is not None:
                         writer.append(codes)
                     else:
