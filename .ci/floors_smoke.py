@@ -19,6 +19,8 @@ rep = wl.check_optimality(X, fit.atoms, fit.codes, fit.bias, 0.5)
 assert np.isfinite(float(rep.code_kkt_max))
 Z = jax.jit(lambda: wl.encode(fit.atoms, fit.bias, X, 0.5))()
 assert Z.shape == (200, 4)
+Zd = wl.encode(fit.atoms, fit.bias, X, 0.5, devices="all", sparse=False)  # shard_map's API
+assert np.abs(np.asarray(Zd) - np.asarray(Z)).max() <= 1e-3
 # scaled wide solves, fit status, every SAE architecture (equinox/optax floors)
 assert int(wl.solve_wide(X + 100, 0.5).num_steps) < 50
 assert wl.solve_wide(X * 1e20, 5e19, throw=False).result == wl.RESULTS.out_of_range

@@ -215,6 +215,19 @@ def hull_runs(args, ks) -> list[dict]:
             run(args, task="hull", k=wide)]  # fmt: skip
 
 
+def last_payload(quick: bool) -> dict:
+    """The last full run's results, which a partial rerun (``--only``) updates."""
+    with open(os.path.join(RESULTS, "scale_quick.json" if quick else "scale.json")) as f:
+        return {k: v for k, v in json.load(f).items() if k != "machine"}
+
+
+def save_rerun(payload: dict, part: str, quick: bool) -> None:
+    """Writes ``payload`` with the time ``part`` was rerun, and its figure."""
+    payload.setdefault("reruns", {})[part] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    print("wrote", write("scale_quick" if quick else "scale", payload))
+    plot(payload, "scale_quick" if quick else "scale")
+
+
 def run(args, **kw) -> dict:
     """``task`` in a fresh process; adds its peak RSS."""
     cmd = [sys.executable, __file__, "--task", kw.pop("task"), "--store", str(args.store_dir)]
@@ -262,17 +275,13 @@ def main():
     hull_k = (1024, 4096) if quick else (8192, 65536)
     hull_k = (256, 1024) if SMOKE else hull_k
     if args.only == "hull":
-        path = os.path.join(RESULTS, "scale_quick.json" if quick else "scale.json")
-        with open(path) as f:
-            payload = {k: v for k, v in json.load(f).items() if k != "machine"}
+        payload = last_payload(quick)
         payload["hull"] = hull_runs(args, hull_k)
         print("wrote", write("scale_quick" if quick else "scale", payload))
         return
     args.work = tempfile.mkdtemp(prefix="widelimit-scale-")
     if args.only == "fit":  # the streamed epoch alone, on a store kept (--store-dir) or made
-        path = os.path.join(RESULTS, "scale_quick.json" if quick else "scale.json")
-        with open(path) as f:
-            payload = {k: v for k, v in json.load(f).items() if k != "machine"}
+        payload = last_payload(quick)
         keep = args.store_dir is not None
         args.store_dir = args.store_dir or os.path.join(args.work, "store")
         try:
@@ -283,16 +292,10 @@ def main():
             shutil.rmtree(args.work, ignore_errors=True)
             if not keep:
                 shutil.rmtree(args.store_dir, ignore_errors=True)
-        payload.setdefault("reruns", {})["fit_epoch"] = time.strftime(
-            "%Y-%m-%d %H:%M UTC", time.gmtime()
-        )
-        print("wrote", write("scale_quick" if quick else "scale", payload))
-        plot(payload, "scale_quick" if quick else "scale")
+        save_rerun(payload, "fit_epoch", quick)
         return
     if args.only == "devices":  # the device-scaling encodes alone, on a store of their rows
-        path = os.path.join(RESULTS, "scale_quick.json" if quick else "scale.json")
-        with open(path) as f:
-            payload = {k: v for k, v in json.load(f).items() if k != "machine"}
+        payload = last_payload(quick)
         args.store_dir = os.path.join(args.work, "store")
         args.lam = payload["lam"]
         try:  # the same generator, as many rows as the full run's device encodes take
@@ -301,18 +304,12 @@ def main():
             payload["device_scaling"] = device_runs(args, quick, 1)
         finally:
             shutil.rmtree(args.work, ignore_errors=True)
-        payload.setdefault("reruns", {})["device_scaling"] = time.strftime(
-            "%Y-%m-%d %H:%M UTC", time.gmtime()
-        )
-        print("wrote", write("scale_quick" if quick else "scale", payload))
-        plot(payload, "scale_quick" if quick else "scale")
+        save_rerun(payload, "device_scaling", quick)
         return
     if args.only == "encode":
         if args.store_dir is None:
             raise SystemExit("--only encode rereads the store of the last run: pass --store-dir")
-        path = os.path.join(RESULTS, "scale_quick.json" if quick else "scale.json")
-        with open(path) as f:
-            payload = {k: v for k, v in json.load(f).items() if k != "machine"}
+        payload = last_payload(quick)
         args.lam = payload["lam"]
         try:
             run(args, task="wide", parts=1)  # the bias of all rows
@@ -324,11 +321,7 @@ def main():
         payload["goals"]["encode_at_least_half_matmul_throughput"] = (
             min(e["throughput_vs_matmul"] for e in payload["encode"]) >= 0.5
         )
-        payload.setdefault("reruns", {})["encode"] = time.strftime(
-            "%Y-%m-%d %H:%M UTC", time.gmtime()
-        )
-        print("wrote", write("scale_quick" if quick else "scale", payload))
-        plot(payload, "scale_quick" if quick else "scale")
+        save_rerun(payload, "encode", quick)
         return
     keep_store = args.store_dir is not None  # --store-dir: generated once, kept for reruns
     args.store_dir = args.store_dir or os.path.join(args.work, "store")

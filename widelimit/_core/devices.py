@@ -21,6 +21,19 @@ def row_mesh(devices):
     return Mesh(np.array(devices), ("rows",))
 
 
+def per_device(f, mesh, in_specs, out_specs):
+    """``f`` run on each device's shards of ``mesh`` (``jax.shard_map``; the experimental one
+    before jax 0.6), without the replication check, so that loops may run per-device trip counts."""
+    try:
+        from jax import shard_map
+
+        return shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
+    except ImportError:  # jax < 0.6
+        from jax.experimental.shard_map import shard_map
+
+        return shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_rep=False)
+
+
 def shard_rows(mesh, *arrays):
     """``arrays`` with their leading (row) axis split over ``mesh``'s ``rows`` axis."""
 

@@ -17,7 +17,7 @@ from jax import lax
 from jaxtyping import Array, ArrayLike, Float
 
 from .._core.code_store import CodeStore
-from .._core.devices import placement
+from .._core.devices import per_device, placement
 from .._core.precision import full_precision
 from .._core.results import RESULTS
 from .._core.sparse_codes import SparseCodes, sparse_decode
@@ -339,13 +339,9 @@ def _solve_codes(atoms, b, X, lam, Z0, tol, max_steps, ws, mesh=None):
             Z, worst = _codes_and_worst(atoms, b, X, lam, Z0, tol, max_steps, ws)
             return Z, lax.pmax(worst, "rows")
 
-        Z, worst = jax.shard_map(
-            local,
-            mesh=mesh,
-            in_specs=(P(), P(), P("rows"), P(), P("rows")),
-            out_specs=(P("rows"), P()),
-            check_vma=False,  # the solver's loops carry per-device trip counts
-        )(atoms, b, X, lam, Z0)
+        Z, worst = per_device(local, mesh, (P(), P(), P("rows"), P(), P("rows")), (P("rows"), P()))(
+            atoms, b, X, lam, Z0
+        )
     kkt = worst / lam
     result = RESULTS.where(
         jnp.isfinite(kkt),
