@@ -468,6 +468,33 @@ try:
     raise AssertionError("90 atoms over 8 devices")
 except ValueError as e:
     assert "divisible" in str(e)
+# a streamed fit whose minibatches split over the 8 devices (its final codes too) = 1 device's
+store = wl.ActivationStore(X, chunk_rows=200)
+f = dict(key=jax.random.PRNGKey(5), batch_size=40, block_rows=200, max_epochs=2, loss_tol=0,
+         stop="loss", progress=False)
+f1 = wl.fit_dictionary(store, 24, {LAM}, **f)
+import widelimit._finite.stream_fit as sf
+block, spread = sf._block, []
+sf._block = lambda cfg, s, X, *a: spread.append(len(X.sharding.device_set)) or block(cfg, s, X, *a)
+f8 = wl.fit_dictionary(store, 24, {LAM}, devices="all", **f)
+sf._block = block
+assert spread and set(spread) == {{8}}, spread  # each block's rows lie on the 8 devices
+np.testing.assert_allclose(f8.atoms, f1.atoms, rtol=1e-9, atol=1e-12)
+np.testing.assert_allclose(f8.history.loss[:2], f1.history.loss[:2], rtol=1e-10)
+np.testing.assert_allclose(float(f8.loss), float(f1.loss), rtol=1e-10)
+assert np.abs(np.asarray(f8.codes.todense()) - np.asarray(f1.codes.todense())).max() <= 1e-8
+for bad, msg in ((dict(f, batch_size=36), "does not split over 8 devices"),
+                 (dict(f, distributed=True), "drop `devices`")):
+    try:
+        wl.fit_dictionary(store, 24, {LAM}, devices="all", **bad)
+        raise AssertionError(msg)
+    except ValueError as e:
+        assert msg in str(e), e
+try:
+    wl.fit_dictionary(X, 24, {LAM}, key=jax.random.PRNGKey(5), devices="all")
+    raise AssertionError("an array with devices")
+except ValueError as e:
+    assert "ActivationStore(X)" in str(e), e
 t = dict(key=jax.random.PRNGKey(0), steps=20, checkpoint_every=10, batch_size=64)
 s1 = wl.train_sae(X, 48, {LAM}, **t)
 s8 = wl.train_sae(X, 48, {LAM}, devices="all", **t)  # each minibatch split over 8 devices

@@ -126,6 +126,7 @@ def fit_dictionary(
     codes_dir: str | None = None,
     block_rows: int | None = None,
     distributed: bool = False,
+    devices=None,
     **options,
 ) -> DictionaryFit:
     """Learn D (unit rows), b and Z ≥ 0 minimising L = (1/2N)Σ w||x − b − Dz||² + (λ/N)Σ w||z||₁.
@@ -155,7 +156,9 @@ def fit_dictionary(
     one global array over every device, and each minibatch of ``batch_size`` rows (divisible by
     the devices) is drawn from it, so the fit equals one process holding those blocks; atoms
     start from process 0's, the loss and residuals are summed over processes, and each process
-    gets the codes of its own rows. A distributed fit checkpoints into a ``checkpoint_dir`` that
+    gets the codes of its own rows. ``devices`` (``"all"`` or a list; one process) splits each
+    minibatch's rows over those devices in the same way, parameters replicated; the fit equals one
+    device's, and its final codes are encoded over the devices too. A distributed fit checkpoints into a ``checkpoint_dir`` that
     every process sees (a shared filesystem): process 0 writes it, every process resumes from it,
     and a resume with other rows or options on any process is refused.
     """
@@ -171,11 +174,12 @@ def fit_dictionary(
             init_bias=init_bias, parents=parents, callback=callback,
             checkpoint_dir=checkpoint_dir, checkpoint_every=check_positive_int(
                 checkpoint_every, "checkpoint_every"), progress=progress, throw=throw,
-            codes_dir=codes_dir, block_rows=block_rows, distributed=distributed,
+            codes_dir=codes_dir, block_rows=block_rows, distributed=distributed, devices=devices,
         )  # fmt: skip
-    if codes_dir is not None or block_rows is not None or distributed:
+    if codes_dir is not None or block_rows is not None or distributed or devices is not None:
         raise ValueError(
-            "`codes_dir`, `block_rows` and `distributed` are for a store X (data out of core)"
+            "`codes_dir`, `block_rows`, `distributed` and `devices` are for a store X (data out of"
+            " core; an array in memory streams as ActivationStore(X))"
         )
     X, width, lam, w = check_fit_inputs(X, width, lam, weights)
     checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")

@@ -111,7 +111,8 @@ def _local(tree):
 
 
 def fit_store(X, width, lam, *, key, solver, init, init_bias, parents, callback, checkpoint_dir,
-              checkpoint_every, progress, throw, codes_dir, block_rows, distributed=False):  # fmt: skip
+              checkpoint_every, progress, throw, codes_dir, block_rows, distributed=False,
+              devices=None):  # fmt: skip
     """``fit_dictionary`` of a store; see there. ``solver.batch_size`` is required."""
     from .fit import DictionaryFit, check_init_bias, start_bias
 
@@ -124,13 +125,15 @@ def fit_store(X, width, lam, *, key, solver, init, init_bias, parents, callback,
     n, d = store.n_rows, store.n_features
     bs = solver.batch_size
     procs, mesh = 1, None
+    if distributed and devices is not None:
+        raise ValueError("a distributed fit uses every device of every process: drop `devices`")
     if distributed:
         procs, mesh = jax.process_count(), row_mesh("all")
         n = int(sum_over_processes(np.asarray([n]))[0])  # all processes' rows
-        if bs % jax.device_count():
-            raise ValueError(
-                f"`batch_size` = {bs} does not split over {jax.device_count()} devices"
-            )
+    elif devices is not None:  # one process: the minibatches split over these devices
+        mesh = row_mesh(devices)
+    if mesh is not None and bs % mesh.devices.size:
+        raise ValueError(f"`batch_size` = {bs} does not split over {mesh.devices.size} devices")
     if bs > n:
         raise ValueError(f"`batch_size` ({bs}) exceeds the number of samples ({n})")
     dt = jnp.result_type(jnp.dtype(store.dtype), jnp.float32)
@@ -174,11 +177,11 @@ def fit_store(X, width, lam, *, key, solver, init, init_bias, parents, callback,
         if distributed:  # process 0's start
             D0 = jnp.asarray(from_first_process(D0), dt)
 
-        def everywhere(tree):  # on every device of every process, or as it is
-            return replicate_tree(mesh, tree) if distributed else tree
+        def everywhere(tree):  # on every device of the mesh (every process's), or as it is
+            return tree if mesh is None else replicate_tree(mesh, tree)
 
-        def glob(a):  # this process's rows of one block of all processes' rows
-            if not distributed:
+        def glob(a):  # this process's rows of one block of all processes' rows, split over devices
+            if mesh is None:
                 return jnp.asarray(a)
             return jax.make_array_from_process_local_data(row_sharding(mesh, a.ndim), a)
 
@@ -237,7 +240,7 @@ def fit_store(X, width, lam, *, key, solver, init, init_bias, parents, callback,
                         jnp.asarray(0, jnp.int32),
                         z(3),
                         z(width),
-                        _local(h) if distributed else h,
+                        _local(h) if mesh is not None else h,
                     ),  # fmt: skip
                 )
             )
@@ -253,11 +256,11 @@ def fit_store(X, width, lam, *, key, solver, init, init_bias, parents, callback,
                 result = RESULTS.successful
                 break
         bar.close()
-        if distributed:
+        if mesh is not None:
             state = _local(state)
         D, b = state.D, state.b
         codes = encode(D, b if solver.fit_bias else None, store, lam, tol=solver.code_tol,
-                       sparse=True, out=codes_dir, progress=False)  # fmt: skip
+                       sparse=True, out=codes_dir, progress=False, devices=devices)  # fmt: skip
         sums, _ = streamed_sums_of(store, D, codes, b, lam)
         sums = over_processes(sums) if distributed else sums
         kkt, _, stat, _, bres, _ = first_order_from_sums(sums, D, lam, solver.fit_bias)
