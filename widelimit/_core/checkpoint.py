@@ -96,6 +96,17 @@ def across_processes(
     }
 
 
+def of_job(fp: dict | None, distributed: bool) -> tuple[dict | None, bool]:
+    """A job's checkpoint fingerprint and whether this process writes the checkpoint: in a
+    ``jax.distributed`` job, ``across_processes(fp)`` and process 0 only (every process reads
+    what it writes); otherwise ``fp`` as it is, and this process."""
+    from .processes import is_writer
+
+    if distributed and fp is not None:
+        fp = across_processes(fp)
+    return fp, is_writer(distributed)
+
+
 def fingerprint_difference(old, new) -> str:
     """The fields of two fingerprints that differ, as 'field: stored → requested'."""
     if not isinstance(old, dict):

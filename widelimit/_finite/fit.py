@@ -158,9 +158,10 @@ def fit_dictionary(
     start from process 0's, the loss and residuals are summed over processes, and each process
     gets the codes of its own rows. ``devices`` (``"all"`` or a list; one process) splits each
     minibatch's rows over those devices in the same way, parameters replicated; the fit equals one
-    device's, and its final codes are encoded over the devices too. A distributed fit checkpoints into a ``checkpoint_dir`` that
-    every process sees (a shared filesystem): process 0 writes it, every process resumes from it,
-    and a resume with other rows or options on any process is refused.
+    device's, and its final codes are encoded over the devices too. A distributed fit checkpoints
+    into a ``checkpoint_dir`` that every process sees (a shared filesystem): process 0 writes it,
+    every process resumes from it, and a resume with other rows or options on any process is
+    refused.
     """
     t_start = (time.perf_counter(), compile_seconds())
     solver = solver_of(solver, options)

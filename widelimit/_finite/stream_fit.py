@@ -25,12 +25,7 @@ from .._core.compile_clock import compile_seconds
 from .._core.devices import replicate_tree, row_mesh, row_sharding
 from .._core.lock import dir_lock
 from .._core.objective import loss_from_sums, relative_gap, streamed_sums_of
-from .._core.processes import (
-    from_first_process,
-    is_writer,
-    max_over_processes,
-    sum_over_processes,
-)
+from .._core.processes import from_first_process, max_over_processes, sum_over_processes
 from .._core.progress import Progress
 from .._core.results import RESULTS
 from .._core.stationarity import first_order_from_sums, over_processes
@@ -155,9 +150,8 @@ def fit_store(X, width, lam, *, key, solver, init, init_bias, parents, callback,
         first, key=key, width=width, lam=float(lam), init=init, init_bias=init_bias,
         source=store.fingerprint(), block_rows=rows, **solver.fingerprint(),
     )  # fmt: skip
-    if distributed and checkpoint_dir is not None:
-        fp = checkpoint.across_processes(fp)
-    writer = is_writer(distributed)  # process 0 writes the checkpoint that all processes read
+    # process 0 of a distributed fit writes the checkpoint that all processes read
+    fp, writer = checkpoint.of_job(fp if checkpoint_dir is not None else None, distributed)
 
     def save(state):
         if checkpoint_dir is not None and writer:

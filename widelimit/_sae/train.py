@@ -25,7 +25,7 @@ from .._core import checkpoint
 from .._core.devices import replicate_tree, row_mesh, row_sharding
 from .._core.lock import dir_lock
 from .._core.precision import full_precision
-from .._core.processes import from_first_process, is_writer, max_over_processes
+from .._core.processes import from_first_process, max_over_processes
 from .._core.progress import Progress
 from .._core.results import RESULTS
 from .._core.store import as_store, is_store_like
@@ -218,11 +218,11 @@ def train_sae(
         source=None if store is None else [store.fingerprint(), X.shape[0]],
         width=width if not given else [checkpoint.digest(v) for v in jax.tree_util.tree_leaves(eqx.filter(sae, eqx.is_inexact_array))],
     ) if checkpoint_dir is not None else None  # fmt: skip
-    if distributed and fp is not None:
-        fp = checkpoint.across_processes(fp)
-    writer = is_writer(distributed)  # process 0 writes the checkpoint that all processes read
-    lock = checkpoint_dir if writer else None
-    with dir_lock(lock):  # after validation: a bad call creates nothing
+    # process 0 of a distributed run writes the checkpoint that all processes read
+    fp, writer = checkpoint.of_job(fp, distributed)
+    with dir_lock(
+        checkpoint_dir if writer else None
+    ):  # after validation: a bad call creates nothing
         if not given:
             scale = float(jnp.median(jnp.linalg.norm(X - jnp.mean(X, 0), axis=1)))
             scale = float(from_first_process(scale)) if distributed else scale
