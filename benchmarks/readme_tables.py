@@ -345,6 +345,25 @@ def scale(r):
         + " / ".join(f"{x['seconds']:.1f}" for x in dv)
         + f" s{was} | 1 device | {ratios} | (overhead, honestly) |"
     )
+    fd = r.get("fit_device_scaling")
+    if fd:
+        fbase = fd[0]["epoch_rows_per_s"]
+        fbefore = r.get("fit_device_scaling_before_shard_map")
+        fwas = (
+            ""
+            if fbefore is None
+            else " (before `shard_map`: "
+            + " / ".join(f"{s:.1f}" for s in fbefore["seconds"])
+            + " s)"
+        )
+        rows.append(
+            "| warm streamed `fit_dictionary` epoch over 1 / 2 / 4 / 8 forced host devices, K = "
+            f"{fd[0]['k']}, N = {fd[0]['rows']:,}, batch {fd[0]['batch_size']} | "
+            + " / ".join(f"{x['warm_epoch_seconds']:.1f}" for x in fd)
+            + f" s{fwas} | 1 device | "
+            + " / ".join(f"{x['epoch_rows_per_s'] / fbase:.2f}" for x in fd)
+            + " | (overhead, honestly) |"
+        )
     if r.get("hull"):
         full, small, wide = r["hull"]
         rows.append(

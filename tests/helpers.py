@@ -1,7 +1,19 @@
 """Problems with known answers and independent reference solvers (cvxpy + Clarabel, Weiszfeld)."""
 
+import os
+
 import cvxpy as cp
 import numpy as np
+
+
+def subprocess_xla_flags(devices: int | None = None) -> str:
+    """``XLA_FLAGS`` for a test's subprocess: this run's own (``conftest``: backend optimisation
+    level 0, so that its compiles are as cheap as the tests'), with ``devices`` forced host devices
+    (one device when None)."""
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f]
+    if devices is not None:
+        flags.append(f"--xla_force_host_platform_device_count={devices}")
+    return " ".join(flags)
 
 
 def wide_problems():

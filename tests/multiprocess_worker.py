@@ -32,12 +32,13 @@ sae = wl.train_sae(
 )  # fmt: skip
 fit = wl.fit_dictionary(
     store, 24, lam, key=jax.random.PRNGKey(5), init=atoms[:24], batch_size=50, block_rows=200,
-    max_epochs=2, loss_tol=0, stop="loss", distributed=True,
+    max_epochs=2, loss_tol=0, stop="loss", code_tol=1e-10, distributed=True,
 )  # fmt: skip
 # the same fit and training, checkpointed into one directory that both processes see: 1 epoch
 # (10 steps), then resumed to 2 epochs (20 steps)
 opts = dict(key=jax.random.PRNGKey(5), init=atoms[:24], batch_size=50, block_rows=200,
-            loss_tol=0, stop="loss", distributed=True, checkpoint_dir=f"{out}/fit-checkpoint")  # fmt: skip
+            loss_tol=0, stop="loss", code_tol=1e-10, distributed=True,
+            checkpoint_dir=f"{out}/fit-checkpoint")  # fmt: skip
 wl.fit_dictionary(store, 24, lam, max_epochs=1, **opts)
 fit2 = wl.fit_dictionary(store, 24, lam, max_epochs=2, **opts)
 opts = dict(key=jax.random.PRNGKey(3), batch_size=64, checkpoint_every=10, pool_rows=store.n_rows,

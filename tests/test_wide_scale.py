@@ -9,6 +9,7 @@ import textwrap
 import jax
 import numpy as np
 import pytest
+from helpers import subprocess_xla_flags
 
 import widelimit as wl
 
@@ -84,9 +85,7 @@ def test_sharded_agrees_with_single_device():
         print("SHARDED-OK")
         """
     )
-    env = dict(
-        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"
-    )
+    env = dict(os.environ, XLA_FLAGS=subprocess_xla_flags(8), JAX_PLATFORMS="cpu")
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
     )

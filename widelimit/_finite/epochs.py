@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
+from .._core.devices import per_device, row_sharding
 from .._core.objective import loss_value as _loss
 from .._core.objective import relative_gap
 from .._core.validate import to_device
@@ -226,13 +227,31 @@ def _staged_epoch(cfg: _Config, s: _State, X, w, fit_key, wide_bound, *, coded: 
     return new, supports
 
 
-def minibatch_step(cfg: _Config, beta, stats, Xb, wb, Z0):
+def _batch_codes(cfg: _Config, D, b, Xb, Z0, mesh=None):
+    """Codes of a minibatch for (D, b) warm-started at Z0. With ``mesh`` (1-D, named ``rows``) the
+    rows are split over its devices and each device solves its own under ``jax.shard_map`` (rows
+    are independent problems; a solve XLA partitions itself exchanges rows at every working-set
+    step)."""
+
+    def solve(D, b, X, lam, Z0):
+        return gram_codes(D, b, X, lam, Z0, cfg.code_tol, cfg.code_steps, cfg.ws)
+
+    if mesh is None:
+        return solve(D, b, Xb, cfg.lam, Z0)
+    from jax.sharding import PartitionSpec as P
+
+    Xb, Z0 = (jax.lax.with_sharding_constraint(a, row_sharding(mesh, 2)) for a in (Xb, Z0))
+    rows = P("rows")
+    return per_device(solve, mesh, (P(), P(), rows, P(), rows), rows)(D, b, Xb, cfg.lam, Z0)
+
+
+def minibatch_step(cfg: _Config, beta, stats, Xb, wb, Z0, mesh=None):
     """One online update (Mairal et al. 2010) on the minibatch (Xb, wb), codes warm-started at Z0:
-    codes for (D, b); A ← βA + Zᵀ W Z, B ← βB + Zᵀ W (X − b); b from the decayed residual sums;
-    atoms by ``atom_update``. ``stats`` = (D, b, A, B, rsum, count); returns (stats, codes Zb, the
-    atoms' rescaling)."""
+    codes for (D, b) (``_batch_codes``, over ``mesh``'s devices when given); A ← βA + Zᵀ W Z,
+    B ← βB + Zᵀ W (X − b); b from the decayed residual sums; atoms by ``atom_update``.
+    ``stats`` = (D, b, A, B, rsum, count); returns (stats, codes Zb, the atoms' rescaling)."""
     D, b, A, B, rsum, count = stats
-    Zb = gram_codes(D, b, Xb, cfg.lam, Z0, cfg.code_tol, cfg.code_steps, cfg.ws)
+    Zb = _batch_codes(cfg, D, b, Xb, Z0, mesh)
     WZ = wb[:, None] * Zb
     A = beta * A + code_gram(Zb, wb, cfg.support)
     B = beta * B + WZ.T @ (Xb - b)

@@ -54,8 +54,9 @@ class StreamState(eqx.Module):
 
 
 @eqx.filter_jit
-def _block(cfg: _Config, s: StreamState, X, w, key, beta):
-    """The minibatches of one block (rows shuffled by ``key``), as one ``lax.scan``."""
+def _block(cfg: _Config, s: StreamState, X, w, key, beta, mesh=None):
+    """The minibatches of one block (rows shuffled by ``key``), as one ``lax.scan``; with
+    ``mesh``, each minibatch's codes are solved over its devices (``_batch_codes``)."""
     bs = cfg.batch_size
     perm = jax.random.permutation(key, X.shape[0]).reshape(-1, bs)
 
@@ -64,7 +65,7 @@ def _block(cfg: _Config, s: StreamState, X, w, key, beta):
         Xb, wb = X[idx], w[idx]
         D, b = stats[0], stats[1]
         stats, Zb, _ = minibatch_step(
-            cfg, beta, stats, Xb, wb, jnp.zeros((bs, D.shape[0]), X.dtype)
+            cfg, beta, stats, Xb, wb, jnp.zeros((bs, D.shape[0]), X.dtype), mesh
         )
         r = Xb - b - Zb @ D
         per_row = 0.5 * jnp.sum(r * r, axis=1) + cfg.lam * jnp.sum(Zb, axis=1)
@@ -207,7 +208,7 @@ def fit_store(X, width, lam, *, key, solver, init, init_bias, parents, callback,
                 if not np.all(np.isfinite(xb)):
                     raise ValueError(f"`X` contains NaN or Inf (block {i} of epoch {e})")
                 bkey = everywhere(jax.random.fold_in(ekey, i))
-                state = _block(cfg, state, glob(xb), glob(wb), bkey, beta)
+                state = _block(cfg, state, glob(xb), glob(wb), bkey, beta, mesh)
                 since += 1
                 if since % checkpoint_every == 0:
                     save(state)
