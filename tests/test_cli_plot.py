@@ -298,6 +298,27 @@ def test_check_reads_every_saelens_architecture_as_itself(tmp_path):
     fails(["check", str(fix / "topk" / "cfg.json"), x, "--lam", "1"])
 
 
+def test_a_file_over_the_stream_limit_is_streamed(tmp_path, rays_file, monkeypatch):
+    """A .npy file larger than ``STREAM_BYTES`` is read as an ``ActivationStore`` (never loaded
+    whole) by `wide` and `sweep`; its answer is the in-memory one."""
+    from widelimit import cli
+
+    X = np.load(rays_file / "x.npy")
+    small = ["wide", str(rays_file / "x.npy"), "--lam", "0.3", "--json"]
+    stores = []
+    real = wl.ActivationStore
+    monkeypatch.setattr(wl, "ActivationStore", lambda *a, **k: stores.append(a) or real(*a, **k))
+    loaded = json.loads(ok(small).output)
+    assert not stores  # under the limit: loaded
+    monkeypatch.setattr(cli, "STREAM_BYTES", X.nbytes // 2)
+    streamed = json.loads(ok(small).output)
+    assert stores == [(str(rays_file / "x.npy"),)]
+    np.testing.assert_allclose(streamed["objective"], loaded["objective"], rtol=1e-6)
+    assert streamed["n_samples"] == loaded["n_samples"] == len(X)
+    sweep = ["sweep", str(rays_file / "x.npy"), "--widths", "2", "--lam", "0.3", "--epochs", "2"]
+    assert "over 1 GiB" in fails([*sweep, "-o", str(tmp_path / "s0")]).output
+
+
 def test_wide_streams_a_directory_of_shards(tmp_path, rays_file):
     X = np.load(rays_file / "x.npy")
     shards = tmp_path / "cache"

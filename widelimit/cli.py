@@ -26,6 +26,18 @@ def _fail(msg: str):
     raise typer.Exit(2)
 
 
+STREAM_BYTES = 1 << 30  # a .npy/.safetensors file larger than this is streamed, not loaded
+
+
+def streams(path: str) -> bool:
+    """Whether DATA is read as an ``ActivationStore`` (blocks mapped from disk, memory about one
+    block): a directory of shards, or a ``.npy``/``.safetensors`` file over ``STREAM_BYTES``."""
+    if os.path.isdir(path):
+        return True
+    big = os.path.isfile(path) and os.path.getsize(path) > STREAM_BYTES
+    return big and path.endswith((".npy", ".safetensors"))
+
+
 def load_data(path: str, key: str | None = None) -> np.ndarray:
     """Load DATA from .npy, .npz (with ``key``) or .safetensors; one-line errors on bad files."""
     if not os.path.exists(path):
@@ -148,14 +160,14 @@ def wide(
         False, "--json", is_flag=True, metavar="", help="print the summary as JSON on stdout"
     ),
 ):
-    """Solve the wide limit of DATA (a file, or a directory of .npy/.safetensors shards, streamed)
-    and print the certified gap."""
+    """Solve the wide limit of DATA (a file, or a directory of .npy/.safetensors shards; a directory
+    or a file over 1 GiB is streamed) and print the certified gap."""
     import widelimit as wl
 
     dt = _setup(dtype, quiet)
     _check_lam(lam)
     _check_out(out, ["wide.json"])
-    if os.path.isdir(data):  # an activation cache: streamed, never loaded whole
+    if streams(data):  # an activation cache or a large file: streamed, never loaded whole
         X = _call(wl.ActivationStore, data, key=key)
         n_samples = X.n_rows
     else:
@@ -285,14 +297,17 @@ def sweep(
     seeds: int = typer.Option(1, "--seeds"),
     epochs: int = typer.Option(500, "--epochs"),
     batch_size: int = typer.Option(
-        None, "--batch-size", help="minibatch fits (needed for a directory of shards)"
+        None,
+        "--batch-size",
+        help="minibatch fits (needed for a directory of shards or a file over 1 GiB)",
     ),
     dtype: str = DtypeOpt,
     seed: int = SeedOpt,
     quiet: bool = QuietOpt,
 ):
-    """Sweep widths on DATA (a file, or a directory of .npy/.safetensors shards, streamed with
-    --batch-size), each warm-started by splitting the last (resumable in OUT)."""
+    """Sweep widths on DATA (a file, or a directory of .npy/.safetensors shards; a directory or a
+    file over 1 GiB is streamed, with --batch-size), each warm-started by splitting the last
+    (resumable in OUT)."""
     import jax
 
     import widelimit as wl
@@ -301,9 +316,10 @@ def sweep(
     _check_lam(lam)
     ws = _parse_widths(widths)
     _check_out(out, ["sweep.json", *SWEEP_FIGURES])
-    if os.path.isdir(data):  # an activation cache: streamed, never loaded whole
+    if streams(data):  # an activation cache or a large file: streamed, never loaded whole
         if batch_size is None:
-            _fail("a directory of shards is swept in minibatches: pass --batch-size")
+            what = "a directory of shards" if os.path.isdir(data) else f"{data} (over 1 GiB)"
+            _fail(f"{what} is streamed and swept in minibatches: pass --batch-size")
         X = _call(wl.ActivationStore, data, key=key)
     else:
         X = load_data(data, key).astype(dt)
