@@ -155,3 +155,35 @@ def test_stream_compiles_nothing_for_a_new_number_of_rows(tmp_path, caplog):
     ref = wl.solve_wide(np.load(tmp_path / "x4500.npy"), 1.5)
     np.testing.assert_allclose(float(sol.objective), float(ref.objective), rtol=1e-5)
     assert sol.code_norms.shape == (4500,)
+
+
+def test_in_memory_solve_compiles_nothing_for_a_new_n_in_its_bucket(caplog):
+    """Eager in-memory solves pad N with zero-weight rows to ``row_bucket(N)`` (four sizes per
+    octave): a new N in the same bucket compiles nothing, and the answer is the unpadded one
+    (cvxpy-checked elsewhere) to rounding: the weighted problem of the padded rows (weights 0)
+    solved inside the user's jit, where nothing is padded."""
+    from widelimit._wide.solve import row_bucket
+
+    assert [row_bucket(n) for n in (1, 8, 9, 17, 1000, 1024, 1025, 1281)] == [
+        8, 8, 10, 20, 1024, 1024, 1280, 1536,
+    ]  # fmt: skip
+    assert all(n <= row_bucket(n) < 1.25 * n + 8 for n in range(1, 5000))
+    rng = np.random.default_rng(7)
+    X = rng.standard_t(3, size=(1001, 6)) + 1.0
+    wl.solve_wide(X[:1000], 1.5)  # compiles the bucket of 1000 rows: 1024
+    for n in (1001, 990):
+        with jax.log_compiles(), caplog.at_level(logging.WARNING):
+            caplog.clear()
+            sol = wl.solve_wide(X[:n], 1.5)
+        assert [r.getMessage() for r in caplog.records if "Compiling" in r.getMessage()] == []
+        ref = jax.jit(lambda X: wl.solve_wide(X, 1.5))(X[:n])  # traced: solved unpadded
+        assert sol.code_norms.shape == sol.encoded.shape == (n,)
+        np.testing.assert_allclose(float(sol.objective), float(ref.objective), rtol=1e-10)
+        np.testing.assert_allclose(np.asarray(sol.bias), np.asarray(ref.bias), atol=1e-8)
+        np.testing.assert_allclose(
+            np.asarray(sol.code_norms), np.asarray(ref.code_norms), atol=1e-8
+        )
+    path = wl.solve_wide_path(X[:1001], [1.0, 2.0])
+    assert path.code_norms.shape == (2, 1001)
+    ref = jax.jit(lambda X: wl.solve_wide_path(X, [1.0, 2.0]))(X[:1001])
+    np.testing.assert_allclose(np.asarray(path.objective), np.asarray(ref.objective), rtol=1e-10)
