@@ -339,3 +339,19 @@ def test_wide_streams_a_directory_of_shards(tmp_path, rays_file):
     s = wl.load_sweep(str(tmp_path / "s"))
     assert list(s.widths) == [2, 4] and isinstance(s.fits[1].codes, wl.SparseCodes)
     assert s.fits[1].codes.shape == (len(X), 4)
+    # one streamed fit of the shards: its sparse codes saved, their L0 and check reported; it is
+    # the library's streamed fit with the same settings
+    fit = ["fit", str(shards), "--width", "4", "--lam", "0.3", "--epochs", "3", "--quiet"]
+    assert "--batch-size" in fails([*fit, "-o", str(tmp_path / "f0")]).output
+    ok([*fit, "--batch-size", "50", "-o", str(tmp_path / "f")])
+    summary = json.loads((tmp_path / "f" / "fit.json").read_text())
+    saved = wl.load_fit(str(tmp_path / "f" / "fit.npz"))
+    assert isinstance(saved.codes, wl.SparseCodes) and saved.codes.shape == (len(X), 4)
+    lib = wl.fit_dictionary(
+        wl.ActivationStore(str(shards)), 4, 0.3, key=jax.random.key(0), batch_size=50,
+        max_epochs=3, progress=False,
+    )  # fmt: skip
+    np.testing.assert_allclose(summary["loss"], float(lib.loss), rtol=1e-6)
+    dense = np.asarray(saved.codes.todense())
+    assert summary["l0"] == pytest.approx((dense > 0).sum(1).mean())
+    assert summary["epochs"] == int(lib.n_epochs) and "passed" in summary

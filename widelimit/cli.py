@@ -38,6 +38,28 @@ def streams(path: str) -> bool:
     return big and path.endswith((".npy", ".safetensors"))
 
 
+def _data_for_minibatches(data: str, key: str | None, dt, batch_size: int | None):
+    """DATA for `fit` and `sweep`: an ``ActivationStore`` when it ``streams`` (then --batch-size
+    is required), else the loaded array."""
+    if not streams(data):
+        return load_data(data, key).astype(dt)
+    if batch_size is None:
+        what = "a directory of shards" if os.path.isdir(data) else f"{data} (over 1 GiB)"
+        _fail(f"{what} is streamed and fitted in minibatches: pass --batch-size")
+    import widelimit as wl
+
+    return _call(wl.ActivationStore, data, key=key)
+
+
+def _mean_l0(codes) -> float:
+    """Mean nonzeros per row of dense or sparse codes."""
+    import widelimit as wl
+
+    if isinstance(codes, wl.SparseCodes):
+        return float((np.asarray(codes.values) > 0).sum(1).mean())
+    return float((np.asarray(codes) > 0).sum(1).mean())
+
+
 def load_data(path: str, key: str | None = None) -> np.ndarray:
     """Load DATA from .npy, .npz (with ``key``) or .safetensors; one-line errors on bad files."""
     if not os.path.exists(path):
@@ -203,11 +225,18 @@ def fit(
         False, "--no-bias", is_flag=True, metavar="", help="fit without a bias (b = 0)"
     ),
     epochs: int = typer.Option(500, "--epochs"),
+    batch_size: int = typer.Option(
+        None,
+        "--batch-size",
+        help="a minibatch fit (needed for a directory of shards or a file over 1 GiB)",
+    ),
     dtype: str = DtypeOpt,
     seed: int = SeedOpt,
     quiet: bool = QuietOpt,
 ):
-    """Fit a width-K dictionary to DATA (resumable: checkpoints in OUT/checkpoint)."""
+    """Fit a width-K dictionary to DATA (a file, or a directory of .npy/.safetensors shards; a
+    directory or a file over 1 GiB is streamed, with --batch-size), resumable: checkpoints in
+    OUT/checkpoint."""
     import jax
 
     import widelimit as wl
@@ -218,10 +247,11 @@ def fit(
     if width < 1:
         _fail(f"--width must be ≥ 1, got {width}")
     _check_out(out, ["fit.npz", "fit.json"], ["checkpoint"])
-    X = load_data(data, key).astype(dt)
+    X = _data_for_minibatches(data, key, dt, batch_size)
     f = _call(
         wl.fit_dictionary, X, width, lam, key=jax.random.key(seed), fit_bias=not no_bias,
         max_epochs=epochs, checkpoint_dir=os.path.join(out, "checkpoint"), progress=_progress(quiet),
+        batch_size=batch_size,
     )  # fmt: skip
     rep = _call(wl.check_optimality, X, f.atoms, f.codes, f.bias if not no_bias else None, lam)
     wl.save_fit(f, os.path.join(out, "fit.npz"))
@@ -230,7 +260,7 @@ def fit(
         "result": result_name(f.result), "seconds": float(f.seconds),
         "code_kkt": float(f.code_kkt), "atom_stationarity": float(f.atom_stationarity),
         "gap": float(f.gap), "epochs": int(f.n_epochs), "resumed_from": int(f.resumed_from),
-        "l0": float((f.codes > 0).sum(1).mean()), "stationary": f.stationary(),
+        "l0": _mean_l0(f.codes), "stationary": f.stationary(),
         "passed": bool(rep.passed),
         "violated_pairs": rep.violated_pairs[:20].tolist(),
     }  # fmt: skip
@@ -316,13 +346,7 @@ def sweep(
     _check_lam(lam)
     ws = _parse_widths(widths)
     _check_out(out, ["sweep.json", *SWEEP_FIGURES])
-    if streams(data):  # an activation cache or a large file: streamed, never loaded whole
-        if batch_size is None:
-            what = "a directory of shards" if os.path.isdir(data) else f"{data} (over 1 GiB)"
-            _fail(f"{what} is streamed and swept in minibatches: pass --batch-size")
-        X = _call(wl.ActivationStore, data, key=key)
-    else:
-        X = load_data(data, key).astype(dt)
+    X = _data_for_minibatches(data, key, dt, batch_size)
     s = _call(
         wl.width_sweep, X, ws, lam, key=jax.random.key(seed), fit_bias=not no_bias, n_seeds=seeds,
         out_dir=out, max_epochs=epochs, progress=_progress(quiet), batch_size=batch_size,
