@@ -296,6 +296,14 @@ def absorption(r):
     return "\n".join(rows) + f"\n\n{_machine(r)}."
 
 
+def _before_shard_map(r, key: str, fmt: str) -> str:
+    """' (before `shard_map`: a / b / … s)' from ``r[key + '_before_shard_map']``, or ''."""
+    before = r.get(f"{key}_before_shard_map")
+    if before is None:
+        return ""
+    return " (before `shard_map`: " + " / ".join(f"{s:{fmt}}" for s in before["seconds"]) + " s)"
+
+
 def scale(r):
     st, w, e, c = r["store"], r["wide"], r["encode"], r["check_optimality"]
     f, dv, g = r.get("fit_epoch"), r["device_scaling"], r["goals"]
@@ -333,12 +341,7 @@ def scale(r):
     base = dv[0]["rows_per_s"]
     speeds = " / ".join(f"{x['rows_per_s']:,.0f}" for x in dv)
     ratios = " / ".join(f"{x['rows_per_s'] / base:.2f}" for x in dv)
-    before = r.get("device_scaling_before_shard_map")
-    was = (
-        ""
-        if before is None
-        else " (before `shard_map`: " + " / ".join(f"{s:.0f}" for s in before["seconds"]) + " s)"
-    )
+    was = _before_shard_map(r, "device_scaling", ".0f")
     rows.append(
         "| `encode` rows/s over 1 / 2 / 4 / 8 forced host devices (2 cores shared), K = "
         f"{dv[0]['k']}, N = {dv[0]['rows']:,} | {speeds}; "
@@ -348,14 +351,7 @@ def scale(r):
     fd = r.get("fit_device_scaling")
     if fd:
         fbase = fd[0]["epoch_rows_per_s"]
-        fbefore = r.get("fit_device_scaling_before_shard_map")
-        fwas = (
-            ""
-            if fbefore is None
-            else " (before `shard_map`: "
-            + " / ".join(f"{s:.1f}" for s in fbefore["seconds"])
-            + " s)"
-        )
+        fwas = _before_shard_map(r, "fit_device_scaling", ".1f")
         rows.append(
             "| warm streamed `fit_dictionary` epoch over 1 / 2 / 4 / 8 forced host devices, K = "
             f"{fd[0]['k']}, N = {fd[0]['rows']:,}, batch {fd[0]['batch_size']} | "

@@ -38,17 +38,21 @@ def streams(path: str) -> bool:
     return big and path.endswith((".npy", ".safetensors"))
 
 
-def _data_for_minibatches(data: str, key: str | None, dt, batch_size: int | None):
-    """DATA for `fit` and `sweep`: an ``ActivationStore`` when it ``streams`` (then --batch-size
-    is required), else the loaded array."""
+def read_data(data: str, key: str | None, dt):
+    """DATA as an ``ActivationStore`` when it ``streams``, else the loaded array in dtype ``dt``."""
     if not streams(data):
         return load_data(data, key).astype(dt)
-    if batch_size is None:
-        what = "a directory of shards" if os.path.isdir(data) else f"{data} (over 1 GiB)"
-        _fail(f"{what} is streamed and fitted in minibatches: pass --batch-size")
     import widelimit as wl
 
     return _call(wl.ActivationStore, data, key=key)
+
+
+def _data_for_minibatches(data: str, key: str | None, dt, batch_size: int | None):
+    """``read_data`` for `fit` and `sweep`: streamed DATA needs --batch-size."""
+    if streams(data) and batch_size is None:
+        what = "a directory of shards" if os.path.isdir(data) else f"{data} (over 1 GiB)"
+        _fail(f"{what} is streamed and fitted in minibatches: pass --batch-size")
+    return read_data(data, key, dt)
 
 
 def _mean_l0(codes) -> float:
@@ -56,7 +60,7 @@ def _mean_l0(codes) -> float:
     import widelimit as wl
 
     if isinstance(codes, wl.SparseCodes):
-        return float((np.asarray(codes.values) > 0).sum(1).mean())
+        return float(codes.nnz) / codes.shape[0]
     return float((np.asarray(codes) > 0).sum(1).mean())
 
 
@@ -189,12 +193,8 @@ def wide(
     dt = _setup(dtype, quiet)
     _check_lam(lam)
     _check_out(out, ["wide.json"])
-    if streams(data):  # an activation cache or a large file: streamed, never loaded whole
-        X = _call(wl.ActivationStore, data, key=key)
-        n_samples = X.n_rows
-    else:
-        X = load_data(data, key).astype(dt)
-        n_samples = X.shape[0]
+    X = read_data(data, key, dt)  # an activation cache or a large file: streamed, never loaded
+    n_samples = X.shape[0] if isinstance(X, np.ndarray) else X.n_rows
     sol = _call(wl.solve_wide, X, lam)
     summary = {
         "objective": float(sol.objective),

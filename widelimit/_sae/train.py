@@ -220,9 +220,8 @@ def train_sae(
     ) if checkpoint_dir is not None else None  # fmt: skip
     # process 0 of a distributed run writes the checkpoint that all processes read
     fp, writer = checkpoint.of_job(fp, distributed)
-    with dir_lock(
-        checkpoint_dir if writer else None
-    ):  # after validation: a bad call creates nothing
+    lock = checkpoint_dir if writer else None
+    with dir_lock(lock):  # after validation: a bad call creates nothing
         if not given:
             scale = float(jnp.median(jnp.linalg.norm(X - jnp.mean(X, 0), axis=1)))
             scale = float(from_first_process(scale)) if distributed else scale
