@@ -538,7 +538,8 @@ def test_dead_atoms_are_counted_and_resampled_from_the_worst_reconstructed_point
     R = X - Z1 @ D1
     worst = np.argsort(-np.linalg.norm(R, axis=1))[:2]
     dead = Z1.sum(0) <= 0
-    new, replaced = _replace_dead(D1, Z1, X, np.zeros(d), jax.random.PRNGKey(1), dead)
+    counted = np.ones(len(X), bool)
+    new, replaced = _replace_dead(D1, Z1, X, np.zeros(d), jax.random.PRNGKey(1), dead, counted)
     assert np.asarray(replaced).tolist() == dead.tolist()
     np.testing.assert_allclose(np.asarray(new)[-2:], unit(R[worst]), rtol=1e-6)
     np.testing.assert_array_equal(np.asarray(new)[:-2], D1[:-2])

@@ -162,7 +162,7 @@ def test_in_memory_solve_compiles_nothing_for_a_new_n_in_its_bucket(caplog):
     octave): a new N in the same bucket compiles nothing, and the answer is the unpadded one
     (cvxpy-checked elsewhere) to rounding: the weighted problem of the padded rows (weights 0)
     solved inside the user's jit, where nothing is padded."""
-    from widelimit._wide.solve import row_bucket
+    from widelimit._core.row_buckets import row_bucket
 
     assert [row_bucket(n) for n in (1, 8, 9, 17, 1000, 1024, 1025, 1281)] == [
         8, 8, 10, 20, 1024, 1024, 1280, 1536,

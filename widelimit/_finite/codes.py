@@ -20,6 +20,7 @@ from .._core.code_store import CodeStore
 from .._core.devices import per_device, placement
 from .._core.precision import full_precision
 from .._core.results import RESULTS
+from .._core.row_buckets import cut_rows, pad_rows, padded_rows
 from .._core.sparse_codes import SparseCodes, sparse_decode
 from .._core.store import is_store_like
 from .._core.validate import (
@@ -28,6 +29,7 @@ from .._core.validate import (
     check_number,
     check_positive_int,
     check_vector,
+    to_device,
 )
 
 
@@ -371,7 +373,9 @@ def solve_codes(
     at ``init``. Stops when every KKT residual is ≤ tol·λ or after ``max_steps``. The default
     tol = 1e-4 is ``fit_dictionary``'s ``code_tol``; on the bundled real activations it gives the
     loss of tol = 1e-8 to 1e-6 relative (tests/test_finite.py). ``throw=True`` raises unless the
-    solve succeeded (inside ``jit``, through ``eqx.error_if``).
+    solve succeeded (inside ``jit``, through ``eqx.error_if``). Called eagerly on a small X
+    (N·max(d, K) ≤ 2²⁰) it solves X's rows padded to a row bucket (``_core.row_buckets``), so that a
+    new N in the bucket compiles nothing.
     """
     X = check_matrix(X, "X")
     atoms = check_matrix(atoms, "atoms")
@@ -383,11 +387,21 @@ def solve_codes(
     check_positive_int(max_steps, "max_steps")
     check_number(tol, "tol", positive=True)
     b = jnp.zeros(X.shape[1], dt) if bias is None else check_vector(bias, X.shape[1], dt, "bias")
-    Z0 = jnp.zeros((X.shape[0], atoms.shape[0]), dt) if init is None else jnp.asarray(init, dt)
-    if Z0.shape != (X.shape[0], atoms.shape[0]):
-        raise ValueError(f"`init` must have shape {(X.shape[0], atoms.shape[0])}, got {Z0.shape}")
-    ws = code_tiers(atoms.shape[0], init)
+    (n, _), k = X.shape, atoms.shape[0]
+    Z0 = None if init is None else jnp.asarray(init, dt)
+    if Z0 is not None and Z0.shape != (n, k):
+        raise ValueError(f"`init` must have shape {(n, k)}, got {Z0.shape}")
+    ws = code_tiers(k, init)
+    # copies of row 0 up to a row bucket (``row_buckets``): a new N compiles nothing
+    nb = padded_rows(X, *([] if Z0 is None else [Z0]), width=k)
+    if nb is not None:
+        X = pad_rows(X, nb)
+        Z0 = to_device(np.zeros((nb, k), dt), dt) if Z0 is None else pad_rows(Z0, nb)
+    elif Z0 is None:
+        Z0 = jnp.zeros((n, k), dt)
     sol = _solve_codes(atoms, b, X, lam, jnp.maximum(Z0, 0), tol, max_steps, ws)
+    if nb is not None:  # a copy's KKT residual is row 0's: the worst one is unchanged
+        sol = CodeSolution(cut_rows(sol.codes, n), sol.kkt, sol.result)
     if throw:
         ok = sol.result == RESULTS.successful
         if isinstance(ok, jax.core.Tracer):

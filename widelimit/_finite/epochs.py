@@ -76,25 +76,27 @@ def _real(D):
     return jnp.sum(D * D, axis=1) > 0
 
 
-def _resample_dead(D, Z, X, b, key, enabled=True):
-    """Replace atoms no point uses with residual directions of the worst-reconstructed points;
-    returns (atoms, mask of the replaced ones). With no dead atom (the usual case), or when not
+def _resample_dead(D, Z, X, b, key, w, enabled=True):
+    """Replace atoms no point uses with residual directions of the worst-reconstructed points of
+    positive weight (not a bucket's padded rows, ``row_buckets``); returns (atoms, mask of the
+    replaced ones). With no dead atom (the usual case), or when not
     ``enabled``, it skips the residuals and their sort (``lax.cond``). A bucket's zero atoms are
     not dead atoms: they stay zero."""
     dead = (jnp.sum(Z, axis=0) <= 0) & _real(D)
     return jax.lax.cond(
         jnp.any(dead) & enabled,
-        lambda: _replace_dead(D, Z, X, b, key, dead),
+        lambda: _replace_dead(D, Z, X, b, key, dead, w > 0),
         lambda: (D, jnp.zeros_like(dead)),
     )
 
 
-def _replace_dead(D, Z, X, b, key, dead):
+def _replace_dead(D, Z, X, b, key, dead, counted):
     R = X - b - Z @ D
-    rn = jnp.linalg.norm(R, axis=1)
+    rn = jnp.where(counted, jnp.linalg.norm(R, axis=1), -1)
     k = D.shape[0]
     top = jnp.argsort(-(rn + 1e-6 * jax.random.uniform(key, rn.shape)))[: min(k, X.shape[0])]
-    rank = jnp.clip(jnp.cumsum(dead) - 1, 0, top.shape[0] - 1)
+    last = jnp.minimum(top.shape[0], jnp.sum(counted)) - 1
+    rank = jnp.clip(jnp.cumsum(dead) - 1, 0, last)
     cand = normalise_rows(R[top[rank]])
     ok = dead & (jnp.linalg.norm(cand, axis=1) > 0)
     return jnp.where(ok[:, None], cand, D), ok
@@ -153,7 +155,7 @@ def _accept(cfg: _Config, s: _State, X, w, D, Z, b, De, Ze, fresh, wide_bound):
     new = (jnp.where(keep, De, D), D, keep & coded, b, jnp.where(keep, Ze, Z))
     s = eqx.tree_at(lambda t: (t.D, t.D_prev, t.extrapolate, t.b, t.Z), s, new)
     loss = jnp.minimum(loss_e, loss_plain)
-    return _record(s, loss, jnp.sum(fresh), wide_bound), loss, jnp.sum(s.Z > 0, axis=1)
+    return _record(s, loss, jnp.sum(fresh), wide_bound, w), loss, jnp.sum(s.Z > 0, axis=1)
 
 
 def _full_epoch(cfg: _Config, s: _State, X, w, key, wide_bound):
@@ -161,7 +163,7 @@ def _full_epoch(cfg: _Config, s: _State, X, w, key, wide_bound):
     atoms, ``_update``, ``_epoch_codes``, ``_accept``."""
     fresh = jnp.zeros(s.D.shape[0], bool)
     if cfg.resample:
-        D, fresh = _resample_dead(s.D, s.Z, X, s.b, key, enabled=jnp.any(s.Z > 0))
+        D, fresh = _resample_dead(s.D, s.Z, X, s.b, key, w, enabled=jnp.any(s.Z > 0))
         s = eqx.tree_at(lambda t: t.D, s, D)
     D, Z, b, De = _update(cfg, s, X, w, fresh)
     Ze = _epoch_codes(cfg, De, b, X, Z)
@@ -201,9 +203,9 @@ def _encode_and_accept(cfg: _Config, s: _State, X, w, D, Z, b, De, fresh, wide_b
 
 
 @eqx.filter_jit
-def _resample_state(s: _State, X, fit_key):
+def _resample_state(s: _State, X, w, fit_key):
     """``_resample_dead`` on a state, with the epoch's key: (state, mask of replaced atoms)."""
-    D, fresh = _resample_dead(s.D, s.Z, X, s.b, _epoch_key(fit_key, s.epoch))
+    D, fresh = _resample_dead(s.D, s.Z, X, s.b, _epoch_key(fit_key, s.epoch), w)
     return eqx.tree_at(lambda t: t.D, s, D), fresh
 
 
@@ -216,7 +218,7 @@ def _staged_epoch(cfg: _Config, s: _State, X, w, fit_key, wide_bound, *, coded: 
     each row)."""
     fresh = to_device(np.zeros(s.D.shape[0], np.bool_), np.bool_)
     if cfg.resample and coded and dead:
-        s, fresh = _resample_state(s, X, fit_key)
+        s, fresh = _resample_state(s, X, w, fit_key)
     if (
         coded
     ):  # the update does not use the working sets: a change of them recompiles the codes only
@@ -283,7 +285,7 @@ def _minibatch_epoch(cfg: _Config, s: _State, X, w, key):
     (D, b, Z, A, B, rsum, count), _ = jax.lax.scan(step, carry, perm)
     n_res = 0
     if cfg.resample:
-        D, fresh = _resample_dead(D, Z, X, b, key)
+        D, fresh = _resample_dead(D, Z, X, b, key, w)
         n_res = jnp.sum(fresh)
     s = eqx.tree_at(
         lambda t: (t.D, t.b, t.Z, t.A, t.B, t.rsum, t.count), s, (D, b, Z, A, B, rsum, count)
@@ -297,8 +299,9 @@ def _epoch_key(key, epoch):
     return jax.random.fold_in(jax.random.split(key)[1], epoch)
 
 
-def _record(s: _State, loss, n_res, wide_bound) -> _State:
-    """The epoch's loss, gap, L0, dead and resampled atoms written to the history; epoch + 1."""
+def _record(s: _State, loss, n_res, wide_bound, w) -> _State:
+    """The epoch's loss, gap, L0 (the w-weighted mean support: a bucket's padded rows, of weight
+    0, do not count), dead and resampled atoms written to the history; epoch + 1."""
     e = s.epoch
     h = s.history
 
@@ -308,7 +311,7 @@ def _record(s: _State, loss, n_res, wide_bound) -> _State:
     h = History(
         put(h.loss, loss),
         put(h.gap, relative_gap(loss - wide_bound, wide_bound)),
-        put(h.l0, jnp.mean(jnp.sum(s.Z > 0, axis=1), dtype=h.l0.dtype)),
+        put(h.l0, jnp.sum(w * jnp.sum(s.Z > 0, axis=1)) / jnp.sum(w)),
         put(h.dead, jnp.sum((jnp.sum(s.Z, axis=0) <= 0) & _real(s.D))),
         put(h.resampled, n_res),
     )
@@ -322,7 +325,7 @@ def _epoch(cfg: _Config, s: _State, X, w, fit_key, wide_bound):
     if cfg.batch_size is None:
         return _full_epoch(cfg, s, X, w, key, wide_bound)
     s, n_res = _minibatch_epoch(cfg, s, X, w, key)
-    return _record(s, _loss(X, s.D, s.Z, s.b, cfg.lam, w), n_res, wide_bound)
+    return _record(s, _loss(X, s.D, s.Z, s.b, cfg.lam, w), n_res, wide_bound, w)
 
 
 _LOOSE_CODE_TOL = 1e-2

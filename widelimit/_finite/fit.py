@@ -25,6 +25,7 @@ from .._core.objective import relative_gap
 from .._core.precision import full_precision
 from .._core.progress import Progress
 from .._core.results import RESULTS
+from .._core.row_buckets import cut_rows, pad_rows, padded_rows
 from .._core.stationarity import first_order_residuals
 from .._core.store import is_store_like
 from .._core.validate import check_lam, check_matrix, check_positive_int, check_weights, to_device
@@ -141,6 +142,9 @@ def fit_dictionary(
     rerun with the same directory resumes (an interruption loses at most one interval). Without
     ``init``, the atoms start from a weighted spherical k-means of the data directions around the
     wide-limit bias (``data_init``: k-means++ seeding and two Lloyd steps), derived from ``key``.
+    A small X (N·max(d, K) ≤ 2²⁰, full batch) runs with its rows padded to a bucket by copies of
+    row 0 of weight 0 (``_core.row_buckets``): a new N in the bucket compiles nothing, and the fit
+    is the unpadded one.
 
     Out of core: X may be an ``ActivationStore`` or anything it reads (a memmap is an array here).
     The fit then runs online minibatch epochs (``batch_size`` required) over blocks of
@@ -194,11 +198,15 @@ def fit_dictionary(
         parents = np.full(width, -1, np.int32)
     elif np.shape(parents) != (width,):
         raise ValueError(f"`parents` must have shape ({width},)")
+    # a small X's rows padded to a bucket with weight 0 (``row_buckets``): a new N compiles nothing
+    nb = padded_rows(X, width=width) if solver.batch_size is None else None
     fp = checkpoint.fingerprint(
         X, key=key, width=width, lam=float(lam),
         weights=None if weights is None else np.asarray(w), init=init, init_bias=init_bias,
-        **solver.fingerprint(),
+        **solver.fingerprint(), **({} if nb is None else {"rows_padded_to": nb}),
     )  # fmt: skip
+    if nb is not None:
+        X, w = pad_rows(X, nb), pad_rows(w, nb, fill=0)
     init_bias = check_init_bias(init_bias, d, dt)
     scale, X, lam, init_bias = rescaled(X, lam, init_bias)
     callback = unscaled_callback(callback, scale)
@@ -206,11 +214,12 @@ def fit_dictionary(
     with dir_lock(checkpoint_dir):  # after validation: a bad call creates nothing
         wide = solve_wide(X, lam, fit_bias=solver.fit_bias, weights=w, throw=False)
         b0 = start_bias(wide, init_bias, solver.fit_bias)
-        D0 = data_init(X, b0, width, key) if init is None else init
+        real = X if nb is None else np.asarray(X)[:n]  # (a padded X is small)
+        D0 = data_init(real, b0, width, key) if init is None else init
         kb = width_bucket(width)  # zero atoms up to the bucket: programs shared across widths
         D0, parents = pad_atoms(D0, kb), pad_parents(parents, kb)
         cap = checkpoint.saved_capacity(checkpoint_dir) or max_epochs
-        state = initial_state(D0, b0, n, cap)
+        state = initial_state(D0, b0, X.shape[0], cap)
         loaded, _ = checkpoint.load(checkpoint_dir, state, fp)
         state = loaded if loaded is not None else state
         state = eqx.tree_at(lambda s: s.history, state, state.history.resized(max_epochs))
@@ -235,6 +244,7 @@ def fit_dictionary(
         stop = solver.terminate(fs)[1]
         fit = finish_fit(cfg, fs.state, X, w, fs.wide_bound, parents, stop, t_start)
         fit = unscale_fit(unpad_fit(fit, width), scale)
+        fit = dataclasses.replace(fit, codes=cut_rows(fit.codes, n))
         if loaded is not None:
             fit = dataclasses.replace(fit, resumed_from=int(loaded.epoch))
         if throw and not fit.converged:

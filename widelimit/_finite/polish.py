@@ -92,7 +92,7 @@ def trial(cfg: _Config, s: _State, pD, pb, step, X, w, wide_bound):
     new = eqx.tree_at(lambda t: (t.D, t.D_prev, t.extrapolate, t.b, t.Z), s, (D, D, on, b, Z))
     loss = loss_value(X, D, Z, b, cfg.lam, w)
     zero = jnp.zeros((), jnp.int32)
-    new = _record(new, loss, zero, wide_bound)
+    new = _record(new, loss, zero, wide_bound, w)
     return new, _evaluate(cfg, D, b, X, w, Z), delta, jnp.sum(Z > 0, axis=1)
 
 

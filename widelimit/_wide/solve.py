@@ -10,6 +10,7 @@ from jaxtyping import Array, ArrayLike, Float
 from .._core.devices import row_mesh, shard_rows
 from .._core.precision import full_precision
 from .._core.results import RESULTS
+from .._core.row_buckets import cut_rows, pad_rows, padded_rows
 from .._core.store import as_store, is_streamable
 from .._core.validate import (
     check_lam,
@@ -18,7 +19,6 @@ from .._core.validate import (
     check_positive_int,
     check_vector,
     check_weights,
-    to_device,
 )
 from .data_pass import block_stats, is_sharded
 from .path import solve_path_grouped
@@ -45,57 +45,28 @@ def _shard(X, w, devices):
     return X, w, n
 
 
-# X up to this many entries is padded to its row bucket: the copy costs under a millisecond
-# (measured: 1000 × 384 rows 0.78 → 1.14 ms warm; 20,001 × 768 39 → 69 ms, hence the cap)
-_BUCKET_ELEMENTS = 2**20
-
-
-def row_bucket(n: int) -> int:
-    """The smallest of 8 and P/2 + i·P/8 (i = 1…4, P the power of two ≥ n) that holds n rows: four
-    sizes per octave, so padding is under a quarter of n and row counts up to N use O(log N)."""
-    if n <= 8:
-        return 8
-    step = (1 << (n - 1).bit_length()) // 8
-    return -(-n // step) * step
-
-
 def _bucketed(X, w):
-    """X and w padded with zero-weight copies of row 0 up to ``row_bucket(n)`` rows, so that a new
-    N reuses a compiled solve (0.8–1 s to compile at N = 10³–10⁴, d = 384; the solve takes
-    milliseconds). Padded on the host (an eager concatenate would compile a program per N), and
-    only for eager calls of at most 2²⁰ entries, where the copy is cheap; a larger X streamed as an
-    ``ActivationStore`` (fixed blocks) compiles nothing for a new N either. A zero-weight row
-    changes no sum of the solve and repeats row 0 in its maxima; ``_trim`` drops its outputs.
-    Returns (X, w, n)."""
-    n, d = X.shape
-    if any(isinstance(a, jax.core.Tracer) for a in (X, w)) or n * d > _BUCKET_ELEMENTS:
+    """X and w padded with zero-weight copies of row 0 up to ``row_bucket(n)`` rows (``row_buckets``):
+    a new N reuses a compiled solve (0.8–1 s to compile at N = 10³–10⁴, d = 384; the solve takes
+    milliseconds). A zero-weight row changes no sum of the solve and repeats row 0 in its maxima;
+    ``_trim`` drops its outputs. Returns (X, w, n)."""
+    n = X.shape[0]
+    nb = padded_rows(X, w)
+    if nb is None:
         return X, w, n
-    nb = row_bucket(n)
-    if nb == n:
-        return X, w, n
-    Xh, wh = np.asarray(X), np.asarray(w)
-    Xh = np.concatenate([Xh, np.broadcast_to(Xh[:1], (nb - n, d))])
-    wh = np.concatenate([wh, np.zeros(nb - n, wh.dtype)])
-    return to_device(Xh, Xh.dtype), to_device(wh, wh.dtype), n
+    return pad_rows(X, nb), pad_rows(w, nb, fill=0), n
 
 
 def _trim(sol: WideSolution, n: int) -> WideSolution:
-    """``sol`` without the outputs of padded rows (past the first n); sliced on the host when
-    concrete and on one device (an eager slice compiles a program per shape)."""
+    """``sol`` without the outputs of padded rows (past the first n)."""
     if sol.code_norms.shape[-1] == n:
         return sol
-
-    def cut(a):
-        if isinstance(a, jax.core.Tracer) or len(a.sharding.device_set) > 1:
-            return a[..., :n]
-        h = np.asarray(a)[..., :n]
-        return to_device(h, h.dtype)
-
+    axis = sol.code_norms.ndim - 1
     return WideSolution(
         **{
             **{f: getattr(sol, f) for f in sol.__dataclass_fields__},
-            "code_norms": cut(sol.code_norms),
-            "encoded": cut(sol.encoded),
+            "code_norms": cut_rows(sol.code_norms, n, axis),
+            "encoded": cut_rows(sol.encoded, n, axis),
         }
     )
 
