@@ -84,6 +84,29 @@ def test_encode_compiles_nothing_for_a_new_n_in_its_bucket(data, caplog):
         np.testing.assert_allclose(np.asarray(warm.codes), np.asarray(ref.codes), atol=1e-6)
 
 
+def test_check_optimality_compiles_nothing_for_a_new_n_and_equals_the_unpadded_report(
+    data, caplog, monkeypatch
+):
+    """``check_optimality`` in memory: N = 251 and 243 after 250 compile nothing, and every field
+    of the report (the points wanting an atom: one per real row) equals the unpadded one."""
+    lam = 0.3
+    fit = wl.fit_dictionary(data, 16, lam, key=jax.random.key(1), progress=False)
+    Z, w = np.asarray(fit.codes), np.linspace(0.5, 2.0, len(data))
+    wl.check_optimality(data[:250], fit.atoms, Z[:250], fit.bias, lam, weights=w[:250])
+    reports = {}
+    for n in (251, 243):
+        reports[n], compiled = _compiles(
+            caplog, wl.check_optimality, data[:n], fit.atoms, Z[:n], fit.bias, lam, weights=w[:n]
+        )
+        assert compiled == [], compiled
+    monkeypatch.setattr(row_buckets, "SMALL", 0)
+    for n, report in reports.items():
+        ref = wl.check_optimality(data[:n], fit.atoms, Z[:n], fit.bias, lam, weights=w[:n])
+        assert report.wants_new_atom.shape == (n,)
+        for got, want in zip(jax.tree.leaves(report), jax.tree.leaves(ref), strict=True):
+            np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-9, atol=1e-12)
+
+
 def test_row_buckets_pad_only_small_concrete_arrays():
     """Padding stays under a quarter of N; large or traced inputs are not padded."""
     assert all(n <= row_buckets.row_bucket(n) < 1.25 * n + 8 for n in range(1, 5000))

@@ -29,6 +29,7 @@ from .._core.objective import (
     streamed_sums_of,
 )
 from .._core.precision import full_precision
+from .._core.row_buckets import cut_rows, pad_rows, padded_rows
 from .._core.stationarity import first_order_from_sums, first_order_residuals
 from .._core.validate import check_lam, check_weights
 from .._sae.base import AbstractSAE
@@ -222,9 +223,18 @@ def check_optimality(
         )
     X, D, Z, b = check_dictionary(X, atoms, densify(codes), bias)
     lam = check_lam(lam, X.dtype)
-    w = check_weights(weights, X.shape[0], X.dtype)
+    n = X.shape[0]
+    w = check_weights(weights, n, X.dtype)
+    # small inputs padded to a row bucket by copies of row 0 of weight 0 (``row_buckets``: a new N
+    # compiles nothing): every sum is weighted, every max over rows repeats row 0 or skips w = 0
+    nb = padded_rows(X, Z, width=D.shape[0])
+    if nb is not None:
+        X, Z, w = pad_rows(X, nb), pad_rows(Z, nb), pad_rows(w, nb, fill=0)
     D, Z = unit_atoms(D, Z, normalise)
-    return dictionary_report(X, D, Z, b, lam, w, tol, fit_bias, hull)
+    report = dictionary_report(X, D, Z, b, lam, w, tol, fit_bias, hull)
+    if nb is None:
+        return report
+    return eqx.tree_at(lambda r: r.wants_new_atom, report, cut_rows(report.wants_new_atom, n))
 
 
 def _compact(hull: str, width: int) -> bool:
