@@ -116,6 +116,25 @@ def test_sweep_resume_refuses_another_seed(tmp_path):
         wl.width_sweep(X, [1, 2], 0.3, key=jax.random.PRNGKey(5), **kw)
 
 
+def test_only_jobs_that_checkpoint_hash_their_data(monkeypatch, tmp_path):
+    """The fingerprint of a resumable job hashes every byte of X (SHA-256, about 1 s per GB): a
+    fit, a streamed fit of an array and a sweep without a checkpoint directory never compute it."""
+    from widelimit._core import checkpoint
+
+    hashed, digest = [], checkpoint.digest
+    monkeypatch.setattr(checkpoint, "digest", lambda a: hashed.append(np.shape(a)) or digest(a))
+    X, key = _data(n=120, d=5), jax.random.PRNGKey(0)
+    wl.fit_dictionary(X, 4, 0.3, key=key, max_epochs=3, progress=False)
+    store = wl.ActivationStore(X)
+    wl.fit_dictionary(store, 4, 0.3, key=key, batch_size=40, max_epochs=2, progress=False)
+    wl.width_sweep(X, [1, 2], 0.3, key=key, max_epochs=3, progress=False)
+    assert hashed == []
+    wl.fit_dictionary(
+        X, 4, 0.3, key=key, max_epochs=3, progress=False, checkpoint_dir=str(tmp_path)
+    )
+    assert (120, 5) in hashed  # the spy sees a checkpointed fit hash X
+
+
 def test_rerunning_a_finished_fit_returns_it_unchanged(tmp_path):
     X = _data(n=150, d=5, dtype=np.float64)
     kw = dict(key=jax.random.PRNGKey(0), progress=False, checkpoint_dir=str(tmp_path))

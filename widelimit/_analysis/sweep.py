@@ -234,14 +234,16 @@ def width_sweep(
     lam = check_lam(lam, Xs.dtype)
     n_seeds = check_positive_int(n_seeds, "n_seeds")
     rays = _rays_of(ground_truth, d, Xs.dtype)
-    source = {} if store is None else {"source": store.fingerprint(), "sample_rows": len(Xs)}
-    fp = checkpoint.fingerprint(
-        Xs, key=key, **source, lam=float(lam), n_seeds=n_seeds, max_epochs=solver.max_epochs,
-        tol=float(solver.tol), loss_tol=float(solver.loss_tol),
-        stop=solver.stop_rule, batch_seeds=bool(batch_seeds), cover_delta=float(cover_delta),
-        check_tol=float(check_tol), ground_truth=None if rays is None else np.asarray(rays),
-        **solver.fingerprint(),
-    )  # fmt: skip
+    fp = None  # only a resumable sweep (``out_dir``) needs it: a SHA-256 of every byte of X
+    if out_dir is not None:
+        source = {} if store is None else {"source": store.fingerprint(), "sample_rows": len(Xs)}
+        fp = checkpoint.fingerprint(
+            Xs, key=key, **source, lam=float(lam), n_seeds=n_seeds, max_epochs=solver.max_epochs,
+            tol=float(solver.tol), loss_tol=float(solver.loss_tol),
+            stop=solver.stop_rule, batch_seeds=bool(batch_seeds), cover_delta=float(cover_delta),
+            check_tol=float(check_tol), ground_truth=None if rays is None else np.asarray(rays),
+            **solver.fingerprint(),
+        )  # fmt: skip
     with dir_lock(out_dir):  # after validation: a bad call creates nothing
         if out_dir is not None:
             checkpoint.check_manifest(os.path.join(out_dir, _MANIFEST), fp)

@@ -200,11 +200,13 @@ def fit_dictionary(
         raise ValueError(f"`parents` must have shape ({width},)")
     # a small X's rows padded to a bucket with weight 0 (``row_buckets``): a new N compiles nothing
     nb = padded_rows(X, width=width) if solver.batch_size is None else None
-    fp = checkpoint.fingerprint(
-        X, key=key, width=width, lam=float(lam),
-        weights=None if weights is None else np.asarray(w), init=init, init_bias=init_bias,
-        **solver.fingerprint(), **({} if nb is None else {"rows_padded_to": nb}),
-    )  # fmt: skip
+    fp = None  # only a checkpoint needs it (a SHA-256 of every byte of X: 1 s per GB)
+    if checkpoint_dir is not None:
+        fp = checkpoint.fingerprint(
+            X, key=key, width=width, lam=float(lam),
+            weights=None if weights is None else np.asarray(w), init=init, init_bias=init_bias,
+            **solver.fingerprint(), **({} if nb is None else {"rows_padded_to": nb}),
+        )  # fmt: skip
     if nb is not None:
         X, w = pad_rows(X, nb), pad_rows(w, nb, fill=0)
     init_bias = check_init_bias(init_bias, d, dt)

@@ -147,12 +147,14 @@ def fit_store(X, width, lam, *, key, solver, init, init_bias, parents, callback,
         if init.shape != (width, d):
             raise ValueError(f"`init` must have shape {(width, d)}, got {tuple(init.shape)}")
     init_bias = check_init_bias(init_bias, d, dt)
-    fp = checkpoint.fingerprint(
-        first, key=key, width=width, lam=float(lam), init=init, init_bias=init_bias,
-        source=store.fingerprint(), block_rows=rows, **solver.fingerprint(),
-    )  # fmt: skip
+    fp = None  # only a checkpoint needs it (an array store's is a SHA-256 of every byte)
+    if checkpoint_dir is not None:
+        fp = checkpoint.fingerprint(
+            first, key=key, width=width, lam=float(lam), init=init, init_bias=init_bias,
+            source=store.fingerprint(), block_rows=rows, **solver.fingerprint(),
+        )  # fmt: skip
     # process 0 of a distributed fit writes the checkpoint that all processes read
-    fp, writer = checkpoint.of_job(fp if checkpoint_dir is not None else None, distributed)
+    fp, writer = checkpoint.of_job(fp, distributed)
 
     def save(state):
         if checkpoint_dir is not None and writer:
