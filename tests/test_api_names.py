@@ -123,6 +123,7 @@ def test_solver_options_and_errors(data):
         (dict(max_epochs=0), ValueError),
         (dict(max_epochs=2.5), TypeError),
         (dict(tol=-1.0), ValueError),
+        (dict(tol=1e-6), ValueError),  # below code_tol = 1e-4: never certifiable
         (dict(code_tol=0.0), ValueError),
         (dict(momentum=float("nan")), ValueError),
         (dict(batch_size=0), ValueError),

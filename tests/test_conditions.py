@@ -62,7 +62,8 @@ def test_converged_fit_passes_code_atom_and_bias_checks(rng):
         0.5,
         key=jax.random.PRNGKey(0),
         max_epochs=400,
-        tol=1e-12,
+        tol=1e-6,
+        code_tol=1e-8,
         atom_steps=20,
         progress=False,
     )
@@ -92,7 +93,8 @@ def test_mop_up_example(rng):
         fit_bias=False,
         init=dog[None],
         max_epochs=300,
-        tol=1e-12,
+        tol=1e-6,
+        code_tol=1e-8,
         progress=False,
     )
     good = wl.check_optimality(X, fixed.atoms, fixed.codes, None, lam, tol=1e-3)

@@ -93,7 +93,8 @@ class DictionarySolver(eqx.Module):
         batch_size: rows per minibatch (None: full batch).
         max_epochs: at most this many epochs and polish steps together.
         tol: the ``"conditions"`` stop: code KKT, atom stationarity and bias residual ≤ tol
-            (units of λ; ``check_optimality``'s default tolerance).
+            (units of λ; ``check_optimality``'s default tolerance). At least ``code_tol`` (the
+            codes' KKT residual is only certified to code_tol), or 0 to run to ``max_epochs``.
         loss_tol: the loss rule (L_{e−1} − L_e)/|L_e| ≤ loss_tol, which ends the alternating
             epochs: it stops a ``"loss"`` fit and hands a ``"conditions"`` fit to the polish.
         stop: ``"conditions"`` or ``"loss"``; None (default): ``"conditions"`` for full-batch
@@ -138,6 +139,12 @@ class DictionarySolver(eqx.Module):
             )
         check_number(self.code_tol, "code_tol", positive=True)
         check_number(self.momentum, "momentum", positive=False)
+        if self.stop_rule == "conditions" and 0 < self.tol < self.code_tol:
+            raise ValueError(
+                f"`tol` = {self.tol:g} is below `code_tol` = {self.code_tol:g}: the codes are "
+                "solved to code_tol, so their KKT condition cannot be certified to tol (the fit "
+                "would run to max_epochs); pass code_tol <= tol"
+            )
 
     @property
     def stop_rule(self) -> str:
