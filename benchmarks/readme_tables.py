@@ -296,6 +296,16 @@ def absorption(r):
     return "\n".join(rows) + f"\n\n{_machine(r)}."
 
 
+def _device_row(what, runs, seconds, rate, was, speeds=None):
+    """A device-scaling row: the ``seconds`` of each device count (after ``speeds``, when given),
+    ``was`` (the run before), and each count's ``rate`` relative to one device."""
+    base = runs[0][rate]
+    times = " / ".join(f"{x[seconds]:.1f}" for x in runs)
+    ratios = " / ".join(f"{x[rate] / base:.2f}" for x in runs)
+    lead = "" if speeds is None else f"{speeds}; "
+    return f"| {what} | {lead}{times} s{was} | 1 device | {ratios} | (overhead, honestly) |"
+
+
 def _before_shard_map(r, key: str, fmt: str) -> str:
     """' (before `shard_map`: a / b / … s)' from ``r[key + '_before_shard_map']``, or ''."""
     before = r.get(f"{key}_before_shard_map")
@@ -338,28 +348,24 @@ def scale(r):
             f"{f['batch_size']} (then exact codes and loss) | {f['seconds']:.1f} s, peak RSS "
             f"{f['peak_rss_gb']:.2f} GB | | | |"
         )
-    base = dv[0]["rows_per_s"]
     speeds = " / ".join(f"{x['rows_per_s']:,.0f}" for x in dv)
-    ratios = " / ".join(f"{x['rows_per_s'] / base:.2f}" for x in dv)
-    was = _before_shard_map(r, "device_scaling", ".0f")
     rows.append(
-        "| `encode` rows/s over 1 / 2 / 4 / 8 forced host devices (2 cores shared), K = "
-        f"{dv[0]['k']}, N = {dv[0]['rows']:,} | {speeds}; "
-        + " / ".join(f"{x['seconds']:.1f}" for x in dv)
-        + f" s{was} | 1 device | {ratios} | (overhead, honestly) |"
-    )
+        _device_row(
+            "`encode` rows/s over 1 / 2 / 4 / 8 forced host devices (2 cores shared), K = "
+            f"{dv[0]['k']}, N = {dv[0]['rows']:,}",
+            dv, "seconds", "rows_per_s", _before_shard_map(r, "device_scaling", ".0f"), speeds,
+        )
+    )  # fmt: skip
     fd = r.get("fit_device_scaling")
     if fd:
-        fbase = fd[0]["epoch_rows_per_s"]
-        fwas = _before_shard_map(r, "fit_device_scaling", ".1f")
         rows.append(
-            "| warm streamed `fit_dictionary` epoch over 1 / 2 / 4 / 8 forced host devices, K = "
-            f"{fd[0]['k']}, N = {fd[0]['rows']:,}, batch {fd[0]['batch_size']} | "
-            + " / ".join(f"{x['warm_epoch_seconds']:.1f}" for x in fd)
-            + f" s{fwas} | 1 device | "
-            + " / ".join(f"{x['epoch_rows_per_s'] / fbase:.2f}" for x in fd)
-            + " | (overhead, honestly) |"
-        )
+            _device_row(
+                "warm streamed `fit_dictionary` epoch over 1 / 2 / 4 / 8 forced host devices, "
+                f"K = {fd[0]['k']}, N = {fd[0]['rows']:,}, batch {fd[0]['batch_size']}",
+                fd, "warm_epoch_seconds", "epoch_rows_per_s",
+                _before_shard_map(r, "fit_device_scaling", ".1f"),
+            )
+        )  # fmt: skip
     if r.get("hull"):
         full, small, wide = r["hull"]
         rows.append(

@@ -30,16 +30,20 @@ def row_bucket(n: int) -> int:
     return -(-n // step) * step
 
 
+def _on_host_path(a) -> bool:
+    """Whether ``a`` is padded and cut on the host: concrete, and not split over devices."""
+    if isinstance(a, jax.core.Tracer):
+        return False
+    return not isinstance(a, jax.Array) or len(a.sharding.device_set) == 1
+
+
 def padded_rows(*arrays, width: int = 0) -> int | None:
     """The bucket to pad the rows of ``arrays`` (N × …, concrete, on one device) to, or None when
     they stay as they are: traced, sharded, already a bucket, or over ``SMALL`` entries per row
     count N·max(d, ``width``)."""
     n, d = arrays[0].shape[:2]
-    for a in arrays:
-        if isinstance(a, jax.core.Tracer):
-            return None
-        if isinstance(a, jax.Array) and len(a.sharding.device_set) > 1:
-            return None
+    if not all(_on_host_path(a) for a in arrays):
+        return None
     nb = row_bucket(n)
     return None if nb == n or n * max(d, width) > SMALL else nb
 
@@ -60,7 +64,7 @@ def cut_rows(a, n: int, axis: int = 0):
     if a.shape[axis] == n:
         return a
     index = (slice(None),) * axis + (slice(0, n),)
-    if isinstance(a, jax.core.Tracer) or len(a.sharding.device_set) > 1:
+    if not _on_host_path(a):
         return a[index]
     h = np.asarray(a)[index]
     return to_device(h, h.dtype)

@@ -79,9 +79,9 @@ def _real(D):
 def _resample_dead(D, Z, X, b, key, w, enabled=True):
     """Replace atoms no point uses with residual directions of the worst-reconstructed points of
     positive weight (not a bucket's padded rows, ``row_buckets``); returns (atoms, mask of the
-    replaced ones). With no dead atom (the usual case), or when not
-    ``enabled``, it skips the residuals and their sort (``lax.cond``). A bucket's zero atoms are
-    not dead atoms: they stay zero."""
+    replaced ones). With no dead atom (the usual case), or when not ``enabled``, it skips the
+    residuals and their sort (``lax.cond``). A bucket's zero atoms are not dead atoms: they stay
+    zero."""
     dead = (jnp.sum(Z, axis=0) <= 0) & _real(D)
     return jax.lax.cond(
         jnp.any(dead) & enabled,
