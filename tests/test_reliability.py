@@ -59,6 +59,9 @@ def test_offset_float32_data_converges_like_centred_data():
         assert int(sol.num_steps) < 50
         np.testing.assert_allclose(float(sol.objective), float(ref.objective), rtol=1e-4)
         np.testing.assert_allclose(np.asarray(sol.bias) - offset, np.asarray(ref.bias), atol=5e-3)
+        # inside a user's jit the rescue is a branch of one program, not a second call
+        traced = jax.jit(lambda Y: wl.solve_wide(Y, 2.0).objective)(X + np.float32(offset))
+        np.testing.assert_allclose(float(traced), float(sol.objective), rtol=1e-5)
     path = wl.solve_wide_path(X + np.float32(100), [1.0, 2.0])
     np.testing.assert_allclose(float(path.objective[1]), float(ref.objective), rtol=1e-4)
 

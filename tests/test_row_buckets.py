@@ -134,3 +134,22 @@ def test_resampling_seeds_dead_atoms_from_rows_of_positive_weight_only():
     assert bool(jnp.all(replaced))
     # rows 1 and 2 (residual norms 4 and 3), then row 2 again: never rows 0 or 3
     np.testing.assert_allclose(np.asarray(new), np.eye(4)[[1, 2, 2, 2]])
+
+
+def test_host_checks_answer_like_jax_and_leave_tracers_and_large_arrays_to_jax(monkeypatch):
+    """Checks of small concrete CPU arrays run in numpy (no program compiled per shape); tracers
+    and arrays past the size limit take the jitted path, with the same answers."""
+    from widelimit._core import validate
+    from widelimit._core.validate import all_finite, any_negative, host_view, max_abs
+
+    x = jnp.asarray([[1.0, -2.0], [3.0, 0.5]])
+    bad = x.at[0, 0].set(jnp.nan)
+    seen = []
+    jax.jit(lambda y: seen.append(host_view(y)) or y)(x)
+    assert seen == [None] and host_view(x) is not None
+    for limit in (validate._HOST_CHECK_MAX, 1):  # numpy, then the jitted path
+        monkeypatch.setattr(validate, "_HOST_CHECK_MAX", limit)
+        assert (host_view(x) is None) == (limit == 1)
+        assert all_finite(x) and not all_finite(bad)
+        assert any_negative(x) and not any_negative(jnp.abs(x))
+        assert max_abs(x) == 3.0

@@ -157,6 +157,51 @@ def test_stream_compiles_nothing_for_a_new_number_of_rows(tmp_path, caplog):
     assert sol.code_norms.shape == (4500,)
 
 
+def test_a_small_store_streams_in_blocks_of_its_row_bucket(tmp_path, monkeypatch):
+    """A store smaller than a block pads its blocks to its row bucket, not to the block (200 rows
+    of d = 2 were padded to 4·10⁶-row blocks in every pass): the wide solve, a streamed encode and
+    a streamed check see blocks of ``row_bucket(200)`` = 224 rows, and give the in-memory answer."""
+    import widelimit._core.paired_blocks as pb
+    import widelimit._finite.stream_encode as se
+    import widelimit._wide.stream as st
+    from widelimit._core.row_buckets import row_bucket
+
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(200, 2)) + 1.0
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    np.save(shards / "0.npy", X[:120])
+    np.save(shards / "1.npy", X[120:])
+    seen = []
+
+    def spy(module, name, kind, rows_of):
+        real = getattr(module, name)
+
+        def counted(*a, **k):
+            seen.append((kind, rows_of(*a)))
+            return real(*a, **k)
+
+        monkeypatch.setattr(module, name, counted)
+
+    spy(st, "_block_stats", "wide", lambda xb, *a: xb.shape[0])
+    spy(se, "_solve_codes", "encode", lambda D, b, xb, *a: xb.shape[0])
+    spy(pb, "_flags", "check", lambda xb, zb: xb.shape[0])
+    sol = wl.solve_wide(str(shards), 0.3)
+    np.testing.assert_allclose(
+        float(sol.objective), float(wl.solve_wide(X, 0.3).objective), rtol=1e-9
+    )
+    D = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    codes = wl.encode(D, sol.bias, str(shards), 0.3, sparse=True, tol=1e-8)
+    dense = wl.encode(D, sol.bias, X, 0.3, tol=1e-8)
+    np.testing.assert_allclose(np.asarray(codes.todense()), np.asarray(dense), atol=1e-7)
+    rep = wl.check_optimality(str(shards), D, codes, sol.bias, 0.3)
+    ref = wl.check_optimality(X, D, dense, sol.bias, 0.3)
+    for f in ("code_kkt_max", "atom_stationarity", "bias_residual", "wide_certificate"):
+        np.testing.assert_allclose(getattr(rep, f), getattr(ref, f), rtol=1e-6, atol=1e-6)
+    assert {kind for kind, _ in seen} == {"wide", "encode", "check"}
+    assert {rows for _, rows in seen} == {row_bucket(200)} == {224}, seen
+
+
 def test_in_memory_solve_compiles_nothing_for_a_new_n_in_its_bucket(caplog):
     """Eager in-memory solves pad N with zero-weight rows to ``row_bucket(N)`` (four sizes per
     octave): a new N in the same bucket compiles nothing, and the answer is the unpadded one

@@ -14,6 +14,8 @@ counts instead of K × K arrays; ``pair_hull(codes, i, j, atoms=...)`` gives any
 
 from __future__ import annotations
 
+import functools
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -31,13 +33,14 @@ from .._core.objective import (
 from .._core.precision import full_precision
 from .._core.row_buckets import cut_rows, pad_rows, padded_rows
 from .._core.stationarity import first_order_from_sums, first_order_residuals
-from .._core.validate import check_lam, check_weights
+from .._core.validate import any_negative, check_lam, check_weights, to_device
 from .._sae.base import AbstractSAE
 from .hull_table import HullPairs, dense_hull_table, hull_table
 
 FULL_HULL_MAX = 4096  # hull="auto": K × K hull arrays up to this width, violated pairs above
 
 
+@jax.jit
 def hull_severity(margin, mu):
     """−margin_ij/μ_j: how far (1 − c_ij) μ_j lies outside its hull, relative to μ_j (a pair is
     violated when this exceeds tol)."""
@@ -127,11 +130,12 @@ class OptimalityReport(eqx.Module):
         return self.summary()
 
 
-def unit_scale(D, normalise: bool):
-    """(unit atoms, the norms the codes are multiplied by, or None) for concrete atoms D:
-    ValueError for atoms off unit norm without ``normalise``, or zero rows with it."""
-    norms = jnp.linalg.norm(D, axis=1)
-    if not bool(jnp.any(jnp.abs(norms - 1) > 1e-4)):
+def unit_scale(D, normalise: bool, norms=None):
+    """(unit atoms, the norms the codes are multiplied by, or None) for concrete atoms D (their
+    row ``norms`` when known): ValueError for atoms off unit norm without ``normalise``, or zero
+    rows with it."""
+    norms = np.asarray(_row_norms(D) if norms is None else norms)  # K numbers, on the host
+    if not np.any(np.abs(norms - 1) > 1e-4):
         return D, None
     if not normalise:
         raise ValueError(
@@ -139,18 +143,24 @@ def unit_scale(D, normalise: bool):
             f"[{float(norms.min()):.4g}, {float(norms.max()):.4g}]); pass normalise=True to "
             "rescale atoms to unit norm and codes equivalently (z_k ← z_k·||d_k||)"
         )
-    if bool(jnp.any(norms == 0)):
+    if np.any(norms == 0):
         raise ValueError("`atoms` has zero rows; they cannot be normalised")
-    return D / norms[:, None], norms
+    norms = to_device(norms, D.dtype)
+    return _divide_rows(D, norms), norms
+
+
+_row_norms = jax.jit(lambda D: jnp.linalg.norm(D, axis=1))
+_divide_rows = jax.jit(lambda D, s: D / s[:, None])
+_scale_columns = jax.jit(lambda Z, s: Z * s[None, :])
 
 
 def unit_atoms(D, Z, normalise: bool = False):
     """(D, Z) checked for unit atom rows (or, with ``normalise``, rescaled to them with codes
     z_k ← z_k·||d_k|| so that D z is unchanged) and nonnegative codes; ValueError otherwise
     (``eqx.error_if`` when traced)."""
-    norms = jnp.linalg.norm(D, axis=1)
-    off_unit = jnp.any(jnp.abs(norms - 1) > 1e-4)
-    if isinstance(off_unit, jax.core.Tracer):
+    norms = _row_norms(D)  # a tracer inside a caller's trace, also for captured constants
+    if isinstance(norms, jax.core.Tracer) or isinstance(Z, jax.core.Tracer):
+        off_unit = jnp.any(jnp.abs(norms - 1) > 1e-4)
         if normalise:
             D = eqx.error_if(D, off_unit & jnp.any(norms == 0), "`atoms` has zero rows")
             scale = jnp.where(off_unit, norms, 1)
@@ -158,10 +168,10 @@ def unit_atoms(D, Z, normalise: bool = False):
         else:
             D = eqx.error_if(D, off_unit, "`atoms` are not unit-norm; pass normalise=True")
         return D, eqx.error_if(Z, jnp.any(Z < 0), "`codes` must be nonnegative")
-    D, scale = unit_scale(D, normalise)
+    D, scale = unit_scale(D, normalise, norms)
     if scale is not None:
-        Z = Z * scale[None, :]
-    if bool(jnp.any(Z < 0)):
+        Z = _scale_columns(Z, scale)
+    if any_negative(Z):
         raise ValueError("`codes` must be nonnegative")
     return D, Z
 
@@ -227,7 +237,7 @@ def check_optimality(
     w = check_weights(weights, n, X.dtype)
     # small inputs padded to a row bucket by copies of row 0 of weight 0 (``row_buckets``: a new N
     # compiles nothing): every sum is weighted, every max over rows repeats row 0 or skips w = 0
-    nb = padded_rows(X, Z, width=D.shape[0])
+    nb = padded_rows(X, Z, w, width=D.shape[0])
     if nb is not None:
         X, Z, w = pad_rows(X, nb), pad_rows(Z, nb), pad_rows(w, nb, fill=0)
     D, Z = unit_atoms(D, Z, normalise)
@@ -289,24 +299,33 @@ def dictionary_report(
     return _report(kkt, kkt_k, stat, direction, bres, wide, wants, table, tol, fit_bias)
 
 
+@jax.jit
+def _violated(margin, mu, tol):
+    """Pairs whose ``hull_severity`` exceeds tol."""
+    return hull_severity(margin, mu) > tol
+
+
+@functools.partial(jax.jit, static_argnames="fit_bias")
+def _passed(kkt, stat, bres, tol, violated, fit_bias: bool):
+    """Conditions 1–3 within tol (the bias's only with one), and no violated hull pair."""
+    ok = (kkt <= tol) & (jnp.max(stat, initial=0.0) <= tol) & ~jnp.any(violated)
+    return ok & (bres <= tol) if fit_bias else ok
+
+
 def _report(
     kkt, kkt_k, stat, direction, bres, wide, wants, table, tol, fit_bias
 ) -> OptimalityReport:
     """The ``OptimalityReport`` of the first-order residuals and the hull table (a ``HullTable``,
     or the ``HullPairs`` of a compact report)."""
     if isinstance(table, HullPairs):
-        passed = (kkt <= tol) & (jnp.max(stat, initial=0.0) <= tol) & (len(table.pairs) == 0)
-        if fit_bias:
-            passed = passed & (bres <= tol)
+        passed = _passed(kkt, stat, bres, tol, len(table.pairs) > 0, fit_bias)
         return OptimalityReport(
             passed, kkt, kkt_k, stat, direction, bres, wide, wants,
             None, None, None, None, jnp.asarray(table.mu), None, tol, fit_bias, table,
         )  # fmt: skip
     margin, mu = table.margin, table.mu
-    violated = hull_severity(margin, mu) > tol
-    passed = (kkt <= tol) & (jnp.max(stat, initial=0.0) <= tol) & ~jnp.any(violated)
-    if fit_bias:
-        passed = passed & (bres <= tol)
+    violated = _violated(margin, mu, tol)
+    passed = _passed(kkt, stat, bres, tol, violated, fit_bias)
     return OptimalityReport(
         passed,
         kkt,

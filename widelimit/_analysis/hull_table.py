@@ -25,7 +25,7 @@ from jaxtyping import Array, ArrayLike, Float, Int
 from .._core.objective import check_sparse
 from .._core.paired_blocks import check_code_chunk, code_rows, raise_bad_codes
 from .._core.precision import full_precision
-from .._core.validate import check_matrix, float_dtype
+from .._core.validate import check_matrix, float_dtype, host_view, to_device
 
 
 class HullTable(eqx.Module):
@@ -59,6 +59,7 @@ class HullPairs(eqx.Module):
     n_exact_pairs: int = eqx.field(static=True)
 
 
+@functools.partial(jax.jit, static_argnames="fit_bias")
 def pair_margin(lo, hi, target, fit_bias: bool):
     """Signed hull margin (< 0: violated): min(target − lo, hi − target) with a bias (−inf when
     I_i is empty); without a bias −target iff target > 0 and no n ∈ I_i has z_j > 0, else +inf."""
@@ -67,6 +68,7 @@ def pair_margin(lo, hi, target, fit_bias: bool):
     return jnp.where(target > 0, jnp.where(hi > 0, jnp.inf, -target), jnp.inf)
 
 
+@functools.partial(jax.jit, static_argnames="fit_bias")
 def hull_margin(lo, hi, target, mu, fit_bias: bool):
     """``pair_margin`` for all pairs; diagonal pairs and features with μ_j = 0 get +inf."""
     margin = pair_margin(lo, hi, target, fit_bias)
@@ -80,11 +82,12 @@ def row_chunks(Z, w, rows):
     n = Z.shape[0]
     for s in range(0, n, rows):
         zc = code_rows(Z, s, s + rows)
-        wc = jnp.asarray(w[s : s + rows])
+        wc = np.asarray(w[s : s + rows])
         m = zc.shape[0]
-        if m < rows:
-            zc = jnp.pad(zc, ((0, rows - m), (0, 0)))
-            wc = jnp.pad(wc, (0, rows - m))
+        if m < rows:  # padded on the host when the codes are there (nothing to compile)
+            wc = np.pad(wc, (0, rows - m))
+            pad = ((0, rows - m), (0, 0))
+            zc = np.pad(zc, pad) if isinstance(zc, np.ndarray) else jnp.pad(zc, pad)
         yield s, zc, wc
 
 
@@ -173,12 +176,16 @@ def _exact_chunk(acc, zc, wc, dense_idx, pair_i, pair_j):
 
 def _take_rows(Z, idx):
     """Rows ``idx`` of dense codes Z (a JAX or numpy array, or a memmap)."""
-    if isinstance(Z, jax.Array):
-        return jnp.take(Z, jnp.asarray(idx), axis=0)
+    if isinstance(Z, jax.Array) and host_view(Z) is None:
+        return _take(Z, jnp.asarray(idx))
+    Z = Z if host_view(Z) is None else host_view(Z)
     order = np.argsort(idx, kind="stable")  # sorted reads: sequential on a memmap
     out = np.empty((len(idx), Z.shape[1]), Z.dtype)
     out[order] = Z[idx[order]]
     return jnp.asarray(out)
+
+
+_take = jax.jit(lambda Z, idx: jnp.take(Z, idx, axis=0))
 
 
 def _sparse_rows(codes, idx):
@@ -223,6 +230,13 @@ def _depths(codes, ti, limit, top: int, block: int | None = None):
         out.append((cand[bj, s], bj + j0, depth[bj, s]))
     i, j, d = (np.concatenate(c) for c in zip(*out, strict=True))
     return i, j, d
+
+
+@functools.partial(jax.jit, static_argnames="fit_bias")
+def _target_and_margin(D, mu, lo, hi, fit_bias: bool):
+    """target_ij = (1 − c_ij) μ_j and ``hull_margin`` of the K × K table."""
+    target = (1 - D @ D.T) * mu[None, :]
+    return target, hull_margin(lo, hi, target, mu, fit_bias)
 
 
 @functools.partial(jax.jit, static_argnames=("cols", "fit_bias"))
@@ -287,13 +301,12 @@ def hull_table(
 
     # pass 1: supports, masses, top activations
     state = (
-        jnp.zeros((k,), jnp.int32),
-        jnp.zeros((k,), dt),
-        jnp.full((k, top), -1, dt),
-        jnp.zeros((k, top), jnp.int32),
-    )
+        np.zeros((k,), np.int32),
+        np.zeros((k,), dt),
+        np.full((k, top), -1, dt),
+        np.zeros((k, top), np.int32),
+    )  # numpy: jnp.zeros compiles a program per shape
     if hasattr(codes, "sparse_rows"):  # sparse codes: O(nnz) per chunk, never densified
-        state = tuple(np.asarray(a) for a in state)
         for s in range(0, n, chunk_rows):
             ind, val = codes.sparse_rows(slice(s, s + chunk_rows))
             state = _scan_sparse(state, ind, val, w, s, top)
@@ -302,7 +315,7 @@ def hull_table(
             check_code_chunk(zc, s)
             state = _scan_chunk(state, zc.astype(dt), wc, jnp.int32(s), top)
     count, mass, tv, ti = state
-    mu = np.asarray(mass / n)
+    mu = np.asarray(mass) / n
     count_np, tv_np = np.asarray(count), np.asarray(tv)
     dense = count_np * 2 >= n_pos
     limit = np.minimum(count_np, top)  # j's top slots that are active points
@@ -321,15 +334,11 @@ def hull_table(
     exact = None
     if h or u:
         inf = np.inf
-        acc = (
-            jnp.full((h, k), inf, dt),
-            jnp.full((h, k), -inf, dt),
-            jnp.full((h, k), inf, dt),
-            jnp.full((h, k), -inf, dt),
-            jnp.full((u,), inf, dt),
-            jnp.full((u,), -inf, dt),
-        )
-        di, ai, aj = jnp.asarray(dense_idx), jnp.asarray(pi, jnp.int32), jnp.asarray(pj, jnp.int32)
+        acc = tuple(
+            np.full(shape, fill, dt)
+            for shape, fill in (((h, k), inf), ((h, k), -inf)) * 2 + (((u,), inf), ((u,), -inf))
+        )  # numpy: jnp.full compiles a program per shape
+        di, ai, aj = (to_device(a, np.int32) for a in (dense_idx, pi, pj))
         for _, zc, wc in row_chunks(codes, w, rows):
             acc = _exact_chunk(acc, zc.astype(dt), wc, di, ai, aj)
         exact = tuple(np.asarray(a) for a in acc)
@@ -352,16 +361,16 @@ def hull_table(
 
     if violated_only is None:
         lo, hi = bounds(0, k)
-        target = (1 - D @ D.T) * jnp.asarray(mu)[None, :]
-        lo, hi, mu_j = jnp.asarray(lo), jnp.asarray(hi), jnp.asarray(mu)
-        margin = hull_margin(lo, hi, target, mu_j, fit_bias)
+        lo, hi, mu_j = jax.device_put((lo, hi, mu.astype(dt)))
+        target, margin = _target_and_margin(D, mu_j, lo, hi, fit_bias)
         return HullTable(lo, hi, target, margin, mu_j, count, n_exact)
 
     cols = min(k, block or int(max(1, (1 << 22) // k)))
-    Dj = jnp.asarray(D, dt)
+    D_host = np.asarray(D, dt)
     pad = -k % cols  # every block has one shape: padded columns have μ = 0 (not relevant)
-    Dp = jnp.pad(Dj, ((0, pad), (0, 0)))
-    mup = jnp.asarray(np.pad(mu, (0, pad)))
+    Dj, Dp, mup = jax.device_put(
+        (D_host, np.pad(D_host, ((0, pad), (0, 0))), np.pad(mu, (0, pad)).astype(dt))
+    )
     found, n_out, n_in = [], np.zeros(k, np.int64), np.zeros(k, np.int64)
     for j0 in range(0, k, cols):
         j1 = min(k, j0 + cols)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -45,6 +47,7 @@ class LowerBound(eqx.Module):
     gap_abs: Float[Array, ""]
 
 
+@functools.partial(jax.jit, static_argnames="bias")
 def residual_dual_bound(X, R, w, lam, bias: bool):
     """Dual value of u_n = s·w_n(r_n − r̄), r̄ the weighted mean (no centring without bias),
     s = min(1, λ/max_n ||r_n − r̄||): (1/N)[Σ⟨u_n, x_n⟩ − ½ Σ||u_n||²/w_n] ≤ W(λ)."""

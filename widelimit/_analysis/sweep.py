@@ -135,8 +135,13 @@ def _rays_of(ground_truth, d, dtype):
 
 def covered(rays, atoms, delta: float) -> int:
     """Number of rays with some atom at cosine ≥ 1 − δ."""
+    return int(_covered(rays, atoms, delta))
+
+
+@jax.jit
+def _covered(rays, atoms, delta):
     D = atoms / jnp.linalg.norm(atoms, axis=1, keepdims=True)
-    return int(jnp.sum(jnp.max(rays @ D.T, axis=1) >= 1 - delta))
+    return jnp.sum(jnp.max(rays @ D.T, axis=1) >= 1 - delta)
 
 
 def _record(fit, X, lam, rays, delta, tol, seed_loss, wide_bound):

@@ -16,6 +16,7 @@ from .store import as_store, is_store_like
 from .validate import check_lam, check_matrix, check_vector, check_weights
 
 
+@jax.jit
 def relative_gap(gap_abs, bound):
     """The one meaning of a relative gap in widelimit: (L − W_low)/|W_low| = gap_abs/|bound|
     (0 when gap_abs is 0, also for a zero bound). A negative gap (a loss below its certified
@@ -112,11 +113,13 @@ def loss_from_sums(sums, lam) -> float:
     return (0.5 * sums.wrr + float(lam) * sums.wl1) / sums.n
 
 
+@jax.jit
 def residuals(X, atoms, codes, bias):
     """r_n = x_n − b − Dz_n, shape (n_samples, n_features)."""
     return X - bias - codes @ atoms
 
 
+@jax.jit
 def loss_terms(X, atoms, codes, bias, lam, w):
     """(reconstruction, sparsity) parts of L; L is their sum."""
     n = jnp.sum(w)

@@ -8,23 +8,39 @@ so they add nothing to any sum or maximum), so a new N compiles nothing.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .row_buckets import block_cap
 from .store import as_store
+from .validate import host_view
 
 
 def code_rows(codes, start: int, stop: int):
-    """Dense codes of rows [start, stop) of any codes (a JAX array for every kind)."""
-    if hasattr(codes, "dense_rows"):
-        return jnp.asarray(codes.dense_rows(slice(start, stop)))
-    return jnp.asarray(codes[start:stop])
+    """Dense codes of rows [start, stop) of any codes, in the canonical dtype (float32 without
+    x64): numpy for codes on the host (a numpy array, a memmap, codes on disk, JAX arrays on the
+    CPU), so that reading a block compiles nothing; else a JAX array."""
+    rows = codes.dense_rows(slice(start, stop)) if hasattr(codes, "dense_rows") else None
+    if rows is None:
+        host = host_view(codes) if isinstance(codes, jax.Array) else None
+        rows = host[start:stop] if host is not None else codes[start:stop]
+    dt = jax.dtypes.canonicalize_dtype(rows.dtype)
+    if isinstance(rows, jax.Array):
+        return rows.astype(dt)
+    return np.asarray(rows, dtype=dt)
 
 
 def block_rows_for(width: int, n_features: int) -> int:
     """Rows per analysis block: about 2²⁴ numbers of codes or data (64 MiB of float32)."""
     return int(max(256, min(65536, (1 << 24) // max(width, n_features))))
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _pad_rows(z, rows: int):
+    return jnp.zeros((rows, z.shape[1]), z.dtype).at[: z.shape[0]].set(z)
 
 
 _flags = jax.jit(lambda x, z: (jnp.all(jnp.isfinite(x)), jnp.all(jnp.isfinite(z)), jnp.all(z >= 0)))
@@ -33,7 +49,11 @@ _flags = jax.jit(lambda x, z: (jnp.all(jnp.isfinite(x)), jnp.all(jnp.isfinite(z)
 def check_code_chunk(zc, start: int) -> None:
     """ValueError unless the row chunk ``zc`` (rows from ``start``) of the codes is finite and
     ≥ 0; checked chunk by chunk, so codes on disk are never loaded whole."""
-    _, finite, nonneg = (bool(v) for v in _flags(jnp.zeros((1,), zc.dtype), zc))
+    host = zc if isinstance(zc, np.ndarray) else host_view(zc)
+    if host is not None:
+        finite, nonneg = bool(np.isfinite(host).all()), not bool(np.any(host < 0))
+    else:
+        _, finite, nonneg = (bool(v) for v in _flags(jnp.zeros((1,), zc.dtype), zc))
     raise_bad_codes(finite, nonneg, start, zc.shape[0])
 
 
@@ -59,6 +79,7 @@ def _open(X, D, codes, weights):
     K, d = D.shape
     rows = block_rows_for(K, d)
     store = as_store(X, chunk_rows=2 * rows)
+    rows = block_cap(rows, store.n_rows)  # a small store's blocks are not padded to a large one
     if store.n_features != d:
         raise ValueError(f"`atoms` has {d} features but `X` has {store.n_features}")
     check_codes_shape(codes, store.n_rows, K)
@@ -82,7 +103,8 @@ def padded_blocks(X, D, codes, b, *, weights=None, place=None):
     if place is not None:
         rows = -(-rows // place.row_multiple) * place.row_multiple
     K, d = D.shape
-    dt = D.dtype
+    dt = np.dtype(D.dtype)
+    b_host = np.asarray(b, dt)
     start = 0
     for _, block in store.blocks():
         for s in range(0, block.shape[0], rows):
@@ -90,11 +112,17 @@ def padded_blocks(X, D, codes, b, *, weights=None, place=None):
             m = xb.shape[0]
             if start + m > codes.shape[0]:
                 raise ValueError(f"`X` has more rows than `codes` ({codes.shape[0]})")
-            zb = code_rows(codes, start, start + m).astype(dt)
+            zb = code_rows(codes, start, start + m)
             wb = np.ones(m) if w_all is None else w_all[start : start + m]
-            xp = jnp.broadcast_to(b, (rows, d)).astype(dt).at[:m].set(jnp.asarray(xb, dt))
-            zp = jnp.zeros((rows, K), dt).at[:m].set(zb)
-            wp = jnp.zeros((rows,), dt).at[:m].set(jnp.asarray(wb, dt))
+            # padded on the host (eager .at[].set compiles for each new m)
+            xp, wp = np.empty((rows, d), dt), np.zeros((rows,), dt)
+            xp[:m], xp[m:], wp[:m] = xb, b_host, wb
+            if isinstance(zb, np.ndarray):
+                zp = np.zeros((rows, K), dt)
+                zp[:m] = zb
+            else:
+                zp = _pad_rows(zb.astype(dt), rows)
+            xp, zp, wp = jax.device_put((xp, zp, wp))
             fx, fz, nz = (bool(v) for v in _flags(xp, zp))
             if not fx:
                 raise ValueError(f"`X` contains NaN or Inf in rows {start}..{start + m - 1}")

@@ -30,6 +30,17 @@ def row_bucket(n: int) -> int:
     return -(-n // step) * step
 
 
+def block_cap(rows: int, n_rows: int | None, multiple: int = 1) -> int:
+    """Rows per padded block of a streamed pass over a store of ``n_rows`` rows: ``rows``, or the
+    store's ``row_bucket`` (rounded up to ``multiple``) when that is smaller. A small store's
+    blocks are then not padded to a large block (200 rows of d = 2 were padded to a 4·10⁶-row
+    block in every pass), and a store of another size in the same bucket compiles nothing."""
+    if n_rows is None:
+        return rows
+    cap = -(-row_bucket(max(int(n_rows), 1)) // multiple) * multiple
+    return min(rows, cap)
+
+
 def _on_host_path(a) -> bool:
     """Whether ``a`` is padded and cut on the host: concrete, and not split over devices."""
     if isinstance(a, jax.core.Tracer):

@@ -7,11 +7,15 @@ dimension (``to_bcoo``), kept as an ``eqx.Module`` so that it passes through ``j
 
 from __future__ import annotations
 
+import functools
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int
+
+from .validate import host_view
 
 
 class SparseCodes(eqx.Module):
@@ -60,7 +64,7 @@ class SparseCodes(eqx.Module):
             raise ValueError(f"`codes` must be 2-D (n_samples, width), got shape {Z.shape}")
         traced = isinstance(Z, jax.core.Tracer)
         if not traced:
-            support = int(jnp.max(jnp.sum(Z != 0, axis=1), initial=0))
+            support = int(_max_support(Z))
             if k is None:
                 k = max(support, 1)
             elif support > k:
@@ -70,9 +74,7 @@ class SparseCodes(eqx.Module):
         elif k is None:
             raise ValueError("inside jit, SparseCodes.from_dense needs an explicit k")
         k = int(min(max(k, 1), Z.shape[1]))
-        _, idx = jax.lax.top_k(jnp.abs(Z), k)
-        vals = jnp.take_along_axis(Z, idx, axis=1)
-        idx = jnp.where(vals != 0, idx, 0).astype(jnp.int32)
+        idx, vals = _largest(Z, k)
         return cls(idx, vals, int(Z.shape[1]))
 
     def todense(self) -> Float[Array, "n_samples width"]:
@@ -80,16 +82,25 @@ class SparseCodes(eqx.Module):
         return dense_block(self.indices, self.values, self.width)
 
     def dense_rows(self, rows) -> Float[Array, "rows width"]:
-        """Dense codes of the rows ``rows`` (a slice or an index array): O(rows × width) memory."""
+        """Dense codes of the rows ``rows`` (a slice or an index array): O(rows × width) memory;
+        numpy for codes on the host."""
+        ind, val = self._rows(rows)
+        return dense_block(ind, val, self.width)
+
+    def _rows(self, rows):
+        """(indices, values) of ``rows``: numpy slices of codes on the host (``host_view``:
+        slicing a JAX array compiles a program for each new shape), else JAX arrays."""
         if not isinstance(rows, slice):
             rows = np.asarray(rows)
-        return dense_block(self.indices[rows], self.values[rows], self.width)
+        ind, val = (host_view(a) for a in (self.indices, self.values))
+        if ind is None or val is None:
+            ind, val = self.indices, self.values
+        return ind[rows], val[rows]
 
     def sparse_rows(self, rows) -> tuple[np.ndarray, np.ndarray]:
         """(indices, values) of the rows ``rows`` (a slice or an index array) as numpy arrays."""
-        if not isinstance(rows, slice):
-            rows = np.asarray(rows)
-        return np.asarray(self.indices[rows]), np.asarray(self.values[rows])
+        ind, val = self._rows(rows)
+        return np.asarray(ind), np.asarray(val)
 
     def rows(self, start: int, stop: int) -> SparseCodes:
         """Rows [start, stop) as ``SparseCodes``."""
@@ -98,7 +109,7 @@ class SparseCodes(eqx.Module):
     @property
     def nnz(self) -> Int[Array, ""]:
         """The number of nonzero codes."""
-        return jnp.sum(jnp.asarray(self.values) != 0)
+        return _count_nonzero(jnp.asarray(self.values))
 
     def to_bcoo(self):
         """The same codes as a ``jax.experimental.sparse.BCOO`` matrix (n_batch = 1)."""
@@ -117,9 +128,25 @@ def dense_block(indices, values, width: int):
         rows = np.broadcast_to(np.arange(values.shape[0])[:, None], values.shape)
         out[rows[used], indices[used]] = values[used]
         return out
-    indices, values = jnp.asarray(indices), jnp.asarray(values)
+    return _dense_block(jnp.asarray(indices), jnp.asarray(values), width)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _dense_block(indices, values, width: int):
     rows = jnp.arange(values.shape[0])[:, None]
     return jnp.zeros((values.shape[0], width), values.dtype).at[rows, indices].add(values)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _largest(Z, k: int):
+    """(indices, values) of the k largest |z| of each row; unused slots (value 0) at index 0."""
+    _, idx = jax.lax.top_k(jnp.abs(Z), k)
+    vals = jnp.take_along_axis(Z, idx, axis=1)
+    return jnp.where(vals != 0, idx, 0).astype(jnp.int32), vals
+
+
+_max_support = jax.jit(lambda Z: jnp.max(jnp.sum(Z != 0, axis=1), initial=0))
+_count_nonzero = jax.jit(lambda v: jnp.sum(v != 0))
 
 
 def sparse_decode(indices, values, atoms):

@@ -10,6 +10,7 @@ checked block by block (``combine``) with the same formulas as one in-memory blo
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import equinox as eqx
@@ -86,6 +87,7 @@ def combine(a: BlockSums | None, b: BlockSums) -> BlockSums:
     )
 
 
+@functools.partial(jax.jit, static_argnames="fit_bias")
 def first_order_from_sums(s: BlockSums, D, lam, fit_bias: bool):
     """(code KKT max, code KKT per atom, atom stationarity per atom, unit unabsorbed direction per
     atom, bias residual (0 without a bias), wide certificate) from the sums over all rows."""

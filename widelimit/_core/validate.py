@@ -30,6 +30,46 @@ def to_device(x, dtype):
     return jax.device_put(np.asarray(x, dtype=np.dtype(dtype)))
 
 
+# arrays up to this many entries are checked on the host (``host_view``)
+_HOST_CHECK_MAX = 2**24
+
+
+def host_view(x) -> np.ndarray | None:
+    """``x`` as a numpy array when it is one, or a concrete JAX array on the CPU of at most 2²⁴
+    entries (a view, no copy); else None. Checks of such arrays (finite, nonnegative, their
+    maximum) run in numpy: an eager ``jnp`` reduction compiles a small program for each new shape
+    (~20 ms each, the larger part of a small call's time)."""
+    if isinstance(x, np.ndarray):
+        return x
+    if not isinstance(x, jax.Array) or isinstance(x, jax.core.Tracer) or x.size > _HOST_CHECK_MAX:
+        return None
+    try:
+        on_cpu = all(d.platform == "cpu" for d in x.devices())
+    except Exception:  # a deleted or otherwise unreadable buffer: let JAX raise its own error
+        return None
+    return np.asarray(x) if on_cpu and x.is_fully_addressable else None
+
+
+def all_finite(x) -> bool:
+    """Whether a concrete array has no NaN or Inf (numpy for ``host_view`` arrays)."""
+    h = host_view(x)
+    return bool(np.isfinite(h).all()) if h is not None else bool(_all_finite(x))
+
+
+def max_abs(x) -> float:
+    """max |x| of a concrete, nonempty array (numpy for ``host_view`` arrays)."""
+    h = host_view(x)
+    return float(np.max(np.abs(h))) if h is not None else float(_max_abs(x))
+
+
+def any_negative(x) -> bool:
+    """Whether a concrete array has an entry < 0 (numpy for ``host_view`` arrays)."""
+    h = host_view(x)
+    return bool(np.any(h < 0)) if h is not None else bool(_any_negative(x))
+
+
+_max_abs = jax.jit(lambda x: jnp.max(jnp.abs(x)))
+_any_negative = jax.jit(lambda x: jnp.any(x < 0))
 _warned_x64: list = []
 
 
@@ -90,7 +130,7 @@ def ensure_finite(x, name: str):
         if not np.isfinite(x).all():
             raise ValueError(f"`{name}` contains NaN or Inf")
         return x
-    ok = _all_finite(x)
+    ok = _all_finite(x)  # a tracer inside a caller's trace, also for a captured constant
     if isinstance(ok, jax.core.Tracer):
         return eqx.error_if(x, ~ok, f"`{name}` contains NaN or Inf")
     if not bool(ok):

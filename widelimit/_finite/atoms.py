@@ -11,10 +11,12 @@ atom as n_k u_k with ||u_k|| = 1 and moves n_k into the codes (z_k ← n_k z_k):
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 from jax import lax
 
 
+@jax.jit
 def normalise_rows(D):
     """Rows scaled to unit norm (zero rows left as they are)."""
     n = jnp.linalg.norm(D, axis=1, keepdims=True)

@@ -28,7 +28,15 @@ from .._core.results import RESULTS
 from .._core.row_buckets import cut_rows, pad_rows, padded_rows
 from .._core.stationarity import first_order_residuals
 from .._core.store import is_store_like
-from .._core.validate import check_lam, check_matrix, check_positive_int, check_weights, to_device
+from .._core.validate import (
+    all_finite,
+    check_lam,
+    check_matrix,
+    check_positive_int,
+    check_weights,
+    max_abs,
+    to_device,
+)
 from .._wide.solve import solve_wide
 from .atoms import normalise_rows
 from .buckets import pad_atoms, pad_parents, unpad_fit, width_bucket
@@ -101,8 +109,7 @@ def _check_init_atoms(init, width, d, dtype):
         raise ValueError(
             f"`init` must have shape (width, n_features) = ({width}, {d}), got {tuple(init.shape)}"
         )
-    norms = jnp.linalg.norm(init, axis=1)
-    if bool(jnp.any(norms == 0)):
+    if not bool(np.all(np.any(np.asarray(init) != 0, axis=1))):
         raise ValueError("`init` has zero rows; every atom needs a direction")
     return normalise_rows(init.astype(dtype))
 
@@ -259,7 +266,7 @@ def rescaled(X, lam, init_bias):
     [2⁻³², 2³²]: the fit then runs on exactly rescaled data and ``unscale_fit`` maps it back, so
     that no pass squares (or takes fourth powers of) numbers near the dtype's overflow or
     underflow."""
-    big = float(jnp.max(jnp.abs(X)))
+    big = max_abs(X)
     if big == 0 or 2.0**-32 <= big <= 2.0**32:
         return 1.0, X, lam, init_bias
     s = float(2.0 ** np.ceil(np.log2(big)))
@@ -340,7 +347,7 @@ def finish_fit(
     )
     if stop is None:
         stop = RESULTS.successful
-    if not (math.isfinite(float(loss)) and bool(jnp.all(jnp.isfinite(state.D)))):
+    if not (math.isfinite(float(loss)) and all_finite(state.D)):
         stop = RESULTS.nonfinite
     return DictionaryFit(
         atoms=state.D,
@@ -355,8 +362,11 @@ def finish_fit(
         fit_bias=cfg.fit_bias,
         result=stop,
         code_kkt=kkt,
-        atom_stationarity=jnp.max(stat, initial=0.0),
+        atom_stationarity=_max0(stat),
         bias_residual=bres,
         seconds=float("nan") if t_start is None else time.perf_counter() - t_start[0],
         compile_seconds=float("nan") if t_start is None else compile_seconds() - t_start[1],
     )
+
+
+_max0 = jax.jit(lambda a: jnp.max(a, initial=0.0))

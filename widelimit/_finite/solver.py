@@ -237,7 +237,7 @@ class DictionarySolver(eqx.Module):
         cfg = _with_working_set(fs.cfg, fs.supports, s.D.shape[0], e)
         cfg = dataclasses.replace(cfg, epoch_tol=to_device(self.code_tol, dt))
         if fs.polish == ():
-            zD, zb = jnp.zeros_like(s.D), jnp.zeros_like(s.b)
+            zD, zb = (to_device(np.zeros(a.shape, a.dtype), a.dtype) for a in (s.D, s.b))
             new, pt, _, sup = trial(cfg, s, zD, zb, to_device(0.0, dt), X, w, fs.wide_bound)
             if float(pt.worst) <= self.tol:  # already stationary (a rerun of a finished fit)
                 return dataclasses.replace(fs, result=RESULTS.successful)
@@ -266,10 +266,7 @@ class DictionarySolver(eqx.Module):
         s, n, k = state.Z.shape
         cfg = _with_working_set(fs.cfg, row_supports(state.Z.reshape(s * n, k)), k, e)
         new = _epoch_seeds(cfg, state, X, w, keys, fs.wide_bound)
-        keep = jnp.asarray(fs.active)
-        state = jax.tree.map(
-            lambda a, b: jnp.where(keep.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, state
-        )
+        state = _keep_active(jnp.asarray(fs.active), new, state)
         loss = np.asarray(state.history.loss[:, e])
         active = fs.active & ~self.converged(fs.prev, loss)
         prev = np.where(active, loss, fs.prev)
@@ -320,3 +317,11 @@ def solver_of(solver: DictionarySolver | None, options: dict, **defaults) -> Dic
             f"pass the options {sorted(options)} to the DictionarySolver, not beside `solver`"
         )
     return solver
+
+
+@jax.jit
+def _keep_active(keep, new, old):
+    """``new`` for the seeds in ``keep``, ``old`` for the others (leading seed axis)."""
+    return jax.tree.map(
+        lambda a, b: jnp.where(keep.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, old
+    )

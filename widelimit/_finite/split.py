@@ -94,6 +94,13 @@ def split_atoms(
 
 
 @partial(jax.jit, static_argnames="m")
+def _residuals_and_candidates(X, b, Z, D, m: int):
+    """(residuals R = X − b − Z D, the m rows of largest ||r_n||, largest first)."""
+    R = X - b - Z @ D
+    return R, jnp.argsort(-jnp.linalg.norm(R, axis=1))[:m]
+
+
+@partial(jax.jit, static_argnames="m")
 def _greedy_new_atoms(R, Z, lam, cand, m: int):
     """m new atoms, greedily: each is the candidate direction u (a normalised residual) not yet
     taken with the largest gain G(u) = Σ_n max(0, ⟨u, r_n⟩ − λ)² (the first-order drop of 2N·L
@@ -180,8 +187,7 @@ def grow(
     extra = width - k
     if extra == 0:
         return Grown(D, jnp.arange(k, dtype=jnp.int32), Z)
-    R = X - fit.bias - Z @ D
-    cand = jnp.argsort(-jnp.linalg.norm(R, axis=1))[: min(candidates, X.shape[0])]
+    R, cand = _residuals_and_candidates(X, fit.bias, Z, D, min(candidates, X.shape[0]))
     U, par, gain, P = _greedy_new_atoms(R, Z, fit.lam, cand, extra)
     # a chosen direction's own gain is then 0, up to rounding: a gain within √eps of the largest
     # is that rounding (it re-chose a direction already taken), not a new atom

@@ -25,6 +25,7 @@ from .._core.lock import dir_lock
 from .._core.outputs import check_output_dir
 from .._core.progress import Progress
 from .._core.results import RESULTS
+from .._core.row_buckets import block_cap
 from .._core.sparse_codes import SparseCodes, concatenate
 from .._core.store import as_store
 from .codes import _solve_codes, code_tiers
@@ -65,12 +66,16 @@ def encode_store(
 ):
     """``encode`` of a store in blocks; see ``encode`` (atoms, b, lam already checked)."""
     K, d = atoms.shape
-    if block_rows is None:
+    default = block_rows is None
+    if default:
         block_rows = int(max(256, min(16384, (1 << 25) // max(K, d))))
     place = placement(devices, shard, K)
-    if place is not None:  # with rows split, every device gets the same number of rows
-        block_rows = -(-block_rows // place.row_multiple) * place.row_multiple
+    multiple = 1 if place is None else place.row_multiple
+    # with rows split, every device gets the same number of rows
+    block_rows = -(-block_rows // multiple) * multiple
     store = as_store(X, chunk_rows=2 * block_rows)
+    if default:  # a small store's blocks are not padded to a large block
+        block_rows = block_cap(block_rows, store.n_rows, multiple)
     if store.n_features != d:
         raise ValueError(f"`atoms` has {d} features but `X` has {store.n_features}")
     if store.n_rows is None and out is not None:

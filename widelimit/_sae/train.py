@@ -29,7 +29,7 @@ from .._core.processes import from_first_process, max_over_processes
 from .._core.progress import Progress
 from .._core.results import RESULTS
 from .._core.store import as_store, is_store_like
-from .._core.validate import check_lam, check_matrix, check_positive_int
+from .._core.validate import all_finite, check_lam, check_matrix, check_positive_int, to_device
 from .._finite.atoms import normalise_rows
 from .._wide.solve import solve_wide
 from .base import AbstractSAE
@@ -71,16 +71,28 @@ def default_widths(width: int) -> tuple[int, ...]:
     return tuple(sorted({max(1, width // f) for f in (8, 4, 2)} | {width}))
 
 
+@functools.partial(jax.jit, static_argnums=3)
+def _decoder_at_data(X, b_dec, key, width: int):
+    """``width`` unit rows at data points x − b_dec (with 1 % noise), drawn with ``key``."""
+    n, d = X.shape
+    idx = jax.random.choice(key, n, (width,), replace=width > n)
+    noise = 1e-2 * jax.random.normal(jax.random.fold_in(key, 1), (width, d), X.dtype)
+    return normalise_rows(X[idx] - b_dec + noise * jnp.std(X))
+
+
+@jax.jit
+def _median_distance(X):
+    """The median of ||x_n − x̄||."""
+    return jnp.median(jnp.linalg.norm(X - jnp.mean(X, 0), axis=1))
+
+
 def init_sae(
     X, width: int, b_dec, key, architecture: str = "standard", *, k=None, lam=None, widths=None
 ) -> AbstractSAE:
     """An untrained SAE of ``architecture``: decoder rows at data directions from ``b_dec``."""
     arch = _ALIASES.get(architecture, architecture)
-    n, d = X.shape
-    idx = jax.random.choice(key, n, (width,), replace=width > n)
-    noise = 1e-2 * jax.random.normal(jax.random.fold_in(key, 1), (width, d), X.dtype)
-    D = normalise_rows(X[idx] - b_dec + noise * jnp.std(X))
-    zeros = jnp.zeros(width, X.dtype)
+    D = _decoder_at_data(X, b_dec, key, width)
+    zeros = to_device(np.zeros(width, X.dtype), X.dtype)
     if arch == "standard":
         return ReluSAE(D, zeros, D, b_dec)
     if arch in ("topk", "abstopk"):
@@ -223,7 +235,7 @@ def train_sae(
     lock = checkpoint_dir if writer else None
     with dir_lock(lock):  # after validation: a bad call creates nothing
         if not given:
-            scale = float(jnp.median(jnp.linalg.norm(X - jnp.mean(X, 0), axis=1)))
+            scale = float(_median_distance(X))
             scale = float(from_first_process(scale)) if distributed else scale
             lam_b = lam_v if b_dec_init == "wide" else max(scale, 1e-30) * 1e-6
             b0 = solve_wide(
@@ -293,7 +305,7 @@ class _TrainState(NamedTuple):
 
 
 def _finite(tree) -> bool:
-    return all(bool(jnp.isfinite(x).all()) for x in jax.tree_util.tree_leaves(tree))
+    return all(all_finite(x) for x in jax.tree_util.tree_leaves(tree))
 
 
 @functools.lru_cache(maxsize=32)

@@ -52,20 +52,34 @@ def iterate(
     """Run ``solver`` from ``b0`` to its stopping rule. ``stats(b)`` returns (q, sums, G, Y) of a
     pass at b; ``first`` is that of b0 when already known. ``batched``: b0 (m, d), lam (m,)."""
     each = jax.vmap if batched else (lambda f: f)
-    q, sums, G, Y = stats(b0) if first is None else first
     steps = jnp.zeros(lam.shape, jnp.int32)
-    state = WideState(b0, q, sums, G, Y, steps)
     if not solver.fit_bias:
-        return state
+        q, sums, G, Y = stats(b0) if first is None else first
+        return WideState(b0, q, sums, G, Y, steps)
 
     def todo(s: WideState):
         return each(solver.unfinished)(s.sums, s.G, s.Y) & (s.steps < solver.max_steps)
 
     def body(carry):
-        s, move = carry
+        s, move, _ = carry
         b = jnp.where(move[..., None], each(solver.step)(s.bias, lam, s.sums, s.G), s.bias)
-        s = WideState(b, *stats(b), s.steps + move)
-        return s, todo(s)
+        q, sums, G, Y = stats(b)
+        s = WideState(b, q, sums, G, Y, s.steps + move)
+        return s, todo(s), jnp.asarray(True)
 
-    state, _ = loop(lambda c: jnp.any(c[1]), body, (state, todo(state)))
+    if first is None and loop is lax.while_loop:
+        # b0's pass is the loop's first iteration (no step): the program holds one copy of the
+        # pass, not two (a third less to compile)
+        shapes = jax.eval_shape(stats, b0)
+        q, sums, G, Y = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
+        carry = (
+            WideState(b0, q, sums, G, Y, steps),
+            jnp.zeros(lam.shape, bool),
+            jnp.asarray(False),
+        )
+    else:
+        q, sums, G, Y = stats(b0) if first is None else first
+        state = WideState(b0, q, sums, G, Y, steps)
+        carry = (state, todo(state), jnp.asarray(True))
+    state, _, _ = loop(lambda c: jnp.any(c[1]) | ~c[2], body, carry)
     return state

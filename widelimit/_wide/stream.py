@@ -18,6 +18,7 @@ import numpy as np
 
 from .._core.processes import from_first_process, max_over_processes, sum_over_processes
 from .._core.results import RESULTS
+from .._core.row_buckets import block_cap
 from .._core.store import ActivationStore
 from .._core.validate import check_lam, check_weights
 from .certificate import PointSums, add_sums, point_sums
@@ -54,7 +55,7 @@ def _pass(source: ActivationStore, w, b, lam, nonneg, dtype):
     fetched, so the next read overlaps the computation; a source's buffer is refilled only after
     its results are in.
     """
-    B = source.block_rows
+    B = block_cap(source.block_rows, source.n_rows)  # every block is padded to B rows
     qs = []
     sums = None
     GY = np.zeros((2, source.n_features))
