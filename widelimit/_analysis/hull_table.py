@@ -176,9 +176,11 @@ def _exact_chunk(acc, zc, wc, dense_idx, pair_i, pair_j):
 
 def _take_rows(Z, idx):
     """Rows ``idx`` of dense codes Z (a JAX or numpy array, or a memmap)."""
-    if isinstance(Z, jax.Array) and host_view(Z) is None:
-        return _take(Z, jnp.asarray(idx))
-    Z = Z if host_view(Z) is None else host_view(Z)
+    if isinstance(Z, jax.Array):  # rows of a JAX array on the host are read in numpy
+        host = host_view(Z)
+        if host is None:
+            return _take(Z, jnp.asarray(idx))
+        Z = host
     order = np.argsort(idx, kind="stable")  # sorted reads: sequential on a memmap
     out = np.empty((len(idx), Z.shape[1]), Z.dtype)
     out[order] = Z[idx[order]]
