@@ -176,11 +176,10 @@ def _exact_chunk(acc, zc, wc, dense_idx, pair_i, pair_j):
 
 def _take_rows(Z, idx):
     """Rows ``idx`` of dense codes Z (a JAX or numpy array, or a memmap)."""
-    if isinstance(Z, jax.Array):  # rows of a JAX array on the host are read in numpy
-        host = host_view(Z)
-        if host is None:
-            return _take(Z, jnp.asarray(idx))
-        Z = host
+    host = host_view(Z)  # a numpy array or memmap, or a JAX array on the host: read in numpy
+    if host is None:
+        return _take(Z, jnp.asarray(idx))
+    Z = host
     order = np.argsort(idx, kind="stable")  # sorted reads: sequential on a memmap
     out = np.empty((len(idx), Z.shape[1]), Z.dtype)
     out[order] = Z[idx[order]]
@@ -336,10 +335,14 @@ def hull_table(
     exact = None
     if h or u:
         inf = np.inf
-        acc = tuple(
-            np.full(shape, fill, dt)
-            for shape, fill in (((h, k), inf), ((h, k), -inf)) * 2 + (((u,), inf), ((u,), -inf))
-        )  # numpy: jnp.full compiles a program per shape
+        acc = (  # numpy: jnp.full compiles a program per shape
+            np.full((h, k), inf, dt),
+            np.full((h, k), -inf, dt),
+            np.full((h, k), inf, dt),
+            np.full((h, k), -inf, dt),
+            np.full((u,), inf, dt),
+            np.full((u,), -inf, dt),
+        )
         di, ai, aj = (to_device(a, np.int32) for a in (dense_idx, pi, pj))
         for _, zc, wc in row_chunks(codes, w, rows):
             acc = _exact_chunk(acc, zc.astype(dt), wc, di, ai, aj)

@@ -16,17 +16,18 @@ import numpy as np
 
 from .row_buckets import block_cap
 from .store import as_store
-from .validate import host_view
+from .validate import all_finite, any_negative, host_view
 
 
 def code_rows(codes, start: int, stop: int):
     """Dense codes of rows [start, stop) of any codes, in the canonical dtype (float32 without
     x64): numpy for codes on the host (a numpy array, a memmap, codes on disk, JAX arrays on the
     CPU), so that reading a block compiles nothing; else a JAX array."""
-    rows = codes.dense_rows(slice(start, stop)) if hasattr(codes, "dense_rows") else None
-    if rows is None:
-        host = host_view(codes) if isinstance(codes, jax.Array) else None
-        rows = host[start:stop] if host is not None else codes[start:stop]
+    if hasattr(codes, "dense_rows"):
+        rows = codes.dense_rows(slice(start, stop))
+    else:
+        host = host_view(codes)
+        rows = (codes if host is None else host)[start:stop]
     dt = jax.dtypes.canonicalize_dtype(rows.dtype)
     if isinstance(rows, jax.Array):
         return rows.astype(dt)
@@ -49,9 +50,8 @@ _flags = jax.jit(lambda x, z: (jnp.all(jnp.isfinite(x)), jnp.all(jnp.isfinite(z)
 def check_code_chunk(zc, start: int) -> None:
     """ValueError unless the row chunk ``zc`` (rows from ``start``) of the codes is finite and
     ≥ 0; checked chunk by chunk, so codes on disk are never loaded whole."""
-    host = zc if isinstance(zc, np.ndarray) else host_view(zc)
-    if host is not None:
-        finite, nonneg = bool(np.isfinite(host).all()), not bool(np.any(host < 0))
+    if host_view(zc) is not None:  # numpy (``all_finite``, ``any_negative``): nothing compiled
+        finite, nonneg = all_finite(zc), not any_negative(zc)
     else:
         _, finite, nonneg = (bool(v) for v in _flags(jnp.zeros((1,), zc.dtype), zc))
     raise_bad_codes(finite, nonneg, start, zc.shape[0])
