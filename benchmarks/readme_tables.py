@@ -384,6 +384,37 @@ def scale(r):
     return "\n".join(rows) + f"\n\n{_machine(r)}."
 
 
+def device_rows(r):
+    rows = [
+        "| backend (N rows; SAE steps × batch) | what | first call (compiling included) | warm "
+        "| rows/s | bare product over the same rows (baseline, same run) | ratio | goal |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for backend, x in sorted(r["runs"].items()):
+        m, e, s = x["machine"], x["encode"], x["sae_step"]
+        where = f"{backend}: {m.get('device_kind', '?')} ({m.get('cpu_count', '?')} CPUs)"
+        rows.append(
+            f"| {where}, N = {x['n']:,} | `encode` K = {x['k']}, d = {x['d']} to sparse codes "
+            f"({e['mean_nonzeros_per_row']:.0f} nonzeros/row) | {_ms(e['first_call_s'])} "
+            f"| {_ms(e['warm_s'])} | {e['rows_per_s']:,.0f} | `X @ Dᵀ`: {e['matmul_rows_per_s']:,.0f} "
+            f"rows/s | {e['throughput_vs_matmul']:.3f} | ≥ 0.5: {_yes(e['throughput_vs_matmul'] >= 0.5)} |"
+        )
+        rows.append(
+            f"| {where}, {s['steps']} × {s['batch']} | standard SAE training step, width {x['k']} "
+            f"| {_ms(s['first_call_s'])} | {_ms(s['warm_s'])} | {s['rows_per_s']:,.0f} "
+            f"| `X_b @ W_encᵀ`: {s['matmul_rows_per_s']:,.0f} rows/s | {s['throughput_vs_matmul']:.3f} "
+            "| (a step is about 6 such products) |"
+        )
+    return (
+        "\n".join(rows)
+        + "\n\n"
+        + "; ".join(
+            f"{b}: jax {x['machine'].get('jax', '?')}" for b, x in sorted(r["runs"].items())
+        )
+        + "."
+    )
+
+
 TABLES = {
     "wide_scaling": wide_scaling,
     "width_study": width_study,
@@ -395,6 +426,7 @@ TABLES = {
     "architectures": architectures,
     "absorption": absorption,
     "scale": scale,
+    "device_rows": device_rows,
 }
 
 
