@@ -392,7 +392,8 @@ def device_rows(r):
     ]
     for backend, x in sorted(r["runs"].items()):
         m, e, s = x["machine"], x["encode"], x["sae_step"]
-        where = f"{backend}: {m.get('device_kind', '?')} ({m.get('cpu_count', '?')} CPUs)"
+        kind = m.get("cpu_model", "?") if backend == "cpu" else m.get("device_kind", "?")
+        where = f"{backend}: {kind} ({m.get('cpu_count', '?')} CPUs)"
         rows.append(
             f"| {where}, N = {x['n']:,} | `encode` K = {x['k']}, d = {x['d']} to sparse codes "
             f"({e['mean_nonzeros_per_row']:.0f} nonzeros/row) | {_ms(e['first_call_s'])} "
