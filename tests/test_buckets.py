@@ -12,8 +12,8 @@ from widelimit._finite import fit as fit_module
 from widelimit._finite.buckets import width_bucket
 
 # the programs of a full-batch fit's epochs and polish
-_FIT_PROGRAMS = ("_codes_accept", "_dense_accept", "_update", "_resample_state", "trial",
-                 "direction", "remember")  # fmt: skip
+_FIT_PROGRAMS = ("_codes_accept", "_dense_accept", "_update", "_resample_state", "_trial_point",
+                 "_measure", "direction", "remember")  # fmt: skip
 
 
 def test_buckets_hold_the_width_with_at_most_a_third_padding():

@@ -591,9 +591,8 @@ def test_staged_epochs_equal_the_one_program_epoch():
 
     small = dataclasses.replace(cfg, ws=(4,))
     fresh = jnp.zeros(k, bool)
-    outgrown = _codes_accept(small, staged, X, w, *_update(small, staged, X, w, fresh), fresh, 0.0)[
-        -1
-    ]
+    update = _update(small, staged, X, w, fresh)
+    outgrown = _codes_accept(small, staged, X, w, *update, fresh, 0.0, jnp.asarray(True))[-1]
     assert bool(outgrown)
     one = _epoch(small, staged, X, w, key, jnp.asarray(0.0))
     staged = _staged_epoch(small, staged, X, w, key, jnp.asarray(0.0), coded=True, dead=False)[0]
@@ -646,3 +645,36 @@ def test_amortisation_gap_reports_its_code_solve(rng):
                       positive=True, max_iter=20000)  # fmt: skip
     ref = wl.dictionary_loss(X, D, Z, b, 0.1)
     np.testing.assert_allclose(g.exact_loss, ref, rtol=1e-6)
+
+
+def test_accept_takes_the_trial_point_when_the_plain_update_is_left_out():
+    """``_accept`` keeps the better of the plain update (D', Z) and the extrapolated (D_e, Z_e);
+    with ``plain`` false (the polish's trial points, which run the epochs' program) it takes
+    (D_e, Z_e) even when the plain update has the lower loss, and records that loss."""
+    import equinox as eqx
+
+    from widelimit._finite.epochs import _accept, _Config
+    from widelimit._finite.epochs import initial_state as start
+
+    r = np.random.default_rng(0)
+    n, d, k = 50, 5, 4
+    X = jnp.asarray(r.normal(size=(n, d)))
+    D = jnp.asarray(unit(r.normal(size=(k, d))))
+    De = jnp.asarray(unit(r.normal(size=(k, d))))
+    b, w = jnp.zeros(d), jnp.ones(n)
+    lam = 0.1
+    Z = wl.encode(D, b, X, lam, tol=1e-8)  # exact for D: the plain update is the better one
+    Ze = jnp.abs(jnp.asarray(r.normal(size=(n, k))))  # poor codes for D_e
+    s = eqx.tree_at(lambda t: t.Z, start(D, b, n, 2), Z)
+    cfg = _Config(jnp.asarray(lam), True, None, 10, 1e-6, 500, True)
+    fresh = jnp.zeros(k, bool)
+    L_plain = float(wl.dictionary_loss(X, D, Z, b, lam))
+    L_e = float(wl.dictionary_loss(X, De, Ze, b, lam))
+    assert L_plain < L_e
+    for plain, (want_D, want_Z, want_L) in ((None, (D, Z, L_plain)), (True, (D, Z, L_plain)),
+                                            (False, (De, Ze, L_e))):  # fmt: skip
+        flag = None if plain is None else jnp.asarray(plain)
+        new, loss, _ = _accept(cfg, s, X, w, D, Z, b, De, Ze, fresh, 0.0, flag)
+        np.testing.assert_allclose(new.D, want_D)
+        np.testing.assert_allclose(new.Z, want_Z)
+        np.testing.assert_allclose(float(loss), want_L, rtol=1e-10)

@@ -127,13 +127,15 @@ def test_a_polish_that_cannot_lower_the_loss_says_stalled(real, monkeypatch):
 
 
 def test_the_polish_compiles_each_of_its_programs_once(real, caplog):
-    """Every polish step reuses the compiled ``trial``: its state stays arrays (a Python bool
-    written into it would be a static leaf, and the second step would compile again)."""
+    """Every polish step reuses the compiled programs: its state stays arrays (a Python bool
+    written into it would be a static leaf, and the second step would compile again). Its code
+    solve is the epochs' own program: ``_codes_accept`` compiles once for the whole fit (the
+    polish's ``trial`` was a program of its own, with a second copy of the code solve)."""
     import logging
 
     X, lam = real
     X = X[:397]
-    jax.clear_caches()  # so that this fit compiles `trial` (once) whatever ran before
+    jax.clear_caches()  # so that this fit compiles its programs (once) whatever ran before
     with jax.log_compiles(), caplog.at_level(logging.WARNING):
         caplog.clear()
         fit = wl.fit_dictionary(X, 16, lam, key=jax.random.key(0), progress=False)
@@ -142,6 +144,8 @@ def test_the_polish_compiles_each_of_its_programs_once(real, caplog):
         wl.fit_dictionary(X, 16, lam, key=jax.random.key(0), stop="loss", progress=False).n_epochs
     )
     assert fit.stationary() and steps >= 3  # several polish steps ran
-    assert names.count("Compiling jit(trial)") == 1, names  # (caches cleared above)
+    for program in ("_codes_accept", "_trial_point", "_measure"):  # (caches cleared above)
+        assert names.count(f"Compiling jit({program})") == 1, names
+    assert "Compiling jit(trial)" not in names, names
     for program in ("direction", "remember"):  # (these may be compiled by an earlier test)
         assert names.count(f"Compiling jit({program})") <= 1, names

@@ -145,12 +145,20 @@ def _epoch_codes(cfg: _Config, De, b, X, Z, lazy: bool = False):
     return gram_codes(De, b, X, cfg.lam, Z, cfg.tol, cfg.code_steps, cfg.ws, dense=not lazy)
 
 
-def _accept(cfg: _Config, s: _State, X, w, D, Z, b, De, Ze, fresh, wide_bound):
+def _accept(cfg: _Config, s: _State, X, w, D, Z, b, De, Ze, fresh, wide_bound, plain=None):
     """The next state: (D_e, Z_e) when L(D_e, Z_e, b) ≤ L(D', Z, b), else the plain update, so
     that L never increases; the epoch recorded in the history. Returns (state, L, the support
-    size of each row, for the next working-set sizes without copying Z to the host)."""
+    size of each row, for the next working-set sizes without copying Z to the host). ``plain``
+    (a traced bool; None: true) false takes (D_e, Z_e) without evaluating the plain update: the
+    polish's trial point, which runs the epochs' compiled program."""
     coded = jnp.any(s.Z > 0)
-    loss_e, loss_plain = _loss(X, De, Ze, b, cfg.lam, w), _loss(X, D, Z, b, cfg.lam, w)
+    loss_e = _loss(X, De, Ze, b, cfg.lam, w)
+    if plain is None:
+        loss_plain = _loss(X, D, Z, b, cfg.lam, w)
+    else:
+        loss_plain = jax.lax.cond(
+            plain, lambda: _loss(X, D, Z, b, cfg.lam, w), lambda: jnp.full_like(loss_e, jnp.inf)
+        )
     keep = loss_e <= loss_plain
     new = (jnp.where(keep, De, D), D, keep & coded, b, jnp.where(keep, Ze, Z))
     s = eqx.tree_at(lambda t: (t.D, t.D_prev, t.extrapolate, t.b, t.Z), s, new)
@@ -174,31 +182,36 @@ _update_jit = eqx.filter_jit(_update)
 
 
 @eqx.filter_jit
-def _codes_accept(cfg: _Config, s: _State, X, w, D, Z, b, De, fresh, wide_bound):
+def _codes_accept(cfg: _Config, s: _State, X, w, D, Z, b, De, fresh, wide_bound, plain):
     """``_epoch_codes`` without the dense solve, then ``_accept``, in one program (XLA runs
     L(D', Z, b) beside the code solve's loops). Returns ``_accept``'s (state, loss, supports), the
     codes and whether some rows outgrew the working sets and need ``_dense_accept`` instead."""
     Ze, dense = _epoch_codes(cfg, De, b, X, Z, lazy=True)
-    return *_accept(cfg, s, X, w, D, Z, b, De, Ze, fresh, wide_bound), Ze, dense
+    return *_accept(cfg, s, X, w, D, Z, b, De, Ze, fresh, wide_bound, plain), Ze, dense
 
 
 @eqx.filter_jit
-def _dense_accept(cfg: _Config, s: _State, X, w, D, Z, b, De, Ze, fresh, wide_bound):
+def _dense_accept(cfg: _Config, s: _State, X, w, D, Z, b, De, Ze, fresh, wide_bound, plain):
     """``_codes_accept`` for the epochs where some rows outgrew the working sets: those rows of
     ``Ze`` solved densely (``dense_fallback``), then ``_accept``."""
     Ze = dense_fallback(De, b, X, cfg.lam, Ze, cfg.tol, cfg.code_steps)
-    return _accept(cfg, s, X, w, D, Z, b, De, Ze, fresh, wide_bound)
+    return _accept(cfg, s, X, w, D, Z, b, De, Ze, fresh, wide_bound, plain)
 
 
-def _encode_and_accept(cfg: _Config, s: _State, X, w, D, Z, b, De, fresh, wide_bound):
+def _encode_and_accept(
+    cfg: _Config, s: _State, X, w, D, Z, b, De, fresh, wide_bound, plain: bool = True
+):
     """``_accept`` with exact codes for D_e: ``_codes_accept``, and ``_dense_accept`` (compiled
     only by a fit that needs it) where rows outgrew the working sets. The code Gram's support is
     left out of the static configuration (the codes do not use it): a change of it recompiles
-    the update only."""
+    the update only. ``plain`` is passed as an array, so that the epochs, ``finish_fit`` and the
+    polish's trial points (``plain=False``) run one compiled program."""
     cfg = dataclasses.replace(cfg, support=None)
-    *accepted, Ze, dense = _codes_accept(cfg, s, X, w, D, Z, b, De, fresh, wide_bound)
+    plain = to_device(np.asarray(plain), np.bool_)
+    args = (cfg, s, X, w, D, Z, b, De)
+    *accepted, Ze, dense = _codes_accept(*args, fresh, wide_bound, plain)
     if bool(dense):
-        return _dense_accept(cfg, s, X, w, D, Z, b, De, Ze, fresh, wide_bound)
+        return _dense_accept(*args, Ze, fresh, wide_bound, plain)
     return tuple(accepted)
 
 
