@@ -5,11 +5,11 @@ coupled, and each block step is exact for the other block's last value. The poli
 bias jointly. At exact codes the envelope theorem gives
     ∇_D g = −(1/N) Σ_n w_n z_n r_nᵀ (projected onto the tangent space of the unit rows),
     ∇_b g = −(1/N) Σ_n w_n r_n,
-so each evaluation is one warm-started exact code solve (the epochs' compiled program). A step is retracted onto
-the unit rows by normalising them. The initial inverse Hessian is γ·P with P = diag(1/a_k) per atom,
-a_k = (1/N) Σ_n w_n z_nk² (atom k's curvature at fixed codes), and 1 for the bias,
-γ = sᵀy / yᵀPy of the newest pair. optax's L-BFGS scales by γ·I only: on the real activations at
-K = 256 that took 187 iterations to the conditions against 40 with P.
+so each evaluation is one warm-started exact code solve (the epochs' compiled program). A step is
+retracted onto the unit rows by normalising them. The initial inverse Hessian is γ·P with
+P = diag(1/a_k) per atom, a_k = (1/N) Σ_n w_n z_nk² (atom k's curvature at fixed codes), and 1 for
+the bias, γ = sᵀy / yᵀPy of the newest pair. optax's L-BFGS scales by γ·I only: on the real
+activations at K = 256 that took 187 iterations to the conditions against 40 with P.
 
 The line search backtracks (Armijo, c = 1e-4) on the loss change computed from the residual change,
 ΔL = (1/N) Σ w (⟨Δr, r⟩ + ½||Δr||²) + (λ/N) Σ w ΔZ, which float32 resolves far below the rounding
