@@ -5,7 +5,7 @@ over the same rows in the same process.
 - ``encode``: N = 2^18 rows (2^15 on CPU) of the scale benchmark's data (``scale.generate_store``:
   x = b + Σ of 32 of 3072 unit atoms, d = 768), its K = 4096 atoms (the 3072 and 1024 random
   ones), λ = 0.2, bias = the data mean, into ``SparseCodes`` (in memory, blocks of 8192 rows); the
-  floor is X @ Dᵀ over the same blocks (an exact encode needs that product to select each row's
+  floor is X @ Dᵀ over the same blocks (the encode needs that product to select each row's
   working set and one more to certify each pass, so it is bounded by half the floor's rate).
 - SAE step: a standard (ReLU) SAE of width 4096, batch 4096, 200 ``train_sae`` steps (25 on
   CPU); the floor is one X_b @ W_encᵀ per batch (a step's forward and backward take about six
