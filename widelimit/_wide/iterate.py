@@ -53,9 +53,14 @@ def iterate(
     pass at b; ``first`` is that of b0 when already known. ``batched``: b0 (m, d), lam (m,)."""
     each = jax.vmap if batched else (lambda f: f)
     steps = jnp.zeros(lam.shape, jnp.int32)
-    if not solver.fit_bias:
+    # b0's pass as the loop's first iteration (no step) when the loop would compute it anyway: the
+    # program then holds one copy of the pass, not two (a third less to compile)
+    in_loop = solver.fit_bias and first is None and loop is lax.while_loop
+    if not in_loop:
         q, sums, G, Y = stats(b0) if first is None else first
-        return WideState(b0, q, sums, G, Y, steps)
+        state = WideState(b0, q, sums, G, Y, steps)
+        if not solver.fit_bias:
+            return state
 
     def todo(s: WideState):
         return each(solver.unfinished)(s.sums, s.G, s.Y) & (s.steps < solver.max_steps)
@@ -67,9 +72,7 @@ def iterate(
         s = WideState(b, q, sums, G, Y, s.steps + move)
         return s, todo(s), jnp.asarray(True)
 
-    if first is None and loop is lax.while_loop:
-        # b0's pass is the loop's first iteration (no step): the program holds one copy of the
-        # pass, not two (a third less to compile)
+    if in_loop:  # placeholders for b0's pass, which the first iteration computes
         shapes = jax.eval_shape(stats, b0)
         q, sums, G, Y = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
         carry = (
@@ -78,8 +81,6 @@ def iterate(
             jnp.asarray(False),
         )
     else:
-        q, sums, G, Y = stats(b0) if first is None else first
-        state = WideState(b0, q, sums, G, Y, steps)
         carry = (state, todo(state), jnp.asarray(True))
     state, _, _ = loop(lambda c: jnp.any(c[1]) | ~c[2], body, carry)
     return state
