@@ -650,7 +650,8 @@ def test_amortisation_gap_reports_its_code_solve(rng):
 def test_accept_takes_the_trial_point_when_the_plain_update_is_left_out():
     """``_accept`` keeps the better of the plain update (D', Z) and the extrapolated (D_e, Z_e);
     with ``plain`` false (the polish's trial points, which run the epochs' program) it takes
-    (D_e, Z_e) even when the plain update has the lower loss, and records that loss."""
+    (D_e, Z_e) even when the plain update has the lower loss, and records that loss; by default it
+    compares."""
     import equinox as eqx
 
     from widelimit._finite.epochs import _accept, _Config
@@ -673,8 +674,8 @@ def test_accept_takes_the_trial_point_when_the_plain_update_is_left_out():
     assert L_plain < L_e
     for plain, (want_D, want_Z, want_L) in ((None, (D, Z, L_plain)), (True, (D, Z, L_plain)),
                                             (False, (De, Ze, L_e))):  # fmt: skip
-        flag = None if plain is None else jnp.asarray(plain)
-        new, loss, _ = _accept(cfg, s, X, w, D, Z, b, De, Ze, fresh, 0.0, flag)
+        flag = () if plain is None else (jnp.asarray(plain),)  # None: the default
+        new, loss, _ = _accept(cfg, s, X, w, D, Z, b, De, Ze, fresh, 0.0, *flag)
         np.testing.assert_allclose(new.D, want_D)
         np.testing.assert_allclose(new.Z, want_Z)
         np.testing.assert_allclose(float(loss), want_L, rtol=1e-10)

@@ -145,20 +145,17 @@ def _epoch_codes(cfg: _Config, De, b, X, Z, lazy: bool = False):
     return gram_codes(De, b, X, cfg.lam, Z, cfg.tol, cfg.code_steps, cfg.ws, dense=not lazy)
 
 
-def _accept(cfg: _Config, s: _State, X, w, D, Z, b, De, Ze, fresh, wide_bound, plain=None):
+def _accept(cfg: _Config, s: _State, X, w, D, Z, b, De, Ze, fresh, wide_bound, plain=True):
     """The next state: (D_e, Z_e) when L(D_e, Z_e, b) ≤ L(D', Z, b), else the plain update, so
     that L never increases; the epoch recorded in the history. Returns (state, L, the support
     size of each row, for the next working-set sizes without copying Z to the host). ``plain``
-    (a traced bool; None: true) false takes (D_e, Z_e) without evaluating the plain update: the
+    (a bool, traced or not) false takes (D_e, Z_e) without evaluating the plain update: the
     polish's trial point, which runs the epochs' compiled program."""
     coded = jnp.any(s.Z > 0)
     loss_e = _loss(X, De, Ze, b, cfg.lam, w)
-    if plain is None:
-        loss_plain = _loss(X, D, Z, b, cfg.lam, w)
-    else:
-        loss_plain = jax.lax.cond(
-            plain, lambda: _loss(X, D, Z, b, cfg.lam, w), lambda: jnp.full_like(loss_e, jnp.inf)
-        )
+    loss_plain = jax.lax.cond(
+        plain, lambda: _loss(X, D, Z, b, cfg.lam, w), lambda: jnp.full_like(loss_e, jnp.inf)
+    )
     keep = loss_e <= loss_plain
     new = (jnp.where(keep, De, D), D, keep & coded, b, jnp.where(keep, Ze, Z))
     s = eqx.tree_at(lambda t: (t.D, t.D_prev, t.extrapolate, t.b, t.Z), s, new)
