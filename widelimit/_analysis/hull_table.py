@@ -23,7 +23,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int
 
 from .._core.objective import check_sparse
-from .._core.paired_blocks import check_code_chunk, code_rows, raise_bad_codes
+from .._core.paired_blocks import check_code_chunk, code_rows, pad_code_rows, raise_bad_codes
 from .._core.precision import full_precision
 from .._core.validate import check_matrix, float_dtype, host_view, to_device
 
@@ -86,8 +86,7 @@ def row_chunks(Z, w, rows):
         m = zc.shape[0]
         if m < rows:  # padded on the host when the codes are there (nothing to compile)
             wc = np.pad(wc, (0, rows - m))
-            pad = ((0, rows - m), (0, 0))
-            zc = np.pad(zc, pad) if isinstance(zc, np.ndarray) else jnp.pad(zc, pad)
+            zc = pad_code_rows(zc, rows)
         yield s, zc, wc
 
 

@@ -39,6 +39,18 @@ def block_rows_for(width: int, n_features: int) -> int:
     return int(max(256, min(65536, (1 << 24) // max(width, n_features))))
 
 
+def pad_code_rows(z, rows: int):
+    """Codes ``z`` (from ``code_rows``) with zero rows appended up to ``rows``: in numpy for codes
+    on the host, else one jitted program per shape (an eager ``jnp.pad`` compiles for each m)."""
+    if z.shape[0] == rows:
+        return z
+    if isinstance(z, np.ndarray):
+        out = np.zeros((rows, z.shape[1]), z.dtype)
+        out[: z.shape[0]] = z
+        return out
+    return _pad_rows(z, rows)
+
+
 @functools.partial(jax.jit, static_argnums=1)
 def _pad_rows(z, rows: int):
     return jnp.zeros((rows, z.shape[1]), z.dtype).at[: z.shape[0]].set(z)
@@ -117,11 +129,7 @@ def padded_blocks(X, D, codes, b, *, weights=None, place=None):
             # padded on the host (eager .at[].set compiles for each new m)
             xp, wp = np.empty((rows, d), dt), np.zeros((rows,), dt)
             xp[:m], xp[m:], wp[:m] = xb, b_host, wb
-            if isinstance(zb, np.ndarray):
-                zp = np.zeros((rows, K), dt)
-                zp[:m] = zb
-            else:
-                zp = _pad_rows(zb.astype(dt), rows)
+            zp = pad_code_rows(zb if zb.dtype == dt else zb.astype(dt), rows)
             xp, zp, wp = jax.device_put((xp, zp, wp))
             fx, fz, nz = (bool(v) for v in _flags(xp, zp))
             if not fx:
