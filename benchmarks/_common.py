@@ -44,7 +44,8 @@ def cpu_model() -> str:
 
 
 def machine():
-    """What a result was measured on: CPU, cores, versions, backend, devices and the dtype."""
+    """What a result was measured on: CPU, cores, versions, backend, devices, the dtype and the
+    XLA flags it ran under (an autotuning level, say)."""
     import jaxlib
 
     devices = jax.devices()
@@ -59,6 +60,7 @@ def machine():
         "device_count": len(devices),
         "devices": [str(d) for d in devices],
         "dtype": "float64" if jax.config.jax_enable_x64 else "float32",
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
 
 

@@ -11,6 +11,10 @@ over the same rows in the same process.
   CPU); the floor is one X_b @ W_encᵀ per batch (a step's forward and backward take about six
   such products).
 Each is timed on its first call (compilation included) and on a second, compiled call.
+- Solve block (an experiment for the encode's default on accelerators): the working-set solve of
+  one encode block (``working_set_lasso``, tiers (64, 256)) stepping through its rows 1024 at a
+  time (the default, measured best on CPU) and all at once (fewer, larger steps: what a
+  latency-bound GPU should prefer), first and warm call each, with the KKT residual each reached.
 Writes this backend's record into benchmarks/results/device_rows.json under ``runs[backend]``,
 keeping the other backends' records (``--quick``: device_rows_quick.json, this run only).
 """
@@ -58,6 +62,31 @@ def matmul_floor(X, W, rows: int) -> float:
     return time.perf_counter() - t
 
 
+def solve_blocks(X, atoms, bias, lam: float, rows: int) -> dict:
+    """Seconds of the working-set solve of the first ``rows`` rows (cold start, tiers (64, 256)),
+    stepping through 1024 rows at a time and through all of them at once, under the float32
+    matmul precision every public function sets (under TF32 the solve does not certify)."""
+    from widelimit._finite.codes import code_tiers, working_set_lasso
+
+    k = atoms.shape[0]
+    args = [jnp.asarray(a) for a in (atoms, bias, X[:rows])]
+    lam, z0 = jnp.float32(lam), jnp.zeros((rows, k), jnp.float32)
+    out = {"rows": rows, "tiers": list(code_tiers(k, None))}
+    for block in sorted({min(1024, rows), rows}):
+        solve = jax.jit(
+            lambda D, b, X, lam, z0, block=block: working_set_lasso(
+                D, b, X, lam, z0, 1e-4, 500, code_tiers(k, None), block=block, kkt=True
+            )
+        )
+        with jax.default_matmul_precision("float32"):
+            first, _ = clock(lambda: solve(*args, lam, z0))
+            warm, (_, worst) = clock(lambda: solve(*args, lam, z0))
+        out[f"block_{block}"] = {
+            "first_call_s": first, "warm_s": warm, "kkt_over_lam": float(worst / lam),
+        }  # fmt: skip
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -94,6 +123,8 @@ def main():
         "mean_nonzeros_per_row": float(np.count_nonzero(np.asarray(codes.values)) / n),
     }  # fmt: skip
     print("encode", rec["encode"], flush=True)
+    rec["solve_block"] = solve_blocks(X, atoms, bias, 0.2, block)
+    print("solve_block", rec["solve_block"], flush=True)
 
     def sae():
         return wl.train_sae(

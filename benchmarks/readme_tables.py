@@ -406,6 +406,26 @@ def device_rows(r):
             f"| `X_b @ W_encᵀ`: {s['matmul_rows_per_s']:,.0f} rows/s | {s['throughput_vs_matmul']:.3f} "
             "| (a step is about 6 such products) |"
         )
+    blocks = []
+    for b, x in sorted(r["runs"].items()):
+        sb = x.get("solve_block")
+        if sb is None:  # a record from before the experiment
+            continue
+        steps = [
+            f"{'all' if n == sb['rows'] else n} rows per step {_ms(v['warm_s'])} warm, "
+            f"{_ms(v['first_call_s'])} first"
+            for n, v in sorted(
+                (int(k.split("_")[1]), v) for k, v in sb.items() if k.startswith("block_")
+            )
+        ]
+        blocks.append(f"{b}: " + "; ".join(steps))
+    solve = (
+        "\n\nThe working-set solve of one encode block of "
+        f"{max(x['solve_block']['rows'] for x in r['runs'].values() if 'solve_block' in x):,} "
+        "rows (the encode's own solver, cold start): " + " | ".join(blocks) + "."
+        if blocks
+        else ""
+    )
     return (
         "\n".join(rows)
         + "\n\n"
@@ -413,6 +433,7 @@ def device_rows(r):
             f"{b}: jax {x['machine'].get('jax', '?')}" for b, x in sorted(r["runs"].items())
         )
         + "."
+        + solve
     )
 
 

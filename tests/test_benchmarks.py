@@ -33,5 +33,20 @@ def test_benchmark_runs_at_its_quick_size(script, tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     (out,) = tmp_path.glob(f"{script}_quick.json")
     record = json.loads(out.read_text())
-    for field in ("cpu_model", "cpu_count", "jax", "jaxlib", "backend", "device_kind", "dtype"):
+    fields = ("cpu_model", "cpu_count", "jax", "jaxlib", "backend", "device_kind", "dtype")
+    for field in (*fields, "xla_flags"):
         assert field in record["machine"], field
+
+
+def test_gpu_check_is_valid_bash_and_runs_existing_scripts():
+    """``gpu_check.sh`` runs only on a lent GPU: here it is parsed, and every script it names
+    exists and is one ``make bench`` runs (so that it cannot rot unnoticed)."""
+    path = ROOT / "benchmarks" / "gpu_check.sh"
+    assert subprocess.run(["bash", "-n", str(path)], capture_output=True).returncode == 0
+    text = path.read_text()
+    loop = next(line for line in text.splitlines() if line.startswith("for s in"))
+    named = loop.split(" in ", 1)[1].split(";")[0].split() + ["device_rows"]
+    for script in named:
+        assert script in SCRIPTS, script
+        assert (ROOT / "benchmarks" / f"{script}.py").exists(), script
+    assert "--xla_gpu_autotune_level=0" in text
