@@ -394,6 +394,84 @@ def test_working_set_sizes_and_their_reuse():
     assert _with_working_set(cfg, s, 500, 1).support is None  # K < 2048: dense code Gram
 
 
+def test_first_epoch_tiers_come_from_the_guessed_supports():
+    from widelimit._finite.epochs import _Config, _with_working_set, first_tiers
+
+    s = np.array([10] * 95 + [30] * 5)  # q95 = 11: 1.25·11 + 2 -> 16
+    assert first_tiers(2500, s) == (16, 256)  # the last tier at least 256
+    assert first_tiers(2500, np.full(64, 36)) == (48, 256)
+    assert first_tiers(2500, np.full(64, 300)) == (384,)  # one tier when the first holds the max
+    assert first_tiers(100, np.full(64, 36)) == (48, 100)  # capped at the width
+    assert first_tiers(2500, np.array([4] * 90 + [20] * 10)) == (32, 256)  # q95, not q90
+    cfg = _Config(1.0, True, None, 10, 1e-4, 500, True)
+    first = _with_working_set(cfg, np.zeros(100, int), 2500, 0, lambda: np.full(64, 36))
+    assert first.ws == (48, 256)
+
+    def unused():
+        raise AssertionError("the guess is for a fit's first codes only")
+
+    assert _with_working_set(first, np.full(100, 30), 2500, 1, unused).ws == (48, 256)
+    assert _with_working_set(cfg, np.zeros(100, int), 40, 0, unused) is cfg  # K ≤ 64
+
+
+def test_guessed_supports_are_those_of_the_exact_codes_of_a_row_sample():
+    """``guess_supports`` (numpy, approximate) against the exact codes' supports of the same rows
+    (``encode``, to tol 1e-6): at most a few rows differ, by an atom or two."""
+    from widelimit._finite.support_guess import guess_supports, sample_rows
+
+    for seed in range(2):
+        data = wl.datasets.sparse_coded(
+            jax.random.key(seed), 600, width=160, n_features=48, density=0.15
+        )
+        X = np.asarray(data.X)
+        D = np.random.default_rng(seed).normal(size=(128, 48)).astype(np.float32)
+        D /= np.linalg.norm(D, axis=1, keepdims=True)
+        b = X.mean(0)
+        lam = 0.05 * float(np.median(np.linalg.norm(X - b, axis=1)))
+        guess = guess_supports(D, b, X, lam)
+        rows = sample_rows(len(X))
+        assert len(rows) == len(guess) == 64
+        exact = np.sum(np.asarray(wl.encode(D, b, X[rows], lam, tol=1e-6)) > 0, axis=1)
+        assert exact.mean() > 20  # codes far from the default first tier of 16
+        assert np.sum(guess != exact) <= 12 and np.abs(guess - exact).max() <= 3
+        assert abs(guess.mean() - exact.mean()) <= 0.25
+    w = np.zeros(600)
+    w[100:200] = 1.0
+    rows = sample_rows(600, w)
+    assert rows.min() == 100 and rows.max() == 199 and len(rows) == 64  # weighted rows only
+    assert sample_rows(10).tolist() == list(range(10))
+
+
+def test_a_fit_whose_first_codes_are_dense_compiles_its_epoch_once(monkeypatch, caplog):
+    """The first epoch's working sets are sized from the guessed supports of its first codes, so
+    that a fit on codes of ~30 atoms a row does not compile its epoch for the default first tier
+    of 16 and then again for the 48 its first codes need. With the default tiers (monkeypatched
+    below) the same fit compiles it twice: what the guess saves."""
+    import logging
+
+    import widelimit._finite.epochs as epochs
+
+    data = wl.datasets.sparse_coded(jax.random.key(0), 500, width=160, n_features=48, density=0.15)
+    X = np.asarray(data.X)
+    lam = 0.05 * float(np.median(np.linalg.norm(X - X.mean(0), axis=1)))
+
+    def compiles():
+        jax.clear_caches()
+        with jax.log_compiles(), caplog.at_level(logging.WARNING):
+            caplog.clear()
+            fit = wl.fit_dictionary(
+                X, 128, lam, key=jax.random.key(0), stop="loss", max_epochs=4, progress=False
+            )
+        names = [r.getMessage().split(" with ")[0] for r in caplog.records]
+        return names.count("Compiling jit(_codes_accept)"), fit
+
+    n, fit = compiles()
+    assert n == 1
+    assert np.quantile(np.sum(np.asarray(fit.codes) > 0, axis=1), 0.9) > 16
+    monkeypatch.setattr(epochs, "first_tiers", lambda k, guess: epochs.initial_tiers(k, 16))
+    assert compiles()[0] == 2
+
+
 def test_atom_update_solves_the_ball_problem_and_never_increases_f(rng):
     # The update minimises f(D) = ½ tr(D A Dᵀ) − <B, D> over ||d_k|| ≤ 1 (cvxpy reference), then
     # returns unit directions and scales n_k ≤ 1 with n ⊙ U the ball solution.

@@ -136,14 +136,14 @@ def row_supports(Z) -> np.ndarray:
     return np.sum(np.asarray(Z) > 0, axis=1)
 
 
-def working_set_size(s, width: int, minimum: int = 16) -> tuple[int, ...]:
+def working_set_size(s, width: int, minimum: int = 16, quantile: float = 0.9) -> tuple[int, ...]:
     """Working-set sizes (tiers) for ``working_set_lasso``, from the support sizes s_n of the rows
-    (``row_supports``): the first tier holds 1.25·q90(s) + 2 atoms, the second 1.25·max(s) + 2 (for
-    the rows whose support fills the first); each rounded up to ``bucket_size`` sizes and capped at
-    width."""
+    (``row_supports``): the first tier holds 1.25·q90(s) + 2 atoms (the ``quantile``), the second
+    1.25·max(s) + 2 (for the rows whose support fills the first); each rounded up to
+    ``bucket_size`` sizes and capped at width."""
     s = np.asarray(s)
     sizes = []
-    for q in (np.quantile(s, 0.9), s.max()):
+    for q in (np.quantile(s, quantile), s.max()):
         size = min(width, bucket_size(max(minimum, int(1.25 * q + 2))))
         if not sizes or size > sizes[-1]:
             sizes.append(size)

@@ -42,6 +42,7 @@ from .epochs import (
     epoch_code_tol,
 )
 from .polish import ARMIJO, Memory, direction, remember, trial
+from .support_guess import guess_supports
 
 
 def _line_search(cfg: _Config, s: _State, mem, pt, X, w, wide_bound):
@@ -202,7 +203,11 @@ class DictionarySolver(eqx.Module):
             return self._polish_step(fs, X, w)
         e, state = fs.epoch, fs.state
         k = state.D.shape[0]
-        cfg = _with_working_set(fs.cfg, fs.supports, k, e)
+
+        def guess():  # called only before a fit's first codes
+            return guess_supports(state.D, state.b, X, float(fs.cfg.lam), w)
+
+        cfg = _with_working_set(fs.cfg, fs.supports, k, e, guess)
         if self.batch_size is None:
             h = state.history
             tol_e = epoch_code_tol(self.code_tol, np.asarray(h.loss), e)
@@ -264,7 +269,11 @@ class DictionarySolver(eqx.Module):
         """One vmapped epoch of every seed; converged seeds stay frozen."""
         state, e = fs.state, fs.epoch
         s, n, k = state.Z.shape
-        cfg = _with_working_set(fs.cfg, row_supports(state.Z.reshape(s * n, k)), k, e)
+
+        def guess():  # from the first seed's dictionary, before the first codes
+            return guess_supports(state.D[0], state.b[0], X, float(fs.cfg.lam), w)
+
+        cfg = _with_working_set(fs.cfg, row_supports(state.Z.reshape(s * n, k)), k, e, guess)
         new = _epoch_seeds(cfg, state, X, w, keys, fs.wide_bound)
         state = _keep_active(jnp.asarray(fs.active), new, state)
         loss = np.asarray(state.history.loss[:, e])
