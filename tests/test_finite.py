@@ -455,21 +455,27 @@ def test_a_fit_whose_first_codes_are_dense_compiles_its_epoch_once(monkeypatch, 
     X = np.asarray(data.X)
     lam = 0.05 * float(np.median(np.linalg.norm(X - X.mean(0), axis=1)))
 
-    def compiles():
+    def compiles(seeds=False):
         jax.clear_caches()
         with jax.log_compiles(), caplog.at_level(logging.WARNING):
             caplog.clear()
-            fit = wl.fit_dictionary(
-                X, 128, lam, key=jax.random.key(0), stop="loss", max_epochs=4, progress=False
-            )
+            if seeds:  # the vmapped one-program epoch of fit_dictionary_seeds
+                keys = jax.random.split(jax.random.key(0), 2)
+                fit = wl.fit_dictionary_seeds(X, 128, lam, keys=keys, max_epochs=3)[0]
+            else:
+                fit = wl.fit_dictionary(
+                    X, 128, lam, key=jax.random.key(0), stop="loss", max_epochs=3, progress=False
+                )
         names = [r.getMessage().split(" with ")[0] for r in caplog.records]
-        return names.count("Compiling jit(_codes_accept)"), fit
+        return names.count(f"Compiling jit({'_epoch' if seeds else '_codes_accept'})"), fit
 
     n, fit = compiles()
     assert n == 1
     assert np.quantile(np.sum(np.asarray(fit.codes) > 0, axis=1), 0.9) > 16
+    assert compiles(seeds=True)[0] == 1
     monkeypatch.setattr(epochs, "first_tiers", lambda k, guess: epochs.initial_tiers(k, 16))
     assert compiles()[0] == 2
+    assert compiles(seeds=True)[0] == 2
 
 
 def test_atom_update_solves_the_ball_problem_and_never_increases_f(rng):

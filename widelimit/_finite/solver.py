@@ -271,7 +271,9 @@ class DictionarySolver(eqx.Module):
         s, n, k = state.Z.shape
 
         def guess():  # from the first seed's dictionary, before the first codes
-            return guess_supports(state.D[0], state.b[0], X, float(fs.cfg.lam), w)
+            return guess_supports(
+                np.asarray(state.D)[0], np.asarray(state.b)[0], X, float(fs.cfg.lam), w
+            )
 
         cfg = _with_working_set(fs.cfg, row_supports(state.Z.reshape(s * n, k)), k, e, guess)
         new = _epoch_seeds(cfg, state, X, w, keys, fs.wide_bound)
