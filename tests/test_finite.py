@@ -395,7 +395,8 @@ def test_working_set_sizes_and_their_reuse():
 
 
 def test_first_epoch_tiers_come_from_the_guessed_supports():
-    from widelimit._finite.epochs import _Config, _with_working_set, first_tiers
+    from widelimit._finite.codes import first_tiers
+    from widelimit._finite.epochs import _Config, _with_working_set
 
     s = np.array([10] * 95 + [30] * 5)  # q95 = 11: 1.25·11 + 2 -> 16
     assert first_tiers(2500, s) == (16, 256)  # the last tier at least 256
@@ -440,6 +441,39 @@ def test_guessed_supports_are_those_of_the_exact_codes_of_a_row_sample():
     rows = sample_rows(600, w)
     assert rows.min() == 100 and rows.max() == 199 and len(rows) == 64  # weighted rows only
     assert sample_rows(10).tolist() == list(range(10))
+
+
+def test_a_streamed_encode_sizes_its_working_sets_from_the_guessed_supports(monkeypatch):
+    """``encode(..., sparse=True)`` solves its blocks on working sets sized from the guessed
+    supports of its first block: 16 atoms for the sparse codes of real activations (not the 64
+    of a cold ``solve_codes``), 48 or more for codes of ~30 atoms; its codes equal the in-memory
+    encode's to the solve's tolerance."""
+    import widelimit._finite.stream_encode as stream_encode
+
+    seen = []
+    solve = stream_encode._solve_codes
+
+    def spy(*args, **kwargs):
+        seen.append(args[7])  # the tiers
+        return solve(*args, **kwargs)
+
+    monkeypatch.setattr(stream_encode, "_solve_codes", spy)
+    X = wl.datasets.activations(1000).X
+    D = X[np.random.default_rng(0).choice(len(X), 128, replace=False)] - X.mean(0)
+    D /= np.linalg.norm(D, axis=1, keepdims=True)
+    lam = 0.25 * float(np.median(np.linalg.norm(X - X.mean(0), axis=1)))
+    codes = wl.encode(D, X.mean(0), X, lam, sparse=True, block_rows=512, progress=False)
+    assert seen == [(16, 128)] * 2  # two blocks, one size (the last tier capped at K = 128)
+    dense = np.asarray(wl.encode(D, X.mean(0), X, lam))
+    np.testing.assert_allclose(np.asarray(codes.todense()), dense, atol=1e-3 * lam)
+    data = wl.datasets.sparse_coded(jax.random.key(0), 500, width=160, n_features=48, density=0.15)
+    Xs = np.asarray(data.X)
+    D = np.random.default_rng(0).normal(size=(128, 48))
+    D /= np.linalg.norm(D, axis=1, keepdims=True)
+    lam = 0.05 * float(np.median(np.linalg.norm(Xs - Xs.mean(0), axis=1)))
+    seen.clear()
+    wl.encode(D, Xs.mean(0), Xs, lam, sparse=True, progress=False)
+    assert seen and seen[0][0] >= 48
 
 
 def test_a_fit_whose_first_codes_are_dense_compiles_its_epoch_once(monkeypatch, caplog):

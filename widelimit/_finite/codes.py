@@ -299,16 +299,29 @@ class CodeSolution(eqx.Module):
     result: RESULTS
 
 
-def code_tiers(width: int, init) -> tuple[int, ...] | None:
+def code_tiers(width: int, init, guess=None) -> tuple[int, ...] | None:
     """The working-set tiers the fitter uses (``working_set_lasso``): none up to 64 atoms (the
-    dense solver), then sized from ``init``'s row supports, or ``initial_tiers`` as a fit's first
-    epoch when ``init`` is absent, traced or all zero."""
+    dense solver), then sized from ``init``'s row supports; when ``init`` is absent, traced or all
+    zero, ``first_tiers`` of ``guess()`` (the guessed supports of a sample of rows,
+    ``support_guess.guess_supports``) when given, else ``initial_tiers``."""
     if width <= 64:
         return None
     supports = None if init is None or isinstance(init, jax.core.Tracer) else row_supports(init)
     if supports is None or not supports.any():
-        return initial_tiers(width)
+        return initial_tiers(width) if guess is None else first_tiers(width, guess())
     return working_set_size(supports, width)
+
+
+def first_tiers(k: int, guess) -> tuple[int, ...]:
+    """Working-set tiers of a fit's first epoch from the guessed support sizes of its first codes
+    (``support_guess.guess_supports``, of 64 rows): the first tier as ``working_set_size``'s from
+    their 95 % quantile, not the 90 % (a 64-row sample's q90 fell short of all rows' by 15–20 % on
+    sparse-coded data, and a first tier too small for the next epoch compiles the epoch again;
+    one too large by less than 2× is kept), the last at least 256 atoms (capped at k), so that
+    rows the guess underrates are still solved in tiers."""
+    ws = working_set_size(guess, k, quantile=0.95)
+    first, last = ws[0], max(ws[-1], min(k, 256))
+    return (first, last) if last > first else (first,)
 
 
 def initial_tiers(width: int, first: int = 64) -> tuple[int, int]:
@@ -391,7 +404,7 @@ def solve_codes(
     Z0 = None if init is None else jnp.asarray(init, dt)
     if Z0 is not None and Z0.shape != (n, k):
         raise ValueError(f"`init` must have shape {(n, k)}, got {Z0.shape}")
-    ws = code_tiers(k, init)
+    ws = code_tiers(k, init)  # no guess: the same tiers inside jit and for every N of a bucket
     # copies of row 0 up to a row bucket (``row_buckets``): a new N compiles nothing
     nb = padded_rows(X, *([] if Z0 is None else [Z0]), width=k)
     if nb is not None:
@@ -443,7 +456,10 @@ def encode(
     blocks are written to disk as they finish and a ``CodeStore`` is returned (an interrupted
     encode resumes after the last written block). ``devices`` (``"all"`` or a list) splits each
     block's rows over devices, or with ``shard="atoms"`` the atoms and code columns (a width
-    divisible by the number of devices; for dictionaries beyond one device's memory).
+    divisible by the number of devices; for dictionaries beyond one device's memory). Blocks size
+    their working sets from a guess of the codes' supports on 64 rows of the first block
+    (``support_guess``; 16 atoms for sparse codes, not 64: 1.7× faster on real activations), so
+    their codes can differ from the in-memory encode's by the tolerance (both are exact to tol).
     """
     if sparse is None:
         sparse = is_store_like(X) or out is not None

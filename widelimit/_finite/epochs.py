@@ -27,7 +27,14 @@ from .._core.objective import loss_value as _loss
 from .._core.objective import relative_gap
 from .._core.validate import to_device
 from .atoms import atom_update, bias_update, code_gram, normalise_rows
-from .codes import bucket_size, dense_fallback, gram_codes, initial_tiers, working_set_size
+from .codes import (
+    bucket_size,
+    dense_fallback,
+    first_tiers,
+    gram_codes,
+    initial_tiers,
+    working_set_size,
+)
 
 
 class History(eqx.Module):
@@ -359,18 +366,6 @@ def epoch_code_tol(code_tol: float, losses, e: int) -> float:
 def _keep(old: int | None, new: int) -> int:
     """A size is kept while it lies between the new need and twice it (few distinct sizes)."""
     return old if old is not None and new <= old <= 2 * new else new
-
-
-def first_tiers(k: int, guess) -> tuple[int, ...]:
-    """Working-set tiers of a fit's first epoch from the guessed support sizes of its first codes
-    (``support_guess.guess_supports``, of 64 rows): the first tier as ``working_set_size``'s from
-    their 95 % quantile, not the 90 % (a 64-row sample's q90 fell short of all rows' by 15–20 % on
-    sparse-coded data, and a first tier too small for the next epoch compiles the epoch again;
-    one too large by less than 2× is kept), the last at least 256 atoms (capped at k), so that
-    rows the guess underrates are still solved in tiers."""
-    ws = working_set_size(guess, k, quantile=0.95)
-    first, last = ws[0], max(ws[-1], min(k, 256))
-    return (first, last) if last > first else (first,)
 
 
 def _with_working_set(cfg: _Config, supports, k: int, epoch: int, guess=None) -> _Config:

@@ -4,7 +4,9 @@ The store is read in fixed-shape blocks (the last one padded with rows x = b, wh
 so one compile serves every N; each block is solved by ``solve_codes``' solver (rows sharded over
 ``devices`` when given: each device solves its share of a block's rows under ``jax.shard_map``,
 with the atoms replicated; or the atoms split, ``shard="atoms"``) and
-kept as ``SparseCodes`` with k the block's largest support rounded up to a power of two. Written
+kept as ``SparseCodes`` with k the block's largest support rounded up to a power of two. The
+working sets of every block are sized once, from a guess of the codes' supports on rows of the
+store's first block (``support_guess``), which every run reads, a resumed one too. Written
 blocks are never recomputed: an interrupted ``encode(..., out=dir)`` resumes after the last one.
 """
 
@@ -29,6 +31,7 @@ from .._core.row_buckets import block_cap
 from .._core.sparse_codes import SparseCodes, concatenate
 from .._core.store import as_store
 from .codes import _solve_codes, code_tiers
+from .support_guess import supports_guess
 
 
 @functools.partial(jax.jit, static_argnums=(1,))
@@ -95,7 +98,9 @@ def encode_store(
             "source": store.fingerprint(),
         }
     dt = atoms.dtype
-    ws = code_tiers(K, None)
+    ws = None  # sized from a guess of the supports of the store's first block (every run reads it)
+    atoms_host = np.asarray(atoms)
+    spmd = place is not None and jax.process_count() > 1
     pad_row = np.asarray(b, dt)
     lam = jnp.asarray(lam, dt)
     b_dev, lam_dev = jnp.asarray(b, dt), lam
@@ -113,6 +118,9 @@ def encode_store(
         parts, worst, start, done_blocks = [], 0.0, 0, 0
         try:
             for _, block in store.blocks():
+                if ws is None:  # devices of several processes run one program: no local guess
+                    guess = None if spmd else supports_guess(atoms_host, pad_row, block, lam)
+                    ws = code_tiers(K, None, guess)
                 for s in range(0, block.shape[0], block_rows):
                     m = min(block_rows, block.shape[0] - s)
                     if start + m <= skip:  # written by an interrupted run

@@ -44,7 +44,8 @@ def guess_supports(
     g = Xs @ D.T  # d_k·(x − b): the conditions' violation at z = 0, less λ
     z = np.zeros((m, size), np.float32)
     for _ in range(rounds):
-        ws = np.argsort(-g, axis=1)[:, :size]  # the support (g = +inf) first, then the largest g
+        # the support (g = +inf) and then the largest g, in no order
+        ws = np.argpartition(-g, size - 1, axis=1)[:, :size] if size < k else np.argsort(-g, 1)
         Dw = D[ws]  # m × size × d
         G = Dw @ Dw.transpose(0, 2, 1)
         c = (Dw @ Xs[:, :, None])[..., 0]
@@ -60,3 +61,11 @@ def guess_supports(
         if size == k or not (g[np.isfinite(g)] > lam).any():
             break
     return np.sum(z > 0, axis=1)
+
+
+def supports_guess(D, b, X, lam, w=None):
+    """``guess_supports`` of (D, b, X, λ) as a function to call only when the guess is needed,
+    or None inside a trace (a traced argument has no values to guess from)."""
+    if any(isinstance(a, jax.core.Tracer) for a in (D, b, X, lam, w)):
+        return None
+    return lambda: guess_supports(D, b, X, float(lam), w)
