@@ -476,6 +476,44 @@ def test_a_streamed_encode_sizes_its_working_sets_from_the_guessed_supports(monk
     assert seen and seen[0][0] >= 48
 
 
+def test_a_streamed_fit_fixes_its_working_sets_from_the_guessed_supports(monkeypatch):
+    """The streamed fit never re-sizes its working sets: they are fixed at its start from the
+    guessed supports, with room for them to double (``fixed_tiers``): 16 atoms on these real
+    activations (supports of at most 4 in the guess), never above the default 64 (codes of ~30
+    atoms keep 64)."""
+    import widelimit._finite.stream_fit as stream_fit
+    from widelimit._finite.codes import fixed_tiers
+
+    assert fixed_tiers(1024, np.array([3, 5, 10])) == (32, 256)  # 2·(1.25·10 + 2) = 29 -> 32
+    assert fixed_tiers(1024, np.array([1, 2])) == (16, 256)
+    assert fixed_tiers(1024, np.array([40])) == (64, 256)  # capped at the default
+    assert fixed_tiers(48, np.array([5])) is None  # K ≤ 64: the dense solver
+    seen = []
+    block = stream_fit._block
+
+    def spy(cfg, *args, **kwargs):
+        seen.append(cfg.ws)
+        return block(cfg, *args, **kwargs)
+
+    monkeypatch.setattr(stream_fit, "_block", spy)
+    X = wl.datasets.activations(1000).X
+    lam = 0.25 * float(np.median(np.linalg.norm(X - X.mean(0), axis=1)))
+    store = wl.ActivationStore(X)
+    wl.fit_dictionary(
+        store, 128, lam, key=jax.random.key(0), batch_size=500, max_epochs=1, progress=False
+    )
+    assert set(seen) == {(16, 128)}  # (the default: (64, 128))
+    data = wl.datasets.sparse_coded(jax.random.key(0), 1000, width=160, n_features=48, density=0.15)
+    Xs = np.asarray(data.X)
+    lam = 0.05 * float(np.median(np.linalg.norm(Xs - Xs.mean(0), axis=1)))
+    seen.clear()
+    wl.fit_dictionary(
+        wl.ActivationStore(Xs), 128, lam, key=jax.random.key(0), batch_size=500, max_epochs=1,
+        progress=False,
+    )  # fmt: skip
+    assert set(seen) == {(64, 128)}
+
+
 def test_a_fit_whose_first_codes_are_dense_compiles_its_epoch_once(monkeypatch, caplog):
     """The first epoch's working sets are sized from the guessed supports of its first codes, so
     that a fit on codes of ~30 atoms a row does not compile its epoch for the default first tier

@@ -324,6 +324,19 @@ def first_tiers(k: int, guess) -> tuple[int, ...]:
     return (first, last) if last > first else (first,)
 
 
+def fixed_tiers(width: int, guess) -> tuple[int, ...] | None:
+    """Working-set tiers for a fit that never re-sizes them (the streamed fit): ``initial_tiers``
+    with the first tier lowered to twice what the guessed supports' largest needs
+    (``support_guess``; 2·(1.25·max + 2), from 16), so that supports may double during the fit
+    before rows outgrow it; never above the default 64."""
+    if width <= 64:
+        return None
+    first, last = initial_tiers(width)
+    need = bucket_size(max(16, int(2 * (1.25 * np.max(guess) + 2))))
+    first = min(first, need)
+    return (first, last) if last > first else (first,)
+
+
 def initial_tiers(width: int, first: int = 64) -> tuple[int, int]:
     """Working-set tiers before any codes exist: ``first`` (64), then 256 atoms."""
     return (min(width, first), min(width, 256))

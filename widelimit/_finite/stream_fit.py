@@ -13,6 +13,7 @@ encode pass (``encode``, sparse codes, to ``codes_dir`` when given) and one anal
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import equinox as eqx
@@ -32,9 +33,10 @@ from .._core.stationarity import first_order_from_sums, over_processes
 from .._core.store import as_store, windows
 from .._core.validate import check_lam, check_matrix, to_device
 from .._wide.solve import solve_wide
-from .codes import code_tiers, encode
+from .codes import code_tiers, encode, fixed_tiers
 from .epochs import History, _Config, minibatch_step
 from .init import data_init
+from .support_guess import guess_supports
 
 
 class StreamState(eqx.Module):
@@ -171,6 +173,9 @@ def fit_store(X, width, lam, *, key, solver, init, init_bias, parents, callback,
         )
         b0 = jnp.asarray(start_bias(wide, init_bias, solver.fit_bias), dt)
         D0 = data_init(first.astype(dt), b0, width, key) if init is None else init
+        if not distributed:  # (processes would guess from different rows: one program needs one)
+            guess = guess_supports(D0, b0, first, float(lam))
+            cfg = dataclasses.replace(cfg, ws=fixed_tiers(width, guess))
         if distributed:  # process 0's start
             D0 = jnp.asarray(from_first_process(D0), dt)
 
