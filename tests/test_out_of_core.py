@@ -309,6 +309,19 @@ def test_bad_codes_out_of_core_name_the_rows(problem, tmp_path):
         wl.dictionary_loss(str(tmp_path / "x.npy"), D, wl.SparseCodes.from_dense(Z), b, LAM)
     with pytest.raises(ValueError, match="shape"):
         wl.dictionary_loss(X[:100], D, wl.SparseCodes.from_dense(Z), b, LAM)
+    # a streamed encode named no row and returned zero codes for a NaN row (its solve dropped the
+    # row's residual from the worst one); now the row is named and nothing is written
+    for source in (str(tmp_path / "x.npy"), Xn):
+        with pytest.raises(ValueError, match="NaN or Inf \\(row 77\\)"):
+            wl.encode(D, b, source, LAM, sparse=True, progress=False)
+    with pytest.raises(ValueError, match="NaN or Inf \\(row 77\\)"):
+        wl.encode(D, b, str(tmp_path / "x.npy"), LAM, out=tmp_path / "codes", progress=False)
+    assert not any((tmp_path / "codes").glob("*.npy"))
+    from widelimit._finite.codes import _solve_codes, code_tiers
+
+    k = D.shape[0]
+    sol = _solve_codes(D, b, Xn[:200], LAM, np.zeros((200, k)), 1e-4, 500, code_tiers(k, None))
+    assert sol.result == wl.RESULTS.nonfinite  # not "successful" with NaN codes in row 77
 
 
 # --- codes on disk ----------------------------------------------------------------------------

@@ -371,8 +371,9 @@ def _solve_codes(atoms, b, X, lam, Z0, tol, max_steps, ws, mesh=None):
             atoms, b, X, lam, Z0
         )
     kkt = worst / lam
+    # a NaN row's residual can drop out of the worst one (max over NaN and numbers): check Z too
     result = RESULTS.where(
-        jnp.isfinite(kkt),
+        jnp.isfinite(kkt) & jnp.all(jnp.isfinite(Z)),
         RESULTS.where(kkt <= tol, RESULTS.successful, RESULTS.max_steps_reached),
         RESULTS.nonfinite,
     )

@@ -118,6 +118,10 @@ def encode_store(
         parts, worst, start, done_blocks = [], 0.0, 0, 0
         try:
             for _, block in store.blocks():
+                finite = np.isfinite(block).all(axis=1)
+                if not finite.all():  # (the solve would drop a NaN row's codes, not fail)
+                    row = start + int(np.flatnonzero(~finite)[0])
+                    raise ValueError(f"`X` contains NaN or Inf (row {row})")
                 if ws is None:  # devices of several processes run one program: no local guess
                     guess = None if spmd else supports_guess(atoms_host, pad_row, block, lam)
                     ws = code_tiers(K, None, guess)
