@@ -302,6 +302,13 @@ def test_bad_codes_out_of_core_name_the_rows(problem, tmp_path):
     bad[1234, 3] = -1.0
     with pytest.raises(ValueError, match="negative code in rows"):
         wl.check_optimality(X, D, wl.SparseCodes.from_dense(bad), b, LAM)
+    sc = wl.SparseCodes.from_dense(Z)
+    idx = np.asarray(sc.indices).copy()
+    idx[0, 0] = D.shape[0] + 3  # a gather clamps it to the last atom: decode returned a wrong x̂
+    with pytest.raises(ValueError, match="indices outside"):
+        wl.decode(D, b, wl.SparseCodes(idx, sc.values, D.shape[0]))
+    with pytest.raises(ValueError, match="columns, one per atom"):
+        wl.decode(D, b, Z[:, :-1])
     Xn = X.copy()
     Xn[77, 0] = np.nan
     np.save(tmp_path / "x.npy", Xn)

@@ -18,6 +18,7 @@ from jaxtyping import Array, ArrayLike, Float
 
 from .._core.code_store import CodeStore
 from .._core.devices import per_device, placement
+from .._core.objective import check_sparse
 from .._core.precision import full_precision
 from .._core.results import RESULTS
 from .._core.row_buckets import cut_rows, pad_rows, padded_rows
@@ -527,8 +528,14 @@ def decode(
             raise ValueError(
                 f"`codes` has width {codes.width} but there are {atoms.shape[0]} atoms"
             )
+        check_sparse(codes)  # (a gather clamps an index out of range: a wrong x̂, not an error)
         out = sparse_decode(codes.indices, jnp.asarray(codes.values, atoms.dtype), atoms)
     else:
+        if np.shape(codes)[-1:] != atoms.shape[:1]:
+            raise ValueError(
+                f"`codes` must have {atoms.shape[0]} columns, one per atom, got shape "
+                f"{np.shape(codes)}"
+            )
         out = jnp.asarray(codes, atoms.dtype) @ atoms
     return out if bias is None else out + jnp.asarray(bias, atoms.dtype)
 
