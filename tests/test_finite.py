@@ -436,6 +436,9 @@ def test_guessed_supports_are_those_of_the_exact_codes_of_a_row_sample():
         assert exact.mean() > 20  # codes far from the default first tier of 16
         assert np.sum(guess != exact) <= 12 and np.abs(guess - exact).max() <= 3
         assert abs(guess.mean() - exact.mean()) <= 0.25
+        for scale in (1e30, 1e-30):  # float64 data beyond float32's range: the same supports
+            big = guess_supports(D, b * scale, X.astype(np.float64) * scale, lam * scale)
+            np.testing.assert_array_equal(big, guess)
     w = np.zeros(600)
     w[100:200] = 1.0
     rows = sample_rows(600, w)

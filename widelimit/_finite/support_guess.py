@@ -35,8 +35,10 @@ def guess_supports(
     violated conditions d_k·r > λ, each solved by ``steps`` FISTA steps, for at most ``rounds``
     rounds. A sizing heuristic in float32 (O(rounds·rows·K·d) flops on the host: 13–54 ms for
     K = 256–4096, d = 384), not a solver: the fit's codes are exact whatever it returns."""
-    Xs = _host_rows(X, sample_rows(X.shape[0], w, rows)).astype(np.float32)
-    Xs = Xs - np.asarray(b, np.float32)
+    Xs = _host_rows(X, sample_rows(X.shape[0], w, rows)).astype(np.float64) - np.asarray(b)
+    # the supports are those of (x − b)/s at λ/s: any scale s, here one that float32 holds
+    scale = float(np.max(np.abs(Xs), initial=0.0)) or 1.0
+    Xs, lam = (Xs / scale).astype(np.float32), lam / scale
     D = np.asarray(D, np.float32)
     m, k = Xs.shape[0], D.shape[0]
     size = min(size, k)
