@@ -370,6 +370,21 @@ def test_encode_to_disk_resumes_after_an_interruption(problem, tmp_path, monkeyp
     with pytest.raises(ValueError, match="different problem"):
         wl.encode(D, b, d, 2 * LAM, out=out, block_rows=256, tol=1e-6)
     assert not any(f.endswith(".tmp") for f in os.listdir(out))
+    # damaged blocks are named when the codes are loaded, before any is used (a truncated file
+    # loaded, then failed on first use with numpy's "mmap length is greater than file size")
+    values = out / "block-000001.values.npy"
+    whole = values.read_bytes()
+    values.write_bytes(whole[:-8])
+    with pytest.raises(ValueError, match="block-000001.values.npy' is truncated"):
+        wl.load_codes(out)
+    np.save(values, np.zeros((3, 2), np.float32))
+    with pytest.raises(ValueError, match="holds float32\\[3, 2\\]"):
+        wl.load_codes(out)
+    values.unlink()
+    with pytest.raises(ValueError, match="is missing"):
+        wl.load_codes(out)
+    values.write_bytes(whole)
+    assert wl.load_codes(out).shape == Z.shape
 
 
 # --- dictionary learning from a store -------------------------------------------------------------

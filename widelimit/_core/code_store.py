@@ -26,6 +26,30 @@ def _block_name(b: int) -> str:
     return f"block-{b:06d}"
 
 
+def _npy_problem(path: str, shape: tuple[int, ...], dtype) -> str | None:
+    """Why ``path`` is not a whole .npy array of ``shape`` and ``dtype`` (missing, unreadable,
+    another array, or shorter than its header says), or None; reads the header only."""
+    try:
+        with open(path, "rb") as f:
+            major, _ = np.lib.format.read_magic(f)
+            read = (
+                np.lib.format.read_array_header_1_0
+                if major == 1
+                else np.lib.format.read_array_header_2_0
+            )
+            got_shape, _, got_dtype = read(f)
+            data_start = f.tell()
+    except FileNotFoundError:
+        return "missing"
+    except (OSError, ValueError) as e:
+        return f"not a readable .npy file ({e})"
+    if tuple(got_shape) != tuple(shape) or np.dtype(got_dtype) != np.dtype(dtype):
+        return f"holds {got_dtype}{list(got_shape)}, not {np.dtype(dtype)}{list(shape)}"
+    need = data_start + int(np.prod(shape)) * np.dtype(dtype).itemsize
+    size = os.path.getsize(path)
+    return None if size >= need else f"truncated ({size} of {need} bytes)"
+
+
 class CodeStore:
     """Read access to sparse codes written by ``encode(..., out=path)`` (``load_codes``)."""
 
@@ -41,6 +65,16 @@ class CodeStore:
                 f"{path!r} is incomplete: {self.starts[-1]} of {self.n_rows} rows were encoded "
                 "(rerun the encode to finish it)"
             )
+        for b in self.blocks:  # every block whole before any is used (headers and sizes only)
+            shape = (int(b["rows"]), int(b["k"]))
+            for part, dtype in (("indices", np.int32), ("values", self.dtype)):
+                file = os.path.join(path, f"{b['name']}.{part}.npy")
+                problem = _npy_problem(file, shape, dtype)
+                if problem is not None:
+                    raise ValueError(
+                        f"{file!r} is {problem}: the codes in {path!r} are damaged "
+                        "(encode into a new directory)"
+                    )
 
     @property
     def shape(self) -> tuple[int, int]:
