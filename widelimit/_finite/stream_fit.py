@@ -173,11 +173,13 @@ def fit_store(X, width, lam, *, key, solver, init, init_bias, parents, callback,
         )
         b0 = jnp.asarray(start_bias(wide, init_bias, solver.fit_bias), dt)
         D0 = data_init(first.astype(dt), b0, width, key) if init is None else init
-        if not distributed:  # (processes would guess from different rows: one program needs one)
-            guess = guess_supports(D0, b0, first, float(lam))
-            cfg = dataclasses.replace(cfg, ws=fixed_tiers(width, guess))
         if distributed:  # process 0's start
             D0 = jnp.asarray(from_first_process(D0), dt)
+        ws = fixed_tiers(width, guess_supports(D0, b0, first, float(lam)))
+        if distributed and ws is not None:  # each guesses from its rows; one program: the largest
+            top = int(max_over_processes(np.asarray([ws[0]]))[0])
+            ws = (top, ws[-1]) if ws[-1] > top else (top,)
+        cfg = dataclasses.replace(cfg, ws=ws)
 
         def everywhere(tree):  # on every device of the mesh (every process's), or as it is
             return tree if mesh is None else replicate_tree(mesh, tree)
