@@ -31,16 +31,16 @@ sae = wl.train_sae(
     batch_size=64, checkpoint_every=20, pool_rows=store.n_rows, distributed=True,
 )  # fmt: skip
 fit = wl.fit_dictionary(
-    store, 24, lam, key=jax.random.PRNGKey(5), init=atoms[:24], batch_size=50, block_rows=200,
+    store, 80, lam, key=jax.random.PRNGKey(5), init=atoms[:80], batch_size=50, block_rows=200,
     max_epochs=2, loss_tol=0, stop="loss", code_tol=1e-10, distributed=True,
 )  # fmt: skip
 # the same fit and training, checkpointed into one directory that both processes see: 1 epoch
 # (10 steps), then resumed to 2 epochs (20 steps)
-opts = dict(key=jax.random.PRNGKey(5), init=atoms[:24], batch_size=50, block_rows=200,
+opts = dict(key=jax.random.PRNGKey(5), init=atoms[:80], batch_size=50, block_rows=200,
             loss_tol=0, stop="loss", code_tol=1e-10, distributed=True,
             checkpoint_dir=f"{out}/fit-checkpoint")  # fmt: skip
-wl.fit_dictionary(store, 24, lam, max_epochs=1, **opts)
-fit2 = wl.fit_dictionary(store, 24, lam, max_epochs=2, **opts)
+wl.fit_dictionary(store, 80, lam, max_epochs=1, **opts)
+fit2 = wl.fit_dictionary(store, 80, lam, max_epochs=2, **opts)
 opts = dict(key=jax.random.PRNGKey(3), batch_size=64, checkpoint_every=10, pool_rows=store.n_rows,
             distributed=True, checkpoint_dir=f"{out}/sae-checkpoint")  # fmt: skip
 wl.train_sae(store, wl.load_saelens(f"{out}/sae0"), lam, steps=10, **opts)

@@ -621,14 +621,15 @@ def test_two_processes_equal_one(problem, tmp_path):
         np.testing.assert_allclose(r["sae_losses"], one.losses, rtol=1e-6)
         np.testing.assert_allclose(r["sae_W_dec"], one.sae.W_dec, rtol=1e-5, atol=1e-6)
     # two streamed fit epochs: block i of all processes' rows = process 0's and process 1's i-th
-    # blocks of 100 rows (one process reading those blocks as shards gives the same fit)
+    # blocks of 100 rows (one process reading those blocks as shards gives the same fit); K = 80:
+    # per-point working sets, sized by the largest of the processes' guesses (one program)
     glob = tmp_path / "global"
     glob.mkdir()
     for i in range(5):
         np.save(glob / f"{i:02d}.npy", np.concatenate([X[100 * i : 100 * i + 100],
                                                        X[500 + 100 * i : 600 + 100 * i]]))  # fmt: skip
     fit = wl.fit_dictionary(
-        str(glob), 24, LAM, key=jax.random.PRNGKey(5), init=D[:24], batch_size=50,
+        str(glob), 80, LAM, key=jax.random.PRNGKey(5), init=D[:80], batch_size=50,
         block_rows=200, max_epochs=2, loss_tol=0, stop="loss", code_tol=1e-10,
     )  # fmt: skip
     for r in res:
