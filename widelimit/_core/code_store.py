@@ -17,6 +17,7 @@ import numpy as np
 from .atomic import atomic_write_bytes, write_json
 from .checkpoint import check_manifest, read_json
 from .sparse_codes import SparseCodes, concatenate, dense_block
+from .store import npy_header
 
 MANIFEST = "codes.json"
 FORMAT = "widelimit.sparse_codes"
@@ -30,19 +31,13 @@ def _npy_problem(path: str, shape: tuple[int, ...], dtype) -> str | None:
     """Why ``path`` is not a whole .npy array of ``shape`` and ``dtype`` (missing, unreadable,
     another array, or shorter than its header says), or None; reads the header only."""
     try:
-        with open(path, "rb") as f:
-            major, _ = np.lib.format.read_magic(f)
-            read = (
-                np.lib.format.read_array_header_1_0
-                if major == 1
-                else np.lib.format.read_array_header_2_0
-            )
-            got_shape, _, got_dtype = read(f)
-            data_start = f.tell()
+        got_shape, _, got_dtype, data_start = npy_header(path)
     except FileNotFoundError:
         return "missing"
-    except (OSError, ValueError) as e:
-        return f"not a readable .npy file ({e})"
+    except ValueError as e:
+        return str(e)
+    except OSError as e:
+        return f"unreadable ({e})"
     if tuple(got_shape) != tuple(shape) or np.dtype(got_dtype) != np.dtype(dtype):
         return f"holds {got_dtype}{list(got_shape)}, not {np.dtype(dtype)}{list(shape)}"
     need = data_start + int(np.prod(shape)) * np.dtype(dtype).itemsize

@@ -92,8 +92,9 @@ def _safetensors_dtypes() -> dict:
     }
 
 
-def npy_shard(path: str, name: str) -> Shard:
-    """The array of a ``.npy`` file, from its header (the data are not read)."""
+def npy_header(path: str) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """(shape, Fortran order, dtype, offset of the data) of a ``.npy`` file, from its header
+    alone; ValueError if it is not one (OSError if it cannot be opened)."""
     with open(path, "rb") as f:
         try:
             major, _ = np.lib.format.read_magic(f)
@@ -104,8 +105,16 @@ def npy_shard(path: str, name: str) -> Shard:
             )
             shape, fortran, dtype = read(f)
         except Exception as e:  # noqa: BLE001 - any parse failure is a bad file
-            raise ValueError(f"`{name}`: {path!r} is not a valid .npy file ({e})") from e
-        offset = f.tell()
+            raise ValueError(f"not a valid .npy file ({e})") from e
+        return tuple(shape), bool(fortran), np.dtype(dtype), f.tell()
+
+
+def npy_shard(path: str, name: str) -> Shard:
+    """The array of a ``.npy`` file, from its header (the data are not read)."""
+    try:
+        shape, fortran, dtype, offset = npy_header(path)
+    except ValueError as e:
+        raise ValueError(f"`{name}`: {path!r} is {e}") from e
     if fortran:
         raise ValueError(f"`{name}`: {path!r} is Fortran-ordered; save it C-ordered")
     if len(shape) != 2:
