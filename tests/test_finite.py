@@ -487,10 +487,13 @@ def test_a_streamed_fit_fixes_its_working_sets_from_the_guessed_supports(monkeyp
     import widelimit._finite.stream_fit as stream_fit
     from widelimit._finite.codes import fixed_tiers
 
-    assert fixed_tiers(1024, np.array([3, 5, 10])) == (32, 256)  # 2·(1.25·10 + 2) = 29 -> 32
-    assert fixed_tiers(1024, np.array([1, 2])) == (16, 256)
-    assert fixed_tiers(1024, np.array([40])) == (64, 256)  # capped at the default
-    assert fixed_tiers(48, np.array([5])) is None  # K ≤ 64: the dense solver
+    def unused():
+        raise AssertionError("no guess is made for the dense solver")
+
+    assert fixed_tiers(1024, lambda: np.array([3, 5, 10])) == (32, 256)  # 2·(1.25·10 + 2) -> 32
+    assert fixed_tiers(1024, lambda: np.array([1, 2])) == (16, 256)
+    assert fixed_tiers(1024, lambda: np.array([40])) == (64, 256)  # capped at the default
+    assert fixed_tiers(48, unused) is None  # K ≤ 64: the dense solver
     seen = []
     block = stream_fit._block
 

@@ -33,6 +33,7 @@ from .codes import (
     first_tiers,
     gram_codes,
     initial_tiers,
+    tier_pair,
     working_set_size,
 )
 
@@ -389,7 +390,7 @@ def _with_working_set(cfg: _Config, supports, k: int, epoch: int, guess=None) ->
         support = None if k < 2048 else support  # code_gram is dense below 2048 atoms
         if cfg.ws is not None:
             first, last = _keep(cfg.ws[0], ws[0]), max(cfg.ws[-1], ws[-1])
-            ws = (first, last) if last > first else (first,)
+            ws = tier_pair(first, last)
         support = support if support is None else _keep(cfg.support, support)
     if ws == cfg.ws and support == cfg.support:
         return cfg

@@ -99,7 +99,7 @@ def encode_store(
         }
     dt = atoms.dtype
     ws = None  # sized from a guess of the supports of the store's first block (every run reads it)
-    atoms_host = np.asarray(atoms)
+    unplaced = atoms  # the guess reads these on the host, only when it is made
     spmd = place is not None and jax.process_count() > 1
     pad_row = np.asarray(b, dt)
     lam = jnp.asarray(lam, dt)
@@ -123,7 +123,7 @@ def encode_store(
                     row = start + int(np.flatnonzero(~finite)[0])
                     raise ValueError(f"`X` contains NaN or Inf (row {row})")
                 if ws is None:  # devices of several processes run one program: no local guess
-                    guess = None if spmd else supports_guess(atoms_host, pad_row, block, lam)
+                    guess = None if spmd else supports_guess(unplaced, pad_row, block, lam)
                     ws = code_tiers(K, None, guess)
                 for s in range(0, block.shape[0], block_rows):
                     m = min(block_rows, block.shape[0] - s)

@@ -33,7 +33,7 @@ from .._core.stationarity import first_order_from_sums, over_processes
 from .._core.store import as_store, windows
 from .._core.validate import check_lam, check_matrix, to_device
 from .._wide.solve import solve_wide
-from .codes import encode, fixed_tiers
+from .codes import encode, fixed_tiers, tier_pair
 from .epochs import History, _Config, minibatch_step
 from .init import data_init
 from .support_guess import guess_supports
@@ -175,10 +175,9 @@ def fit_store(X, width, lam, *, key, solver, init, init_bias, parents, callback,
         if distributed:  # process 0's start
             D0 = jnp.asarray(from_first_process(D0), dt)
         # per-point working sets past 64 atoms, fixed for the fit from the guessed supports
-        ws = None if width <= 64 else fixed_tiers(width, guess_supports(D0, b0, first, float(lam)))
+        ws = fixed_tiers(width, lambda: guess_supports(D0, b0, first, float(lam)))
         if distributed and ws is not None:  # each guesses from its rows; one program: the largest
-            top = int(max_over_processes(np.asarray([ws[0]]))[0])
-            ws = (top, ws[-1]) if ws[-1] > top else (top,)
+            ws = tier_pair(int(max_over_processes(np.asarray([ws[0]]))[0]), ws[-1])
         cfg = dataclasses.replace(cfg, ws=ws)
 
         def everywhere(tree):  # on every device of the mesh (every process's), or as it is
