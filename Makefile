@@ -23,7 +23,7 @@ lint: venv
 test: venv lint
 	$(BIN)/python -m pytest -n 2 --dist worksteal -q --nbmake tests notebooks
 
-BENCHMARKS := wide_scaling finite_scaling pair_hull_scaling width_study code_solver stop_rule first_run architectures absorption scale device_rows
+BENCHMARKS := wide_scaling finite_scaling pair_hull_scaling width_study code_solver stop_rule first_run architectures absorption scale device_rows working_sets
 
 # the smoke version of every benchmark script (--quick at WIDELIMIT_BENCH_SMOKE sizes, 1 min
 # 54 s on 2 cores), into benchmarks/results/smoke/; tests/test_benchmarks.py runs the same
@@ -57,6 +57,7 @@ bench: venv
 	$(BIN)/python benchmarks/absorption.py
 	$(BIN)/python benchmarks/scale.py
 	$(BIN)/python benchmarks/device_rows.py
+	$(BIN)/python benchmarks/working_sets.py
 	$(BIN)/python -m pytest -q -m slow tests/test_fault_injection.py
 	$(BIN)/python benchmarks/readme_tables.py
 

@@ -445,6 +445,43 @@ def device_rows(r):
     )
 
 
+def working_sets(r):
+    rows = [
+        "| data, λ / median distance | K = "
+        + " / ".join(str(k) for k in sorted({f["K"] for f in r["fits"]}))
+        + ": baseline (first tier grown at its need, sparse code Gram at K ≥ 2048) | now "
+        "| ratio (baseline ÷ now) | fits compiling the epoch twice: baseline / now "
+        "| largest relative loss difference | goal (issue 18) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    groups: dict = {}
+    for f in r["fits"]:
+        groups.setdefault((f["data"], f["lam_over_median"]), []).append(f)
+    for (data, frac), fs in groups.items():
+        fs = sorted(fs, key=lambda f: f["K"])
+        base = sum(f["baseline"]["seconds"] for f in fs)
+        now = sum(f["now"]["seconds"] for f in fs)
+        twice = [sum(len(f[rule]["tiers"]) > 1 for f in fs) for rule in ("baseline", "now")]
+        dloss = max(abs(f["now"]["loss"] / f["baseline"]["loss"] - 1) for f in fs)
+        rows.append(
+            f"| {data}, {frac:g} | "
+            + " / ".join(f"{f['baseline']['seconds']:.1f}" for f in fs)
+            + " s | "
+            + " / ".join(f"{f['now']['seconds']:.1f}" for f in fs)
+            + f" s | {base / now:.2f}× | {twice[0]} / {twice[1]} | {dloss:.1e} "
+            f"| no second compile: {_yes(twice[1] == 0)} |"
+        )
+    gram = "; ".join(
+        f"K = {g['K']}, s = {g['s']}: {_ms(g['dense'])} dense, {_ms(g['sparse'])} sparse"
+        for g in r["code_gram"]
+    )
+    return (
+        "\n".join(rows)
+        + f'\n\nN = {r["n"]}, d = {r["d"]}, {r["epochs"]} epochs (`stop="loss"`), a fresh process'
+        f" per fit; {_machine(r)}. The code Gram alone, dense product and `sparse_code_gram` (N = {r['code_gram_n']:,} rows of s nonzeros, warm): {gram}."
+    )
+
+
 TABLES = {
     "wide_scaling": wide_scaling,
     "width_study": width_study,
@@ -457,6 +494,7 @@ TABLES = {
     "absorption": absorption,
     "scale": scale,
     "device_rows": device_rows,
+    "working_sets": working_sets,
 }
 
 

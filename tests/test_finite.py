@@ -381,17 +381,38 @@ def test_working_set_sizes_and_their_reuse():
     assert working_set_size(s, 2500) == (16, 48)
     assert working_set_size(s, 20) == (16, 20)  # capped at width
     cfg = _Config(1.0, True, None, 10, 1e-4, 500, True)
-    first = _with_working_set(cfg, np.zeros(100, int), 2500, 0)
+    first = _with_working_set(cfg, np.zeros(100, int), 4096, 0)
     assert first.ws == (16, 256) and first.support == 64  # before any codes
-    kept = _with_working_set(first, s, 2500, 1)
+    kept = _with_working_set(first, s, 4096, 1)
     assert kept.ws == (16, 256)  # sparse codes keep the first epoch's tiers: no second compile
-    grown = _with_working_set(first, np.full(100, 60), 2500, 1)
-    assert grown.ws == (96, 256)  # past a factor of two: a new first tier; the last never shrinks
+    grown = _with_working_set(first, np.full(100, 60), 4096, 1)
+    assert grown.ws == (96, 256)  # every row fills 16: a new first tier; the last never shrinks
     assert kept.support == 64  # the support (q99.9 = 30 -> 32) is within a factor of two: kept
-    again = _with_working_set(dataclasses.replace(cfg, ws=(24, 96), support=48), s, 2500, 1)
+    again = _with_working_set(dataclasses.replace(cfg, ws=(24, 96), support=48), s, 4096, 1)
     assert again.ws == (24, 96) and again.support == 48  # within a factor of two: kept
     assert _with_working_set(cfg, np.zeros(100, int), 40, 3) is cfg  # K ≤ 64: dense codes
     assert _with_working_set(cfg, s, 500, 1).support is None  # K < 2048: dense code Gram
+    # the sparse code Gram only where it is faster: 40·s ≤ K
+    assert _with_working_set(cfg, np.zeros(100, int), 2500, 0).support is None  # 40·64 > 2500
+    assert _with_working_set(first, np.full(100, 100), 4096, 1).support is None  # 40·128 > 4096
+    assert _with_working_set(first, np.full(100, 100), 8192, 1).support == 128
+
+
+def test_the_first_tier_grows_only_once_half_of_the_rows_fill_it():
+    """Supports past the first tier's need (1.25·q90 + 2 = 151 -> 192 atoms) keep a 96-atom first
+    tier while fewer than half of the rows reach 96 (they go on to the last tier): no second
+    compile of the epoch; once half of them do, it grows."""
+    from widelimit._finite.codes import working_set_size
+    from widelimit._finite.epochs import _Config, _with_working_set
+
+    cfg = _Config(1.0, True, None, 10, 1e-4, 500, True, ws=(96, 256))
+    few = np.array([82] * 60 + [119] * 40)  # 40 rows fill the first tier
+    assert working_set_size(few, 4096)[0] == 192  # what the first tier's need says
+    assert _with_working_set(cfg, few, 4096, 5).ws == (96, 256)
+    many = np.array([82] * 45 + [119] * 55)  # 55 rows fill it
+    assert _with_working_set(cfg, many, 4096, 5).ws == (192, 256)
+    shrunk = _with_working_set(cfg, np.full(100, 20), 4096, 5)
+    assert shrunk.ws == (32, 256)  # more than twice the need (27 -> 32): it shrinks
 
 
 def test_first_epoch_tiers_come_from_the_guessed_supports():
@@ -593,13 +614,15 @@ def test_atom_update_solves_the_ball_problem_and_never_increases_f(rng):
 
 
 def test_sparse_code_gram_equals_dense(rng):
-    from widelimit._finite.atoms import code_gram
+    from widelimit._finite.atoms import code_gram, sparse_code_gram
 
     n, k = 400, 2048
     Z = (rng.random((n, k)) < 0.005) * rng.random((n, k))
     Z[:3, :40] = 1.0  # rows whose support exceeds the sparse budget
     w = rng.uniform(0, 2, n)
-    np.testing.assert_allclose(code_gram(Z, w, 16), Z.T @ (w[:, None] * Z), rtol=1e-12, atol=1e-12)
+    dense = Z.T @ (w[:, None] * Z)
+    np.testing.assert_allclose(code_gram(Z, w, 16), dense, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(sparse_code_gram(Z, w, 64), dense, rtol=1e-12, atol=1e-12)
 
 
 def test_gram_lipschitz_is_the_largest_eigenvalue_of_the_gram(rng):

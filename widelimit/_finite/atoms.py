@@ -61,13 +61,28 @@ def bias_update(X, Z, D, w):
     return (w @ X - (w @ Z) @ D) / jnp.sum(w)
 
 
+def sparse_gram_support(support: int | None, k: int) -> int | None:
+    """``support`` s when ``code_gram`` sums A faster sparsely than densely (K ≥ 2048 and
+    40·s ≤ K), else None. The sparse sum scatters N·s² products, about 8.5 ns each on the 2-core
+    CPU; the dense product costs N·K² multiply-adds, about 5.4 ps each. Measured at N = 4000,
+    sparse against dense: K = 2048, s = 32: 0.059 s against 0.097 s, s = 64: 0.153 against 0.090;
+    K = 4096, s = 96: 0.40 against 0.40; K = 8192, s = 128: 0.78 against 1.47."""
+    return support if support is not None and k >= 2048 and 40 * support <= k else None
+
+
 def code_gram(Z, w, support: int | None = None):
-    """A = Zᵀ W Z. With ``support`` s (and K ≥ 2048, where it pays) it is accumulated sparsely:
-    each row's s largest codes scatter their outer product (O(N s²) instead of O(N K²)); rows with
-    more than s nonzeros are added densely (the 256 largest supports; all rows if more overflow)."""
-    n, k = Z.shape
-    if support is None or k < 2048 or support >= k:
+    """A = Zᵀ W Z: summed sparsely (``sparse_code_gram``) with ``support`` s where that pays
+    (``sparse_gram_support``), else the dense product."""
+    if sparse_gram_support(support, Z.shape[1]) is None:
         return Z.T @ (w[:, None] * Z)
+    return sparse_code_gram(Z, w, support)
+
+
+def sparse_code_gram(Z, w, support: int):
+    """A = Zᵀ W Z accumulated sparsely: each row's s = ``support`` largest codes scatter their
+    outer product (O(N s²) instead of O(N K²)); rows with more than s nonzeros are added densely
+    (the 256 largest supports; all rows if more overflow)."""
+    n, k = Z.shape
     count = jnp.sum(Z > 0, axis=1)
     over = count > support
     vals, idx = lax.top_k(Z, support)
