@@ -471,6 +471,23 @@ def working_sets(r):
             + f" s | {base / now:.2f}× | {twice[0]} / {twice[1]} | {dloss:.1e} "
             f"| no second compile: {_yes(twice[1] == 0)} |"
         )
+    st = r.get("streamed")
+    if st:
+        rows += [
+            "",
+            "| streamed fit (real activations), λ / median distance, K | baseline: first tier at twice "
+            "the largest guessed support, at most 64 | now: from the guess as in memory (1.25·q95 + 2) "
+            "| ratio | relative loss difference |",
+            "|---|---|---|---|---|",
+        ]
+        for f in st["fits"]:
+            b, n = f["baseline"], f["now"]
+            tiers = lambda x: "/".join("(" + ", ".join(map(str, t)) + ")" for t in x["tiers"])  # noqa: E731
+            rows.append(
+                f"| {f['lam_over_median']:g}, {f['K']} | {b['seconds']:.1f} s {tiers(b)} "
+                f"| {n['seconds']:.1f} s {tiers(n)} | **{b['seconds'] / n['seconds']:.2f}×** "
+                f"| {abs(n['loss'] / b['loss'] - 1):.1e} |"
+            )
     gram = "; ".join(
         f"K = {g['K']}, s = {g['s']}: {_ms(g['dense'])} dense, {_ms(g['sparse'])} sparse"
         for g in r["code_gram"]
@@ -478,7 +495,8 @@ def working_sets(r):
     return (
         "\n".join(rows)
         + f'\n\nN = {r["n"]}, d = {r["d"]}, {r["epochs"]} epochs (`stop="loss"`), a fresh process'
-        f" per fit; {_machine(r)}. The code Gram alone, dense product and `sparse_code_gram` (N = {r['code_gram_n']:,} rows of s nonzeros, warm): {gram}."
+        f" per fit; streamed fits: N = {st['n']:,}, {st['epochs']} epochs, batches of "
+        f"{st['batch_size']}; {_machine(r)}. The code Gram alone, dense product and `sparse_code_gram` (N = {r['code_gram_n']:,} rows of s nonzeros, warm): {gram}."
     )
 
 

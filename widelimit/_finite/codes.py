@@ -324,18 +324,6 @@ def first_tiers(k: int, guess) -> tuple[int, ...]:
     return tier_pair(ws[0], max(ws[-1], min(k, 256)))
 
 
-def fixed_tiers(width: int, guess) -> tuple[int, ...] | None:
-    """Working-set tiers for a fit that never re-sizes them (the streamed fit): none up to 64
-    atoms, else ``initial_tiers`` with the first tier lowered to twice what the largest of the
-    guessed supports ``guess()`` needs (``support_guess``; 2·(1.25·max + 2), from 16), so that
-    supports may double during the fit before rows outgrow it; never above the default 64."""
-    if width <= 64:
-        return None
-    first, last = initial_tiers(width)
-    need = bucket_size(max(16, int(2 * (1.25 * np.max(guess()) + 2))))
-    return tier_pair(min(first, need), last)
-
-
 def tier_pair(first: int, last: int) -> tuple[int, ...]:
     """The tiers (first, last), or (first,) when the last holds no more atoms than the first."""
     return (first, last) if last > first else (first,)

@@ -33,7 +33,7 @@ from .._core.stationarity import first_order_from_sums, over_processes
 from .._core.store import as_store, windows
 from .._core.validate import check_lam, check_matrix, to_device
 from .._wide.solve import solve_wide
-from .codes import encode, fixed_tiers, tier_pair
+from .codes import code_tiers, encode, tier_pair
 from .epochs import History, _Config, minibatch_step
 from .init import data_init
 from .support_guess import guess_supports
@@ -174,8 +174,9 @@ def fit_store(X, width, lam, *, key, solver, init, init_bias, parents, callback,
         D0 = data_init(first.astype(dt), b0, width, key) if init is None else init
         if distributed:  # process 0's start
             D0 = jnp.asarray(from_first_process(D0), dt)
-        # per-point working sets past 64 atoms, fixed for the fit from the guessed supports
-        ws = fixed_tiers(width, lambda: guess_supports(D0, b0, first, float(lam)))
+        # per-point working sets past 64 atoms, fixed for the fit from the guessed supports of
+        # its first codes (``first_tiers``, as a fit in memory starts)
+        ws = code_tiers(width, None, lambda: guess_supports(D0, b0, first, float(lam)))
         if distributed and ws is not None:  # each guesses from its rows; one program: the largest
             ws = tier_pair(int(max_over_processes(np.asarray([ws[0]]))[0]), ws[-1])
         cfg = dataclasses.replace(cfg, ws=ws)
