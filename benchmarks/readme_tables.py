@@ -445,6 +445,11 @@ def device_rows(r):
     )
 
 
+def _tiers(run) -> str:
+    """A run's working-set tiers as (first, last)/…."""
+    return "/".join("(" + ", ".join(map(str, t)) + ")" for t in run["tiers"])
+
+
 def working_sets(r):
     rows = [
         "| data, λ / median distance | K = "
@@ -482,10 +487,9 @@ def working_sets(r):
         ]
         for f in st["fits"]:
             b, n = f["baseline"], f["now"]
-            tiers = lambda x: "/".join("(" + ", ".join(map(str, t)) + ")" for t in x["tiers"])  # noqa: E731
             rows.append(
-                f"| {f['lam_over_median']:g}, {f['K']} | {b['seconds']:.1f} s {tiers(b)} "
-                f"| {n['seconds']:.1f} s {tiers(n)} | **{b['seconds'] / n['seconds']:.2f}×** "
+                f"| {f['lam_over_median']:g}, {f['K']} | {b['seconds']:.1f} s {_tiers(b)} "
+                f"| {n['seconds']:.1f} s {_tiers(n)} | **{b['seconds'] / n['seconds']:.2f}×** "
                 f"| {abs(n['loss'] / b['loss'] - 1):.1e} |"
             )
     gram = "; ".join(
