@@ -42,7 +42,7 @@ from .epochs import (
     epoch_code_tol,
 )
 from .polish import ARMIJO, Memory, direction, remember, trial
-from .support_guess import guess_supports
+from .support_guess import guess_supports, supports_guess
 
 
 def _line_search(cfg: _Config, s: _State, mem, pt, X, w, wide_bound):
@@ -204,9 +204,7 @@ class DictionarySolver(eqx.Module):
         e, state = fs.epoch, fs.state
         k = state.D.shape[0]
 
-        def guess():  # called only before a fit's first codes
-            return guess_supports(state.D, state.b, X, float(fs.cfg.lam), w)
-
+        guess = supports_guess(state.D, state.b, X, fs.cfg.lam, w)  # called before first codes
         cfg = _with_working_set(fs.cfg, fs.supports, k, e, guess)
         if self.batch_size is None:
             h = state.history

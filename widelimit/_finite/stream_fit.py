@@ -36,7 +36,7 @@ from .._wide.solve import solve_wide
 from .codes import code_tiers, encode, tier_pair
 from .epochs import History, _Config, minibatch_step
 from .init import data_init
-from .support_guess import guess_supports
+from .support_guess import supports_guess
 
 
 class StreamState(eqx.Module):
@@ -176,7 +176,7 @@ def fit_store(X, width, lam, *, key, solver, init, init_bias, parents, callback,
             D0 = jnp.asarray(from_first_process(D0), dt)
         # per-point working sets past 64 atoms, fixed for the fit from the guessed supports of
         # its first codes (``first_tiers``, as a fit in memory starts)
-        ws = code_tiers(width, None, lambda: guess_supports(D0, b0, first, float(lam)))
+        ws = code_tiers(width, None, supports_guess(D0, b0, first, lam))
         if distributed and ws is not None:  # each guesses from its rows; one program: the largest
             ws = tier_pair(int(max_over_processes(np.asarray([ws[0]]))[0]), ws[-1])
         cfg = dataclasses.replace(cfg, ws=ws)
