@@ -496,11 +496,16 @@ def working_sets(r):
         f"K = {g['K']}, s = {g['s']}: {_ms(g['dense'])} dense, {_ms(g['sparse'])} sparse"
         for g in r["code_gram"]
     )
+    streamed = (
+        f" streamed fits: N = {st['n']:,}, {st['epochs']} epochs, batches of {st['batch_size']};"
+        if st
+        else ""
+    )
     return (
         "\n".join(rows)
         + f'\n\nN = {r["n"]}, d = {r["d"]}, {r["epochs"]} epochs (`stop="loss"`), a fresh process'
-        f" per fit; streamed fits: N = {st['n']:,}, {st['epochs']} epochs, batches of "
-        f"{st['batch_size']}; {_machine(r)}. The code Gram alone, dense product and `sparse_code_gram` (N = {r['code_gram_n']:,} rows of s nonzeros, warm): {gram}."
+        f" per fit;{streamed} {_machine(r)}. The code Gram alone, dense product and "
+        f"`sparse_code_gram` (N = {r['code_gram_n']:,} rows of s nonzeros, warm): {gram}."
     )
 
 
