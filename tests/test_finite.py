@@ -1,6 +1,7 @@
 """Finite-width dictionaries, codes, splitting, the ReLU SAE and the sklearn-style estimator."""
 
 import dataclasses
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -84,7 +85,7 @@ def test_momentum_extrapolates_and_rejections_keep_the_loss_monotone():
         assert np.all(np.diff(loss[m]) <= 1e-6 * np.abs(loss[m][1:])), m
         np.testing.assert_allclose(np.linalg.norm(np.asarray(f.atoms), axis=1), 1, rtol=1e-5)
         # the codes held are exact for the atoms held (to code_tol)
-        Z = wl.encode(f.atoms, f.bias, X, 0.1, init=f.codes, tol=1e-6)
+        Z = wl.encode(f.atoms, f.bias, X, 0.1, init=f.codes, tol=1e-6, max_steps=20000)
         assert float(f.loss) <= float(wl.dictionary_loss(X, f.atoms, Z, f.bias, 0.1)) * (1 + 1e-4)
 
 
@@ -802,6 +803,14 @@ def test_solve_codes_is_the_fitters_solver_with_a_status(rng):
     assert short.result == wl.RESULTS.max_steps_reached and float(short.kkt) > 1e-12
     with pytest.raises(RuntimeError, match="KKT residual"):
         wl.encode(D, b, X, lam, tol=1e-12, max_steps=1, throw=True)
+    # codes short of tol are never returned silently: in memory as from a stream, a warning
+    # names the residual (this was silent in memory)
+    for sparse in (False, True):
+        with pytest.warns(UserWarning, match=r"KKT residual of .*·λ > tol = 1e-12"):
+            wl.encode(D, b, X, lam, tol=1e-12, max_steps=1, sparse=sparse)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        wl.encode(D, b, X, lam)
     with pytest.raises(ValueError, match="tol"):
         wl.solve_codes(D, b, X, lam, tol=0.0)
     jitted = jax.jit(lambda X: wl.solve_codes(D, b, X, lam, throw=True))(X)

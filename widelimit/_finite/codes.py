@@ -8,6 +8,7 @@ KKT residual max_n,k |z − [z − (Gz − c + λ)]₊| ≤ tol·λ (c = D(x_n �
 from __future__ import annotations
 
 import os
+import warnings
 
 import equinox as eqx
 import jax
@@ -452,6 +453,9 @@ def encode(
 ) -> Float[Array, "n_samples width"] | SparseCodes | CodeStore:
     """``solve_codes(...).codes``: exact codes z_n = argmin_{z≥0} ½||x_n − b − Dz||² + λ||z||₁,
     by the fitter's solver, to a KKT residual ≤ tol·λ (``solve_codes`` also returns the status).
+    Codes that ``max_steps`` left short of tol come with a warning naming their worst KKT residual
+    (``throw=True`` makes it an error; inside a trace, use ``solve_codes``' status); codes that
+    overflowed are a ValueError.
 
     Out of core: X may be an ``ActivationStore`` or anything it reads (a ``.npy``/``.safetensors``
     path, a directory of shards, an iterable of row blocks; a memmap is an array here: wrap it in
@@ -503,9 +507,24 @@ def encode(
             progress=progress,
         )
         return codes if sparse else codes.todense()
-    return solve_codes(
-        atoms, bias, X, lam, init=init, tol=tol, max_steps=max_steps, throw=throw
-    ).codes
+    sol = solve_codes(atoms, bias, X, lam, init=init, tol=tol, max_steps=max_steps, throw=throw)
+    if not isinstance(sol.kkt, jax.core.Tracer):  # (inside a trace: ``solve_codes``' result)
+        if sol.result == RESULTS.nonfinite:
+            raise ValueError("encode: the codes overflowed (scale X and λ down, or use float64)")
+        warn_unsolved(float(sol.kkt), tol, max_steps)
+    return sol.codes
+
+
+def warn_unsolved(worst: float, tol: float, max_steps: int, stacklevel: int = 4) -> None:
+    """Warn when codes were returned with a worst KKT residual ``worst`` (in units of λ) > tol;
+    ``stacklevel`` 4 names the caller of a public function that calls this (through
+    ``full_precision``)."""
+    if worst > tol:
+        warnings.warn(
+            f"encode: the codes reached a KKT residual of {worst:.3g}·λ > tol = {tol:g} within "
+            f"max_steps = {max_steps} (raise max_steps, or pass throw=True to make this an error)",
+            stacklevel=stacklevel,
+        )
 
 
 @full_precision

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -30,7 +29,7 @@ from .._core.results import RESULTS
 from .._core.row_buckets import block_cap
 from .._core.sparse_codes import SparseCodes, concatenate
 from .._core.store import as_store
-from .codes import _solve_codes, code_tiers
+from .codes import _solve_codes, code_tiers, warn_unsolved
 from .support_guess import supports_guess
 
 
@@ -170,12 +169,7 @@ def encode_store(
         finally:
             if bar is not None:
                 bar.close()
-    if worst > tol:
-        warnings.warn(
-            f"encode: the codes reached a KKT residual of {worst:.3g}·λ > tol = {tol:g} within "
-            f"max_steps = {max_steps} (raise max_steps, or pass throw=True to make this an error)",
-            stacklevel=3,
-        )
+    warn_unsolved(worst, tol, max_steps, stacklevel=5)
     if writer is not None:
         return load_codes(out)
     return concatenate(parts)
