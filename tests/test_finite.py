@@ -832,6 +832,10 @@ def test_amortisation_gap_reports_its_code_solve(rng):
                       positive=True, max_iter=20000)  # fmt: skip
     ref = wl.dictionary_loss(X, D, Z, b, 0.1)
     np.testing.assert_allclose(g.exact_loss, ref, rtol=1e-6)
+    # a gap from codes that max_steps left short of tol is not a bound: it warns
+    with pytest.warns(UserWarning, match=r"amortisation_gap: the codes reached a KKT residual"):
+        short = wl.amortisation_gap(sae, X, 0.1, tol=1e-12, max_steps=1)
+    assert short.result == wl.RESULTS.max_steps_reached
 
 
 def test_accept_takes_the_trial_point_when_the_plain_update_is_left_out():

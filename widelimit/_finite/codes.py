@@ -515,13 +515,15 @@ def encode(
     return sol.codes
 
 
-def warn_unsolved(worst: float, tol: float, max_steps: int, stacklevel: int = 4) -> None:
+def warn_unsolved(
+    worst: float, tol: float, max_steps: int, stacklevel: int = 4, what: str = "encode"
+) -> None:
     """Warn when codes were returned with a worst KKT residual ``worst`` (in units of λ) > tol;
     ``stacklevel`` 4 names the caller of a public function that calls this (through
     ``full_precision``)."""
     if worst > tol:
         warnings.warn(
-            f"encode: the codes reached a KKT residual of {worst:.3g}·λ > tol = {tol:g} within "
+            f"{what}: the codes reached a KKT residual of {worst:.3g}·λ > tol = {tol:g} within "
             f"max_steps = {max_steps} (raise max_steps, or pass throw=True to make this an error)",
             stacklevel=stacklevel,
         )

@@ -6,6 +6,7 @@ gap = L(D, Z'_SAE, b) − min_{Z ≥ 0} L(D, Z, b) ≥ 0, with (D, Z'_SAE, b) = 
 from __future__ import annotations
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
@@ -13,7 +14,7 @@ from .._core.objective import loss_value
 from .._core.precision import full_precision
 from .._core.results import RESULTS
 from .._core.validate import check_lam, check_matrix
-from .._finite.codes import solve_codes
+from .._finite.codes import solve_codes, warn_unsolved
 from .base import AbstractSAE
 
 
@@ -43,13 +44,16 @@ def amortisation_gap(
     throw: bool = False,
 ) -> AmortisationGap:
     """L(SAE codes) − L(exact codes on the same unit decoder and bias) ≥ 0, the exact codes solved
-    by ``solve_codes`` (the fitter's solver; ``tol``, ``max_steps`` and ``throw`` as there)."""
+    by ``solve_codes`` (the fitter's solver; ``tol``, ``max_steps`` and ``throw`` as there; codes
+    short of tol come with a warning, as from ``encode``)."""
     X = check_matrix(X, "X")
     lam = check_lam(lam, X.dtype)
     D, Zs, b = sae.as_dictionary(X)
     # from zero, as a fit's first epoch: a warm start at the SAE's codes was measured slower to
     # reach the KKT tolerance (the SAE's many small activations are slow to switch off)
     sol = solve_codes(D, b, X, lam, tol=tol, max_steps=max_steps, throw=throw)
+    if not isinstance(sol.kkt, jax.core.Tracer):  # a gap from codes short of tol is not a bound
+        warn_unsolved(float(sol.kkt), tol, max_steps, what="amortisation_gap")
     w = jnp.ones(X.shape[0], X.dtype)
     sae_loss = loss_value(X, D, Zs, b, lam, w)
     exact = loss_value(X, D, sol.codes, b, lam, w)
