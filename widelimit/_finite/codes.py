@@ -508,20 +508,17 @@ def encode(
         )
         return codes if sparse else codes.todense()
     sol = solve_codes(atoms, bias, X, lam, init=init, tol=tol, max_steps=max_steps, throw=throw)
-    if not isinstance(sol.kkt, jax.core.Tracer):  # (inside a trace: ``solve_codes``' result)
-        if sol.result == RESULTS.nonfinite:
-            raise ValueError("encode: the codes overflowed (scale X and λ down, or use float64)")
-        warn_unsolved(float(sol.kkt), tol, max_steps)
+    if not isinstance(sol.kkt, jax.core.Tracer) and sol.result == RESULTS.nonfinite:
+        raise ValueError("encode: the codes overflowed (scale X and λ down, or use float64)")
+    warn_unsolved(sol.kkt, tol, max_steps)
     return sol.codes
 
 
-def warn_unsolved(
-    worst: float, tol: float, max_steps: int, stacklevel: int = 4, what: str = "encode"
-) -> None:
+def warn_unsolved(worst, tol: float, max_steps: int, stacklevel: int = 4, what: str = "encode"):
     """Warn when codes were returned with a worst KKT residual ``worst`` (in units of λ) > tol;
-    ``stacklevel`` 4 names the caller of a public function that calls this (through
-    ``full_precision``)."""
-    if worst > tol:
+    nothing inside a trace (there ``solve_codes``' status is the way). ``stacklevel`` 4 names the
+    caller of a public function that calls this (through ``full_precision``)."""
+    if not isinstance(worst, jax.core.Tracer) and float(worst) > tol:
         warnings.warn(
             f"{what}: the codes reached a KKT residual of {worst:.3g}·λ > tol = {tol:g} within "
             f"max_steps = {max_steps} (raise max_steps, or pass throw=True to make this an error)",
